@@ -1,0 +1,147 @@
+// Package app wires kvgate together: the upstream (Fastly, or the embedded
+// local store on a loopback port), the KV service and the gateway server.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/service"
+	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
+)
+
+// Config is kvgate's configuration.
+type Config struct {
+	// Listen is the address kvgate serves on.
+	Listen string
+	// FastlyToken selects Fastly when set; when empty kvgate runs the
+	// embedded local store.
+	FastlyToken string
+	// FastlyURL is Fastly's API endpoint.
+	FastlyURL string
+	// DataDir is the local store's data directory; empty keeps it in memory.
+	DataDir string
+	// MaxValueBytes is the largest item value.
+	MaxValueBytes int64
+	// Server holds the HTTP server timeouts.
+	Server gateway.ServerConfig
+	// Ready, when set, receives kvgate's listening address once it serves.
+	Ready func(addr net.Addr)
+}
+
+// Validate reports configuration errors before anything starts.
+func (c *Config) Validate() error {
+	if c.MaxValueBytes <= 0 || c.MaxValueBytes > upstream.MaxValueBytesLimit {
+		return fmt.Errorf("max value size must be between 1 and %d bytes (Fastly's largest), not %d",
+			upstream.MaxValueBytesLimit, c.MaxValueBytes)
+	}
+	if c.Listen == "" {
+		return errors.New("listen address must not be empty")
+	}
+	return nil
+}
+
+// Run serves kvgate until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
+	baseURL, token := cfg.FastlyURL, cfg.FastlyToken
+	// The local store outlives the gateway's shutdown, so RPCs still in
+	// flight during the grace period can finish against it.
+	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStore()
+	var eg errgroup.Group
+	if token == "" {
+		store, storeLn, err := startLocalStore(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		baseURL = "http://" + storeLn.Addr().String()
+		logger.Info("no FASTLY_API_TOKEN set: using the embedded local store",
+			"data_dir", dataDirName(cfg.DataDir), "store_addr", storeLn.Addr().String())
+		eg.Go(func() error {
+			srv := gateway.NewServer(store.Handler(), cfg.Server, logger.With("component", "localstore"))
+			return gateway.Serve(storeCtx, storeLn, srv, cfg.Server, logger.With("component", "localstore"))
+		})
+	} else {
+		logger.Info("using Fastly", "api_url", baseURL)
+	}
+
+	kv, err := upstream.NewClient(upstream.Config{
+		BaseURL:       baseURL,
+		Token:         token,
+		MaxValueBytes: cfg.MaxValueBytes,
+		UserAgent:     "kvgate",
+	})
+	if err != nil {
+		stopStore()
+		_ = eg.Wait()
+		return err
+	}
+	svc := service.New(kv, service.Options{MaxValueBytes: cfg.MaxValueBytes})
+	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: cfg.MaxValueBytes}, logger)
+	srv := gateway.NewServer(handler, cfg.Server, logger)
+
+	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr())
+	}
+	serveErr := gateway.Serve(ctx, ln, srv, cfg.Server, logger)
+	stopStore()
+	return errors.Join(serveErr, eg.Wait())
+}
+
+func startLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, net.Listener, error) {
+	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		store.Close()
+		return nil, nil, fmt.Errorf("listening for the local store: %w", err)
+	}
+	return store, ln, nil
+}
+
+func dataDirName(dir string) string {
+	if dir == "" {
+		return "(memory)"
+	}
+	return dir
+}
+
+// RunLocalStore serves only the local store on listen until ctx ends, so
+// that any Fastly client can be pointed at it.
+func RunLocalStore(ctx context.Context, listen string, cfg Config, logger *slog.Logger) error {
+	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", listen, err)
+	}
+	defer ln.Close()
+	logger.Info("local store serving the Fastly KV REST API", "addr", ln.Addr().String(), "data_dir", dataDirName(cfg.DataDir))
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr())
+	}
+	return gateway.Serve(ctx, ln, gateway.NewServer(store.Handler(), cfg.Server, logger), cfg.Server, logger)
+}

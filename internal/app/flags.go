@@ -1,0 +1,68 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// Flags registers kvgate's flags on fs, each defaulting to its environment
+// variable when set, and returns the config they fill and the log format.
+func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string) {
+	cfg := &Config{
+		FastlyToken: getenv("FASTLY_API_TOKEN"),
+		FastlyURL:   envOr(getenv, "FASTLY_API_URL", upstream.DefaultBaseURL),
+		Server:      gateway.DefaultServerConfig(),
+	}
+	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KVGATE_LISTEN", "127.0.0.1:8080"),
+		"address to serve on (env KVGATE_LISTEN)")
+	fs.StringVar(&cfg.DataDir, "data", envOr(getenv, "KVGATE_DATA", "./data"),
+		"local store data directory, used when FASTLY_API_TOKEN is unset; empty keeps data in memory (env KVGATE_DATA)")
+	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", envInt(getenv, "KVGATE_MAX_VALUE_BYTES", upstream.DefaultMaxValueBytes),
+		"largest item value in bytes, up to Fastly's 104857600 (env KVGATE_MAX_VALUE_BYTES)")
+	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", envDuration(getenv, "KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
+		"grace period for in-flight RPCs on SIGINT/SIGTERM (env KVGATE_SHUTDOWN_TIMEOUT)")
+	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
+	return cfg, logFormat
+}
+
+// NewLogger returns a slog logger writing format ("text" or "json") to
+// stderr.
+func NewLogger(format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
+	}
+	return nil, fmt.Errorf("log format must be text or json, not %q", format)
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// envInt and envDuration fall back to def on a malformed value; the flag's
+// own parsing then reports nothing, so Validate catches nonsense ranges.
+func envInt(getenv func(string) string, name string, def int64) int64 {
+	if v, err := strconv.ParseInt(getenv(name), 10, 64); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(getenv(name)); err == nil {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,133 @@
+// Package gateway assembles kvgate's HTTP surface: the KV service over
+// Connect, gRPC and gRPC-Web, gRPC health and reflection, per-procedure
+// message limits and the RPC log, and serves it with graceful shutdown.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect/v2"
+
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+)
+
+// Limits are the message size limits of the KV procedures.
+type Limits struct {
+	// MaxValueBytes is the largest item value. PutItem requests and
+	// GetItem responses may carry one value plus the other fields.
+	MaxValueBytes int64
+}
+
+// envelopeSlack is room beside a value for the rest of a message: the key
+// (1 KiB), metadata (2000 bytes), other fields and framing.
+const envelopeSlack = 64 << 10
+
+// defaultReadMaxBytes bounds requests that carry no value.
+const defaultReadMaxBytes = 1 << 20
+
+// NewHandler returns the HTTP handler serving svc, health and reflection.
+func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
+	api := connect.NewServer(recoverPanics(logger), logRPCs(logger))
+	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
+
+	mux := http.NewServeMux()
+	valueMessage := int(limits.MaxValueBytes) + envelopeSlack
+	connecthttp.Mount(mux, api,
+		connecthttp.WithReadMaxBytes(defaultReadMaxBytes),
+		connecthttp.WithSendMaxBytes(valueMessage),
+		// Values are mostly incompressible and compressing them costs more
+		// CPU than the hop itself; only larger messages are worth trying.
+		connecthttp.WithCompressMinBytes(4<<10),
+		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
+			if spec.Procedure == kvv1connect.KVStoreServicePutItemProcedure {
+				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
+			}
+			return nil
+		}),
+	)
+
+	// Reflection lives on its own server: it is bidirectional streaming
+	// over HTTP/2 only, and its chatter does not belong in the RPC log.
+	reflection := connect.NewServer()
+	grpcreflect.Register(reflection, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
+		return []string{
+			kvv1connect.KVStoreServiceName,
+			grpchealth.HealthV1ServiceName,
+			"grpc.reflection.v1.ServerReflection",
+			"grpc.reflection.v1alpha.ServerReflection",
+		}
+	})))
+	connecthttp.Mount(mux, reflection)
+
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(kvv1connect.KVStoreServiceName)))
+	return mux
+}
+
+// logRPCs writes one line per RPC: procedure, code and duration, and for
+// failures the cause kept from the caller. Never values, metadata or
+// tokens: messages are not looked at.
+func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
+	return func(next connect.ServerFunc) connect.ServerFunc {
+		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
+			start := time.Now()
+			err := next(ctx, spec, stream)
+			attrs := []slog.Attr{
+				slog.String("procedure", spec.Procedure),
+				slog.String("code", codeName(err)),
+				slog.Duration("duration", time.Since(start)),
+			}
+			level := slog.LevelInfo
+			if err != nil {
+				if cause := errors.Unwrap(err); cause != nil {
+					attrs = append(attrs, slog.String("cause", cause.Error()))
+				}
+				if serverFault(connect.CodeOf(err)) {
+					level = slog.LevelWarn
+				}
+			}
+			logger.LogAttrs(ctx, level, "rpc", attrs...)
+			return err
+		}
+	}
+}
+
+func codeName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return connect.CodeOf(err).String()
+}
+
+// serverFault reports codes that point at kvgate or its upstream rather
+// than at the caller's request.
+func serverFault(code connect.Code) bool {
+	switch code {
+	case connect.CodeInternal, connect.CodeUnknown, connect.CodeUnavailable, connect.CodeDataLoss:
+		return true
+	}
+	return false
+}
+
+// recoverPanics turns a handler panic into an Internal error, so one bad
+// request cannot take the process down.
+func recoverPanics(logger *slog.Logger) connect.ServerInterceptor {
+	return func(next connect.ServerFunc) connect.ServerFunc {
+		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					logger.ErrorContext(ctx, "handler panic", "procedure", spec.Procedure, "panic", fmt.Sprint(r))
+					err = connect.NewError(connect.CodeInternal, "internal error")
+				}
+			}()
+			return next(ctx, spec, stream)
+		}
+	}
+}

@@ -1,0 +1,209 @@
+// Package service implements fastly.kv.v1.KVStoreService: it validates each
+// request, carries it out with the upstream REST client, and maps every
+// outcome to a deliberate Connect code. It knows nothing of HTTP details.
+package service
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// MaxListLimit is the largest page ListKeys returns: Fastly's page size.
+const MaxListLimit = upstream.DefaultPageSize
+
+// Options configures the service.
+type Options struct {
+	// MaxValueBytes is the largest value PutItem accepts;
+	// upstream.DefaultMaxValueBytes when zero.
+	MaxValueBytes int64
+}
+
+// Service implements kvv1connect.KVStoreServiceHandler.
+type Service struct {
+	kvv1connect.UnimplementedKVStoreServiceHandler
+	kv       *upstream.Client
+	maxValue int64
+}
+
+var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
+
+// New returns the service, calling Fastly (or the local store) through kv.
+func New(kv *upstream.Client, opts Options) *Service {
+	s := &Service{kv: kv, maxValue: opts.MaxValueBytes}
+	if s.maxValue <= 0 {
+		s.maxValue = upstream.DefaultMaxValueBytes
+	}
+	return s
+}
+
+// GetItem reads one item.
+func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.GetItemResponse, error) {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	v.check("key", upstream.CheckKey(req.GetKey()))
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	item, err := s.kv.GetItem(ctx, req.GetStoreId(), req.GetKey())
+	if err != nil {
+		return nil, fromUpstream(err, itemSubject)
+	}
+	out := &kvv1.Item{
+		Key:        req.GetKey(),
+		Value:      item.Value, // handed over, not copied
+		Metadata:   item.Metadata,
+		Generation: item.Generation,
+	}
+	if !item.LastModified.IsZero() {
+		out.LastModified = timestamppb.New(item.LastModified)
+	}
+	return &kvv1.GetItemResponse{Item: out}, nil
+}
+
+// PutItem writes one item.
+func (s *Service) PutItem(ctx context.Context, req *kvv1.PutItemRequest) (*kvv1.PutItemResponse, error) {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	v.check("key", upstream.CheckKey(req.GetKey()))
+	v.check("metadata", upstream.CheckMetadata(req.GetMetadata()))
+	v.checkValue(req.GetValue(), s.maxValue)
+	v.checkEnum("mode", req.GetMode())
+	v.checkTTL("time_to_live", req.GetTimeToLive())
+	if req.GetMode() == kvv1.PutMode_PUT_MODE_ADD && req.IfGenerationMatch != nil {
+		v.add("if_generation_match", "if_generation_match cannot be combined with PUT_MODE_ADD, which already requires the key to be absent")
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	opts := upstream.PutOptions{
+		Mode:              putModes[req.GetMode()],
+		BackgroundFetch:   req.GetBackgroundFetch(),
+		IfGenerationMatch: req.IfGenerationMatch,
+		Metadata:          req.GetMetadata(),
+	}
+	if ttl := req.GetTimeToLive(); ttl != nil {
+		opts.TimeToLive = ttl.AsDuration()
+	}
+	if err := s.kv.PutItem(ctx, req.GetStoreId(), req.GetKey(), req.GetValue(), opts); err != nil {
+		return nil, fromUpstream(err, itemSubject)
+	}
+	return &kvv1.PutItemResponse{}, nil
+}
+
+var putModes = map[kvv1.PutMode]upstream.PutMode{
+	kvv1.PutMode_PUT_MODE_UNSPECIFIED: upstream.PutOverwrite,
+	kvv1.PutMode_PUT_MODE_ADD:         upstream.PutAdd,
+	kvv1.PutMode_PUT_MODE_APPEND:      upstream.PutAppend,
+	kvv1.PutMode_PUT_MODE_PREPEND:     upstream.PutPrepend,
+}
+
+// DeleteItem deletes one item.
+func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (*kvv1.DeleteItemResponse, error) {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	v.check("key", upstream.CheckKey(req.GetKey()))
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	opts := upstream.DeleteOptions{Force: req.GetForce(), IfGenerationMatch: req.IfGenerationMatch}
+	if err := s.kv.DeleteItem(ctx, req.GetStoreId(), req.GetKey(), opts); err != nil {
+		return nil, fromUpstream(err, itemSubject)
+	}
+	return &kvv1.DeleteItemResponse{}, nil
+}
+
+// ListKeys returns one page of keys.
+//
+// Fastly refuses some characters in its prefix query that keys may hold
+// ("/", ":", "*", ...). For such a prefix kvgate asks Fastly for the longest
+// leading part it accepts and keeps only the keys that match the whole
+// prefix, fetching further pages while a page holds no match, and ending
+// the listing as soon as the byte-ordered keys pass the prefix.
+func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv1.ListKeysResponse, error) {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	v.check("prefix", upstream.CheckKeyPrefix(req.GetPrefix()))
+	if req.GetLimit() > MaxListLimit {
+		v.add("limit", "limit is %d; the most is %d", req.GetLimit(), MaxListLimit)
+	}
+	v.checkEnum("consistency", req.GetConsistency())
+	cursor, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
+	v.check("cursor", err)
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = MaxListLimit
+	}
+	f := newPrefixFilter(req.GetPrefix())
+	opts := upstream.ListOptions{
+		Prefix:      f.query,
+		Cursor:      cursor,
+		Limit:       limit,
+		Consistency: consistencies[req.GetConsistency()],
+	}
+	for {
+		page, err := s.kv.ListKeys(ctx, req.GetStoreId(), opts)
+		if err != nil {
+			return nil, fromUpstream(err, storeSubject)
+		}
+		keys, passed := f.apply(page.Keys)
+		next := page.NextCursor
+		if passed {
+			next = ""
+		}
+		if len(keys) > 0 || next == "" {
+			return &kvv1.ListKeysResponse{
+				Keys:       keys,
+				NextCursor: encodeCursor(req.GetStoreId(), req.GetPrefix(), next),
+			}, nil
+		}
+		opts.Cursor = next
+	}
+}
+
+var consistencies = map[kvv1.Consistency]upstream.Consistency{
+	kvv1.Consistency_CONSISTENCY_UNSPECIFIED: upstream.Strong,
+	kvv1.Consistency_CONSISTENCY_STRONG:      upstream.Strong,
+	kvv1.Consistency_CONSISTENCY_EVENTUAL:    upstream.Eventual,
+}
+
+// prefixFilter matches keys against a prefix that Fastly can only partly
+// filter.
+type prefixFilter struct {
+	prefix string
+	// query is the part of prefix sent to Fastly.
+	query string
+	// local is set when Fastly's answer still needs filtering.
+	local bool
+}
+
+func newPrefixFilter(prefix string) prefixFilter {
+	query, rest := upstream.SplitPrefix(prefix)
+	return prefixFilter{prefix: prefix, query: query, local: rest != ""}
+}
+
+// apply keeps the keys of a byte-ordered page that start with the prefix,
+// and reports whether the page went past every key that could.
+func (f prefixFilter) apply(keys []string) (matched []string, passed bool) {
+	if !f.local {
+		return keys, false
+	}
+	matched = keys[:0:0]
+	for _, k := range keys {
+		switch {
+		case strings.HasPrefix(k, f.prefix):
+			matched = append(matched, k)
+		case k > f.prefix:
+			return matched, true
+		}
+	}
+	return matched, false
+}
