@@ -1,0 +1,134 @@
+// Package kvtest starts kvgate for tests the way it runs in production: the
+// local store served over real HTTP on a loopback port, the upstream client
+// calling it, and the gateway handler on another loopback listener that
+// speaks HTTP/1.1 and cleartext HTTP/2.
+package kvtest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
+
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/service"
+	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
+)
+
+// Options adjusts the stack a test starts.
+type Options struct {
+	// Upstream, when set, replaces the local store: kvgate calls this
+	// handler (for statuses the local store never produces).
+	Upstream http.Handler
+	// Store configures the local store; its Dir is empty (memory) unless set.
+	Store localstore.Options
+	// MaxValueBytes is kvgate's value limit; the default when zero.
+	MaxValueBytes int64
+}
+
+// Stack is a running kvgate with its upstream.
+type Stack struct {
+	// URL is kvgate's base URL, such as http://127.0.0.1:PORT.
+	URL string
+	// Addr is kvgate's host:port.
+	Addr string
+	// Store is the local store, nil when Options.Upstream was set.
+	Store *localstore.Store
+	// UpstreamURL is the base URL of the upstream kvgate calls.
+	UpstreamURL string
+	// Client calls the upstream directly, bypassing kvgate.
+	Client *upstream.Client
+}
+
+// Start starts a stack and stops it when the test ends.
+func Start(tb testing.TB, opts Options) *Stack {
+	tb.Helper()
+	st := &Stack{}
+	up := opts.Upstream
+	if up == nil {
+		store, err := localstore.Open(opts.Store)
+		if err != nil {
+			tb.Fatalf("opening local store: %v", err)
+		}
+		tb.Cleanup(func() { _ = store.Close() })
+		st.Store = store
+		up = store.Handler()
+	}
+	upSrv := httptest.NewServer(up)
+	tb.Cleanup(upSrv.Close)
+	st.UpstreamURL = upSrv.URL
+
+	maxValue := opts.MaxValueBytes
+	if maxValue == 0 {
+		maxValue = upstream.DefaultMaxValueBytes
+	}
+	kv, err := upstream.NewClient(upstream.Config{BaseURL: upSrv.URL, MaxValueBytes: maxValue})
+	if err != nil {
+		tb.Fatalf("upstream client: %v", err)
+	}
+	st.Client = kv
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(tWriter{tb}, nil))
+	}
+	svc := service.New(kv, service.Options{MaxValueBytes: maxValue})
+	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: maxValue}, logger)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen: %v", err)
+	}
+	cfg := gateway.DefaultServerConfig()
+	srv := gateway.NewServer(handler, cfg, logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gateway.Serve(ctx, ln, srv, cfg, logger) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("serve: %v", err)
+		}
+	})
+	st.Addr = ln.Addr().String()
+	st.URL = "http://" + st.Addr
+	return st
+}
+
+// Requests is how many requests the local store has received.
+func (s *Stack) Requests() int64 { return s.Store.Requests() }
+
+// HTTP1Client is an HTTP/1.1-only client.
+func HTTP1Client() *http.Client {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
+// H2CClient speaks cleartext HTTP/2 with prior knowledge, as gRPC clients do.
+func H2CClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
+// NewClient returns a generated KV client over hc with opts (for example
+// connecthttp.WithGRPC()).
+func (s *Stack) NewClient(hc *http.Client, opts ...connecthttp.Option) kvv1connect.KVStoreServiceClient {
+	return kvv1connect.NewKVStoreServiceClient(connect.NewClient(connecthttp.NewTransport(hc, s.URL, opts...)))
+}
+
+// tWriter sends server logs to the test log in verbose runs.
+type tWriter struct{ tb testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.tb.Log(string(p))
+	return len(p), nil
+}
