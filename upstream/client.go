@@ -128,7 +128,8 @@ type PutOptions struct {
 	// Metadata is sent as the metadata header when not empty. Fastly
 	// replaces the metadata on every write, so empty clears it.
 	Metadata string
-	// TimeToLive is sent in whole seconds as time_to_live_sec when positive.
+	// TimeToLive is sent as time_to_live_sec when positive, rounded up to
+	// whole seconds so a short TTL never becomes none.
 	TimeToLive time.Duration
 }
 
@@ -193,6 +194,9 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 		}
 	}
 	if item.Value, err = c.readValue(resp); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
 		return nil, err
 	}
 	return item, nil
@@ -251,7 +255,7 @@ func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte,
 	if opts.Metadata != "" {
 		req.Header.Set("Metadata", opts.Metadata)
 	}
-	if secs := int64(opts.TimeToLive / time.Second); secs > 0 {
+	if secs := int64((opts.TimeToLive + time.Second - 1) / time.Second); opts.TimeToLive > 0 {
 		// Fastly spells this header with underscores; set it verbatim.
 		req.Header["time_to_live_sec"] = []string{strconv.FormatInt(secs, 10)}
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -30,6 +31,10 @@ type Limits struct {
 // (1 KiB), metadata (2000 bytes), other fields and framing.
 const envelopeSlack = 64 << 10
 
+// compressMinBytes is the smallest response worth gzipping for callers
+// that accept it: key listings compress well, small messages do not.
+const compressMinBytes = 4 << 10
+
 // defaultReadMaxBytes bounds requests that carry no value.
 const defaultReadMaxBytes = 1 << 20
 
@@ -43,12 +48,16 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	connecthttp.Mount(mux, api,
 		connecthttp.WithReadMaxBytes(defaultReadMaxBytes),
 		connecthttp.WithSendMaxBytes(valueMessage),
-		// Values are mostly incompressible and compressing them costs more
-		// CPU than the hop itself; only larger messages are worth trying.
-		connecthttp.WithCompressMinBytes(4<<10),
+		connecthttp.WithCompressMinBytes(compressMinBytes),
 		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
-			if spec.Procedure == kvv1connect.KVStoreServicePutItemProcedure {
+			switch spec.Procedure {
+			case kvv1connect.KVStoreServicePutItemProcedure:
 				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
+			case kvv1connect.KVStoreServiceGetItemProcedure:
+				// Values are opaque bytes, often already compressed; gzip
+				// on them costs more CPU than the whole hop and rarely
+				// saves bytes. Callers still may send compressed requests.
+				return []connecthttp.Option{connecthttp.WithCompressMinBytes(math.MaxInt)}
 			}
 			return nil
 		}),

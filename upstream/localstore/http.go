@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -27,8 +28,23 @@ func (s *Store) Handler() http.Handler {
 		s.requests.Add(1)
 		// Fastly's API answers every item call uncached.
 		w.Header().Set("Cache-Control", "no-store")
+		// ServeMux would redirect a "." or ".." segment to a cleaned path
+		// (and so "GET keys/.." to the listing); these are invalid keys.
+		if hasDotSegment(r.URL.EscapedPath()) {
+			badRequest(w, `invalid key: key must not be "." or ".." or contain such a segment`)
+			return
+		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+func hasDotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // apiError is the JSON error body the store sends with 400, 404 and 413.
@@ -303,8 +319,13 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	if more && len(keys) > 0 {
 		meta.NextCursor = encodeCursor(keys[len(keys)-1])
 	}
+	body, err := json.Marshal(listBody{Data: keys, Meta: meta})
+	if err != nil {
+		s.writeOutcome(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(listBody{Data: keys, Meta: meta})
+	_, _ = w.Write(body)
 }
 
 // encodeCursor makes a cursor the way Fastly's appear to be made: standard
