@@ -22,15 +22,20 @@ import (
 // methodCounter counts the HTTP methods a client sends, to prove that
 // Connect GET requests really went out as GETs.
 type methodCounter struct {
-	next http.RoundTripper
-	gets atomic.Int64
+	next      http.RoundTripper
+	gets      atomic.Int64
+	cacheable atomic.Int64 // GET responses without Cache-Control: no-store
 }
 
 func (m *methodCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := m.next.RoundTrip(r)
 	if r.Method == http.MethodGet {
 		m.gets.Add(1)
+		if err == nil && resp.Header.Get("Cache-Control") != "no-store" {
+			m.cacheable.Add(1)
+		}
 	}
-	return m.next.RoundTrip(r)
+	return resp, err
 }
 
 // TestProtocolMatrix runs every unary RPC through connect-go clients in each
@@ -75,6 +80,9 @@ func TestProtocolMatrix(t *testing.T) {
 				runUnaryScenario(t, client, "matrix-"+tc.name+"-"+tr.name)
 				if tc.get && counter.gets.Load() == 0 {
 					t.Error("no request went out as a Connect GET")
+				}
+				if n := counter.cacheable.Load(); n != 0 {
+					t.Errorf("%d GET responses lacked Cache-Control: no-store", n)
 				}
 				if !tc.get && counter.gets.Load() != 0 {
 					t.Errorf("%d requests went out as GET without WithHTTPGet", counter.gets.Load())

@@ -77,7 +77,19 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	connecthttp.Mount(mux, reflection)
 
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(kvv1connect.KVStoreServiceName)))
-	return mux
+	return noStoreGETs(mux)
+}
+
+// noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its
+// own: a cached read would hand out stale values and generations, and a
+// stale generation turns every compare-and-set into ABORTED.
+func noStoreGETs(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // logRPCs writes one line per RPC: procedure, code and duration, and for
