@@ -16,7 +16,11 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("kvgate", flag.ExitOnError)
-	cfg, logFormat := app.Flags(fs, os.Getenv)
+	cfg, logFormat, err := app.Flags(fs, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kvgate:", err)
+		os.Exit(2)
+	}
 	_ = fs.Parse(os.Args[1:])
 	logger, err := app.NewLogger(*logFormat)
 	if err != nil {

@@ -16,7 +16,15 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("kvlocal", flag.ExitOnError)
-	cfg, logFormat := app.Flags(fs, os.Getenv)
+	cfg, logFormat, err := app.Flags(fs, os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kvlocal:", err)
+		os.Exit(2)
+	}
+	if os.Getenv("KVGATE_LISTEN") == "" {
+		// Beside a kvgate on its default 8080.
+		_ = fs.Set("listen", "127.0.0.1:8081")
+	}
 	_ = fs.Parse(os.Args[1:])
 	logger, err := app.NewLogger(*logFormat)
 	if err != nil {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -14,7 +15,19 @@ import (
 
 // Flags registers kvgate's flags on fs, each defaulting to its environment
 // variable when set, and returns the config they fill and the log format.
-func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string) {
+// A malformed environment variable is an error, not silently ignored.
+func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, error) {
+	var errs []error
+	envInt := func(name string, def int64) int64 {
+		v, err := parseEnv(getenv, name, def, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
+		errs = append(errs, err)
+		return v
+	}
+	envDuration := func(name string, def time.Duration) time.Duration {
+		v, err := parseEnv(getenv, name, def, time.ParseDuration)
+		errs = append(errs, err)
+		return v
+	}
 	cfg := &Config{
 		FastlyToken: getenv("FASTLY_API_TOKEN"),
 		FastlyURL:   envOr(getenv, "FASTLY_API_URL", upstream.DefaultBaseURL),
@@ -24,12 +37,12 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string) {
 		"address to serve on (env KVGATE_LISTEN)")
 	fs.StringVar(&cfg.DataDir, "data", envOr(getenv, "KVGATE_DATA", "./data"),
 		"local store data directory, used when FASTLY_API_TOKEN is unset; empty keeps data in memory (env KVGATE_DATA)")
-	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", envInt(getenv, "KVGATE_MAX_VALUE_BYTES", upstream.DefaultMaxValueBytes),
+	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", envInt("KVGATE_MAX_VALUE_BYTES", upstream.DefaultMaxValueBytes),
 		"largest item value in bytes, up to Fastly's 104857600 (env KVGATE_MAX_VALUE_BYTES)")
-	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", envDuration(getenv, "KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
+	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", envDuration("KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
 		"grace period for in-flight RPCs on SIGINT/SIGTERM (env KVGATE_SHUTDOWN_TIMEOUT)")
 	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
-	return cfg, logFormat
+	return cfg, logFormat, errors.Join(errs...)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to
@@ -51,18 +64,15 @@ func envOr(getenv func(string) string, name, def string) string {
 	return def
 }
 
-// envInt and envDuration fall back to def on a malformed value; the flag's
-// own parsing then reports nothing, so Validate catches nonsense ranges.
-func envInt(getenv func(string) string, name string, def int64) int64 {
-	if v, err := strconv.ParseInt(getenv(name), 10, 64); err == nil {
-		return v
+// parseEnv parses the environment variable name, returning def when unset.
+func parseEnv[T any](getenv func(string) string, name string, def T, parse func(string) (T, error)) (T, error) {
+	raw := getenv(name)
+	if raw == "" {
+		return def, nil
 	}
-	return def
-}
-
-func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(getenv(name)); err == nil {
-		return v
+	v, err := parse(raw)
+	if err != nil {
+		return def, fmt.Errorf("environment variable %s=%q: %w", name, raw, err)
 	}
-	return def
+	return v, nil
 }

@@ -32,6 +32,9 @@ type Options struct {
 	Store localstore.Options
 	// MaxValueBytes is kvgate's value limit; the default when zero.
 	MaxValueBytes int64
+	// Logger receives kvgate's logs; discarded (or sent to the test log in
+	// verbose runs) when nil.
+	Logger *slog.Logger
 }
 
 // Stack is a running kvgate with its upstream.
@@ -75,9 +78,13 @@ func Start(tb testing.TB, opts Options) *Stack {
 		tb.Fatalf("upstream client: %v", err)
 	}
 	st.Client = kv
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
+	logger := opts.Logger
+	switch {
+	case logger != nil:
+	case testing.Verbose():
 		logger = slog.New(slog.NewTextHandler(tWriter{tb}, nil))
+	default:
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	svc := service.New(kv, service.Options{MaxValueBytes: maxValue})
 	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: maxValue}, logger)
