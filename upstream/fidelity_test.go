@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,41 +31,6 @@ const (
 	recordedStore = "iaa48y0oxw13s12xpfdkk9"
 	testToken     = "test-token"
 )
-
-// recordingsDir returns the recordings folder, read in place.
-func recordingsDir(t *testing.T) string {
-	t.Helper()
-	return filepath.Join(kvtest.SharedDir(t), "fixtures", "fastly-recorded")
-}
-
-// loadRecording loads a cassette by its name relative to the recordings
-// folder, without the .yaml extension.
-func loadRecording(t *testing.T, name string) *cassette.Cassette {
-	t.Helper()
-	c, err := cassette.Load(filepath.Join(recordingsDir(t), filepath.FromSlash(name)+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// itemInteractions keeps the interactions on item endpoints (under
-// /resources/stores/kv/{id}/keys), dropping store-level calls the client
-// does not make, such as cleanup's final DELETE of the store itself.
-func itemInteractions(t *testing.T, c *cassette.Cassette) []cassette.Interaction {
-	t.Helper()
-	var out []cassette.Interaction
-	for _, in := range c.Interactions {
-		u, err := in.Request.ParsedURL()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(u.EscapedPath(), "/resources/stores/kv/"+recordedStore+"/keys") {
-			out = append(out, in)
-		}
-	}
-	return out
-}
 
 // capturedRequest is what the client put on the wire, as the server saw it.
 type capturedRequest struct {
@@ -378,7 +342,7 @@ func TestClientFidelity(t *testing.T) {
 	for _, rc := range clientRecordings {
 		t.Run(rc.name, func(t *testing.T) {
 			t.Parallel()
-			interactions := itemInteractions(t, loadRecording(t, rc.name))
+			interactions := kvtest.ItemInteractions(t, kvtest.LoadRecording(t, rc.name), recordedStore)
 			if len(interactions) != len(rc.calls) {
 				t.Fatalf("recording has %d item interactions, the table %d calls", len(interactions), len(rc.calls))
 			}
@@ -421,7 +385,7 @@ func TestClientRecordingsCovered(t *testing.T) {
 	for _, rc := range clientRecordings {
 		known[rc.name] = true
 	}
-	entries, err := os.ReadDir(recordingsDir(t))
+	entries, err := os.ReadDir(kvtest.RecordingsDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +403,7 @@ func TestClientRecordingsCovered(t *testing.T) {
 // cursor as it went on the wire, '=' escaped as %3D.
 func TestClientCursorURLEncoding(t *testing.T) {
 	t.Parallel()
-	rec := loadRecording(t, "history/2023-04-object_store_558e0b14/list-keys-pagination")
+	rec := kvtest.LoadRecording(t, "history/2023-04-object_store_558e0b14/list-keys-pagination")
 	if len(rec.Interactions) != 2 {
 		t.Fatalf("recording has %d interactions, want 2", len(rec.Interactions))
 	}

@@ -3,34 +3,8 @@
 // Fastly; without, it runs an embedded Fastly-compatible local store.
 package main
 
-import (
-	"context"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/kvgate/kvgate/internal/app"
-)
+import "github.com/kvgate/kvgate/internal/app"
 
 func main() {
-	fs := flag.NewFlagSet("kvgate", flag.ExitOnError)
-	cfg, logFormat, err := app.Flags(fs, os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kvgate:", err)
-		os.Exit(2)
-	}
-	_ = fs.Parse(os.Args[1:])
-	logger, err := app.NewLogger(*logFormat)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kvgate:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, *cfg, logger); err != nil {
-		logger.Error("kvgate stopped", "err", err)
-		os.Exit(1)
-	}
+	app.Main("kvgate", "", app.Run)
 }

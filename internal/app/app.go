@@ -126,17 +126,17 @@ func dataDirName(dir string) string {
 	return dir
 }
 
-// RunLocalStore serves only the local store on listen until ctx ends, so
-// that any Fastly client can be pointed at it.
-func RunLocalStore(ctx context.Context, listen string, cfg Config, logger *slog.Logger) error {
+// RunLocalStore serves only the local store on cfg.Listen until ctx ends,
+// so that any Fastly client can be pointed at it.
+func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", listen, err)
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
 	logger.Info("local store serving the Fastly KV REST API", "addr", ln.Addr().String(), "data_dir", dataDirName(cfg.DataDir))

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -110,4 +111,20 @@ func Parse(data []byte) (*Cassette, error) {
 		return nil, errors.New("no interactions")
 	}
 	return &c, nil
+}
+
+// UnderPath returns the interactions whose request path (escaped) starts
+// with prefix, in recorded order.
+func (c *Cassette) UnderPath(prefix string) ([]Interaction, error) {
+	var out []Interaction
+	for _, in := range c.Interactions {
+		u, err := in.Request.ParsedURL()
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(u.EscapedPath(), prefix) {
+			out = append(out, in)
+		}
+	}
+	return out, nil
 }

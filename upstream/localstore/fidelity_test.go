@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -34,34 +33,6 @@ const (
 	// swapped for the test server's.
 	fastlyBase = "https://api.fastly.com"
 )
-
-func loadRecording(t *testing.T, name string) *cassette.Cassette {
-	t.Helper()
-	path := filepath.Join(kvtest.SharedDir(t), "fixtures", "fastly-recorded", filepath.FromSlash(name)+".yaml")
-	c, err := cassette.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// itemInteractions keeps the interactions on item endpoints, dropping
-// store-level calls the local store does not serve, such as cleanup's final
-// DELETE of the store itself.
-func itemInteractions(t *testing.T, c *cassette.Cassette) []cassette.Interaction {
-	t.Helper()
-	var out []cassette.Interaction
-	for _, in := range c.Interactions {
-		u, err := in.Request.ParsedURL()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(u.EscapedPath(), "/resources/stores/kv/"+recordedStore+"/keys") {
-			out = append(out, in)
-		}
-	}
-	return out
-}
 
 // startLocalStore serves a fresh in-memory store over real HTTP.
 func startLocalStore(t *testing.T) *httptest.Server {
@@ -335,7 +306,7 @@ func TestLocalStoreFidelity(t *testing.T) {
 	rp := newReplayer(startLocalStore(t))
 	for _, name := range sequence {
 		ok := t.Run(name, func(t *testing.T) {
-			rec := loadRecording(t, name)
+			rec := kvtest.LoadRecording(t, name)
 			if name == "batch-create-keys" {
 				// The local store has no batch endpoint yet. Its items are
 				// written with plain PUTs instead, so that the listings
@@ -344,7 +315,7 @@ func TestLocalStoreFidelity(t *testing.T) {
 				seedFromBatch(t, rp, rec)
 				return
 			}
-			interactions := itemInteractions(t, rec)
+			interactions := kvtest.ItemInteractions(t, rec, recordedStore)
 			if len(interactions) == 0 {
 				t.Fatal("recording has no item interactions")
 			}
@@ -420,7 +391,7 @@ func seedFromBatch(t *testing.T, rp *replayer, rec *cassette.Cassette) {
 // is sent as recorded.
 func TestLocalStorePaddedCursor(t *testing.T) {
 	t.Parallel()
-	rec := loadRecording(t, "history/2023-04-object_store_558e0b14/list-keys-pagination")
+	rec := kvtest.LoadRecording(t, "history/2023-04-object_store_558e0b14/list-keys-pagination")
 	rp := newReplayer(startLocalStore(t))
 
 	// The store held the keys the recording lists across its pages.
