@@ -11,8 +11,12 @@ import (
 // listCursor is the state behind a kvgate list cursor: Fastly's own cursor
 // and the listing it belongs to. Clients treat it as opaque.
 type listCursor struct {
-	// Upstream is Fastly's next_cursor.
-	Upstream string `json:"u"`
+	// Upstream is the Fastly cursor of the page to continue in; empty for
+	// the first page.
+	Upstream string `json:"u,omitempty"`
+	// After, when set, skips the keys up to and including it in that page:
+	// a stream that stopped inside a page resumes right after its last key.
+	After string `json:"a,omitempty"`
 	// Scope binds the cursor to one store id and prefix, so a cursor cannot
 	// silently resume a different listing.
 	Scope string `json:"s"`
@@ -23,13 +27,22 @@ func listScope(storeID, prefix string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// encodeCursor wraps Fastly's cursor for the listing of prefix in storeID;
-// the empty upstream cursor (the end of the listing) stays empty.
-func encodeCursor(storeID, prefix, upstreamCursor string) string {
-	if upstreamCursor == "" {
+// position is a place in a listing: the page to fetch and the keys of it
+// already delivered. The zero position is the start; see done.
+type position struct {
+	upstream string
+	after    string
+	// end marks the end of the listing, where nothing follows.
+	end bool
+}
+
+// encodeCursor wraps pos for the listing of prefix in storeID; the end of
+// the listing is the empty cursor.
+func encodeCursor(storeID, prefix string, pos position) string {
+	if pos.end {
 		return ""
 	}
-	b, _ := json.Marshal(listCursor{Upstream: upstreamCursor, Scope: listScope(storeID, prefix)})
+	b, _ := json.Marshal(listCursor{Upstream: pos.upstream, After: pos.after, Scope: listScope(storeID, prefix)})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -38,21 +51,21 @@ var (
 	errCursorScope   = errors.New("was issued for another store_id or prefix")
 )
 
-// decodeCursor returns Fastly's cursor inside a kvgate cursor ("" for "").
-func decodeCursor(storeID, prefix, cursor string) (string, error) {
+// decodeCursor returns the position a kvgate cursor names; "" is the start.
+func decodeCursor(storeID, prefix, cursor string) (position, error) {
 	if cursor == "" {
-		return "", nil
+		return position{}, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(cursor)
 	if err != nil {
-		return "", errForeignCursor
+		return position{}, errForeignCursor
 	}
 	var c listCursor
-	if err := json.Unmarshal(b, &c); err != nil || c.Upstream == "" || c.Scope == "" {
-		return "", errForeignCursor
+	if err := json.Unmarshal(b, &c); err != nil || (c.Upstream == "" && c.After == "") || c.Scope == "" {
+		return position{}, errForeignCursor
 	}
 	if c.Scope != listScope(storeID, prefix) {
-		return "", errCursorScope
+		return position{}, errCursorScope
 	}
-	return c.Upstream, nil
+	return position{upstream: c.Upstream, after: c.After}, nil
 }

@@ -5,7 +5,6 @@ package service
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,6 +21,8 @@ type Options struct {
 	// MaxValueBytes is the largest value PutItem accepts;
 	// upstream.DefaultMaxValueBytes when zero.
 	MaxValueBytes int64
+	// Batch bounds the batch PUTs of BatchPutItems and PutItems.
+	Batch BatchConfig
 }
 
 // Service implements kvv1connect.KVStoreServiceHandler.
@@ -29,13 +30,14 @@ type Service struct {
 	kvv1connect.UnimplementedKVStoreServiceHandler
 	kv       *upstream.Client
 	maxValue int64
+	batch    BatchConfig
 }
 
 var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
 
 // New returns the service, calling Fastly (or the local store) through kv.
 func New(kv *upstream.Client, opts Options) *Service {
-	s := &Service{kv: kv, maxValue: opts.MaxValueBytes}
+	s := &Service{kv: kv, maxValue: opts.MaxValueBytes, batch: opts.Batch.withDefaults()}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
@@ -129,43 +131,34 @@ func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv
 	var v violations
 	v.checkStoreID(req.GetStoreId())
 	v.check("prefix", upstream.CheckKeyPrefix(req.GetPrefix()))
-	if req.GetLimit() > MaxListLimit {
-		v.add("limit", "limit is %d; the most is %d", req.GetLimit(), MaxListLimit)
-	}
+	v.checkPageSize("limit", req.GetLimit())
 	v.checkEnum("consistency", req.GetConsistency())
-	cursor, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
+	pos, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
 	v.check("cursor", err)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	limit := int(req.GetLimit())
-	if limit == 0 {
-		limit = MaxListLimit
+	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
+	pg, err := l.fetchNonEmpty(ctx, pos)
+	if err != nil {
+		return nil, fromUpstream(err, storeSubject)
 	}
-	f := newPrefixFilter(req.GetPrefix())
-	opts := upstream.ListOptions{
-		Prefix:      f.query,
-		Cursor:      cursor,
-		Limit:       limit,
-		Consistency: consistencies[req.GetConsistency()],
+	return &kvv1.ListKeysResponse{
+		Keys:       pg.keys,
+		NextCursor: encodeCursor(req.GetStoreId(), req.GetPrefix(), pg.next),
+	}, nil
+}
+
+func (s *Service) newLister(store, prefix string, pageSize uint32, c kvv1.Consistency) *lister {
+	if pageSize == 0 {
+		pageSize = MaxListLimit
 	}
-	for {
-		page, err := s.kv.ListKeys(ctx, req.GetStoreId(), opts)
-		if err != nil {
-			return nil, fromUpstream(err, storeSubject)
-		}
-		keys, passed := f.apply(page.Keys)
-		next := page.NextCursor
-		if passed {
-			next = ""
-		}
-		if len(keys) > 0 || next == "" {
-			return &kvv1.ListKeysResponse{
-				Keys:       keys,
-				NextCursor: encodeCursor(req.GetStoreId(), req.GetPrefix(), next),
-			}, nil
-		}
-		opts.Cursor = next
+	return &lister{
+		kv:          s.kv,
+		store:       store,
+		filter:      newPrefixFilter(prefix),
+		pageSize:    int(pageSize),
+		consistency: consistencies[c],
 	}
 }
 
@@ -173,37 +166,4 @@ var consistencies = map[kvv1.Consistency]upstream.Consistency{
 	kvv1.Consistency_CONSISTENCY_UNSPECIFIED: upstream.Strong,
 	kvv1.Consistency_CONSISTENCY_STRONG:      upstream.Strong,
 	kvv1.Consistency_CONSISTENCY_EVENTUAL:    upstream.Eventual,
-}
-
-// prefixFilter matches keys against a prefix that Fastly can only partly
-// filter.
-type prefixFilter struct {
-	prefix string
-	// query is the part of prefix sent to Fastly.
-	query string
-	// local is set when Fastly's answer still needs filtering.
-	local bool
-}
-
-func newPrefixFilter(prefix string) prefixFilter {
-	query, rest := upstream.SplitPrefix(prefix)
-	return prefixFilter{prefix: prefix, query: query, local: rest != ""}
-}
-
-// apply keeps the keys of a byte-ordered page that start with the prefix,
-// and reports whether the page went past every key that could.
-func (f prefixFilter) apply(keys []string) (matched []string, passed bool) {
-	if !f.local {
-		return keys, false
-	}
-	matched = keys[:0:0]
-	for _, k := range keys {
-		switch {
-		case strings.HasPrefix(k, f.prefix):
-			matched = append(matched, k)
-		case k > f.prefix:
-			return matched, true
-		}
-	}
-	return matched, false
 }

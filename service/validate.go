@@ -86,6 +86,13 @@ func (v *violations) checkTTL(field string, d *durationpb.Duration) {
 	}
 }
 
+// checkPageSize accepts 0 (Fastly's page of 1000) up to 1000.
+func (v *violations) checkPageSize(field string, n uint32) {
+	if n > MaxListLimit {
+		v.add(field, "%s is %d; the most is %d", field, n, MaxListLimit)
+	}
+}
+
 func (v *violations) checkValue(value []byte, limit int64) {
 	if int64(len(value)) > limit {
 		v.add("value", "value is %d bytes; the limit is %d", len(value), limit)

@@ -255,7 +255,7 @@ func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte,
 	if opts.Metadata != "" {
 		req.Header.Set("Metadata", opts.Metadata)
 	}
-	if secs := int64((opts.TimeToLive + time.Second - 1) / time.Second); opts.TimeToLive > 0 {
+	if secs := ttlSeconds(opts.TimeToLive); secs > 0 {
 		// Fastly spells this header with underscores; set it verbatim.
 		req.Header["time_to_live_sec"] = []string{strconv.FormatInt(secs, 10)}
 	}

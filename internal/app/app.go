@@ -30,6 +30,8 @@ type Config struct {
 	DataDir string
 	// MaxValueBytes is the largest item value.
 	MaxValueBytes int64
+	// Batch bounds the batch PUTs of batch writes.
+	Batch service.BatchConfig
 	// Server holds the HTTP server timeouts.
 	Server gateway.ServerConfig
 	// Ready, when set, receives kvgate's listening address once it serves.
@@ -41,6 +43,9 @@ func (c *Config) Validate() error {
 	if c.MaxValueBytes <= 0 || c.MaxValueBytes > upstream.MaxValueBytesLimit {
 		return fmt.Errorf("max value size must be between 1 and %d bytes (Fastly's largest), not %d",
 			upstream.MaxValueBytesLimit, c.MaxValueBytes)
+	}
+	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
+		return errors.New("batch lines, bytes and concurrency must not be negative")
 	}
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
@@ -93,7 +98,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		_ = eg.Wait()
 		return err
 	}
-	svc := service.New(kv, service.Options{MaxValueBytes: cfg.MaxValueBytes})
+	svc := service.New(kv, service.Options{MaxValueBytes: cfg.MaxValueBytes, Batch: cfg.Batch})
 	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: cfg.MaxValueBytes}, logger)
 	srv := gateway.NewServer(handler, cfg.Server, logger)
 

@@ -41,6 +41,12 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, erro
 		"largest item value in bytes, up to Fastly's 104857600 (env KVGATE_MAX_VALUE_BYTES)")
 	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", envDuration("KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
 		"grace period for in-flight RPCs on SIGINT/SIGTERM (env KVGATE_SHUTDOWN_TIMEOUT)")
+	fs.IntVar(&cfg.Batch.MaxLines, "batch-lines", int(envInt("KVGATE_BATCH_LINES", 1000)),
+		"most items in one batch PUT (env KVGATE_BATCH_LINES)")
+	fs.IntVar(&cfg.Batch.MaxBytes, "batch-bytes", int(envInt("KVGATE_BATCH_BYTES", 8<<20)),
+		"most bytes in one batch PUT body, base64 values included (env KVGATE_BATCH_BYTES)")
+	fs.IntVar(&cfg.Batch.Concurrency, "batch-concurrency", int(envInt("KVGATE_BATCH_CONCURRENCY", 4)),
+		"PUTs one batch write keeps in flight (env KVGATE_BATCH_CONCURRENCY)")
 	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
 	return cfg, logFormat, errors.Join(errs...)
 }

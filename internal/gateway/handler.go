@@ -35,6 +35,10 @@ const envelopeSlack = 64 << 10
 // that accept it: key listings compress well, small messages do not.
 const compressMinBytes = 4 << 10
 
+// batchMessageBytes bounds one batch message (BatchPutItems or PutItems)
+// when a single value's limit is smaller, as proto/fastly/kv/v1 states.
+const batchMessageBytes = 64 << 20
+
 // defaultReadMaxBytes bounds requests that carry no value.
 const defaultReadMaxBytes = 1 << 20
 
@@ -53,6 +57,9 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 			switch spec.Procedure {
 			case kvv1connect.KVStoreServicePutItemProcedure:
 				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
+			case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
+				// Per message; a stream may carry any number of them.
+				return []connecthttp.Option{connecthttp.WithReadMaxBytes(max(valueMessage, batchMessageBytes))}
 			case kvv1connect.KVStoreServiceGetItemProcedure:
 				// Values are opaque bytes, often already compressed; gzip
 				// on them costs more CPU than the whole hop and rarely

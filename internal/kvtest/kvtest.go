@@ -32,6 +32,8 @@ type Options struct {
 	Store localstore.Options
 	// MaxValueBytes is kvgate's value limit; the default when zero.
 	MaxValueBytes int64
+	// Batch bounds batch writes; the defaults when zero.
+	Batch service.BatchConfig
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
@@ -86,7 +88,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 	default:
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	svc := service.New(kv, service.Options{MaxValueBytes: maxValue})
+	svc := service.New(kv, service.Options{MaxValueBytes: maxValue, Batch: opts.Batch})
 	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: maxValue}, logger)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fastly/kv/v1/kv.proto.
  */
 export const file_fastly_kv_v1_kv: GenFile = /*@__PURE__*/
-  fileDesc("ChVmYXN0bHkva3YvdjEva3YucHJvdG8SDGZhc3RseS5rdi52MSJ7CgRJdGVtEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIQCghtZXRhZGF0YRgDIAEoCRISCgpnZW5lcmF0aW9uGAQgASgEEjEKDWxhc3RfbW9kaWZpZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi8KDkdldEl0ZW1SZXF1ZXN0EhAKCHN0b3JlX2lkGAEgASgJEgsKA2tleRgCIAEoCSIzCg9HZXRJdGVtUmVzcG9uc2USIAoEaXRlbRgBIAEoCzISLmZhc3RseS5rdi52MS5JdGVtIvoBCg5QdXRJdGVtUmVxdWVzdBIQCghzdG9yZV9pZBgBIAEoCRILCgNrZXkYAiABKAkSDQoFdmFsdWUYAyABKAwSEAoIbWV0YWRhdGEYBCABKAkSIwoEbW9kZRgFIAEoDjIVLmZhc3RseS5rdi52MS5QdXRNb2RlEhgKEGJhY2tncm91bmRfZmV0Y2gYBiABKAgSIAoTaWZfZ2VuZXJhdGlvbl9tYXRjaBgHIAEoBEgAiAEBEi8KDHRpbWVfdG9fbGl2ZRgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIWChRfaWZfZ2VuZXJhdGlvbl9tYXRjaCIRCg9QdXRJdGVtUmVzcG9uc2UiewoRRGVsZXRlSXRlbVJlcXVlc3QSEAoIc3RvcmVfaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWZvcmNlGAMgASgIEiAKE2lmX2dlbmVyYXRpb25fbWF0Y2gYBCABKARIAIgBAUIWChRfaWZfZ2VuZXJhdGlvbl9tYXRjaCIUChJEZWxldGVJdGVtUmVzcG9uc2UiggEKD0xpc3RLZXlzUmVxdWVzdBIQCghzdG9yZV9pZBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSDQoFbGltaXQYAyABKA0SDgoGY3Vyc29yGAQgASgJEi4KC2NvbnNpc3RlbmN5GAUgASgOMhkuZmFzdGx5Lmt2LnYxLkNvbnNpc3RlbmN5IjUKEExpc3RLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoCRITCgtuZXh0X2N1cnNvchgCIAEoCSpgCgdQdXRNb2RlEhgKFFBVVF9NT0RFX1VOU1BFQ0lGSUVEEAASEAoMUFVUX01PREVfQUREEAESEwoPUFVUX01PREVfQVBQRU5EEAISFAoQUFVUX01PREVfUFJFUEVORBADKlwKC0NvbnNpc3RlbmN5EhsKF0NPTlNJU1RFTkNZX1VOU1BFQ0lGSUVEEAASFgoSQ09OU0lTVEVOQ1lfU1RST05HEAESGAoUQ09OU0lTVEVOQ1lfRVZFTlRVQUwQAjLLAgoOS1ZTdG9yZVNlcnZpY2USSwoHR2V0SXRlbRIcLmZhc3RseS5rdi52MS5HZXRJdGVtUmVxdWVzdBodLmZhc3RseS5rdi52MS5HZXRJdGVtUmVzcG9uc2UiA5ACARJGCgdQdXRJdGVtEhwuZmFzdGx5Lmt2LnYxLlB1dEl0ZW1SZXF1ZXN0Gh0uZmFzdGx5Lmt2LnYxLlB1dEl0ZW1SZXNwb25zZRJUCgpEZWxldGVJdGVtEh8uZmFzdGx5Lmt2LnYxLkRlbGV0ZUl0ZW1SZXF1ZXN0GiAuZmFzdGx5Lmt2LnYxLkRlbGV0ZUl0ZW1SZXNwb25zZSIDkAICEk4KCExpc3RLZXlzEh0uZmFzdGx5Lmt2LnYxLkxpc3RLZXlzUmVxdWVzdBoeLmZhc3RseS5rdi52MS5MaXN0S2V5c1Jlc3BvbnNlIgOQAgFCoAEKEGNvbS5mYXN0bHkua3YudjFCB0t2UHJvdG9QAVoxZ2l0aHViLmNvbS9rdmdhdGUva3ZnYXRlL2dlbi9nby9mYXN0bHkva3YvdjE7a3Z2MaICA0ZLWKoCDEZhc3RseS5Ldi5WMcoCDEZhc3RseVxLdlxWMeICGEZhc3RseVxLdlxWMVxHUEJNZXRhZGF0YeoCDkZhc3RseTo6S3Y6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVmYXN0bHkva3YvdjEva3YucHJvdG8SDGZhc3RseS5rdi52MSJ7CgRJdGVtEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDBIQCghtZXRhZGF0YRgDIAEoCRISCgpnZW5lcmF0aW9uGAQgASgEEjEKDWxhc3RfbW9kaWZpZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi8KDkdldEl0ZW1SZXF1ZXN0EhAKCHN0b3JlX2lkGAEgASgJEgsKA2tleRgCIAEoCSIzCg9HZXRJdGVtUmVzcG9uc2USIAoEaXRlbRgBIAEoCzISLmZhc3RseS5rdi52MS5JdGVtIvoBCg5QdXRJdGVtUmVxdWVzdBIQCghzdG9yZV9pZBgBIAEoCRILCgNrZXkYAiABKAkSDQoFdmFsdWUYAyABKAwSEAoIbWV0YWRhdGEYBCABKAkSIwoEbW9kZRgFIAEoDjIVLmZhc3RseS5rdi52MS5QdXRNb2RlEhgKEGJhY2tncm91bmRfZmV0Y2gYBiABKAgSIAoTaWZfZ2VuZXJhdGlvbl9tYXRjaBgHIAEoBEgAiAEBEi8KDHRpbWVfdG9fbGl2ZRgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIWChRfaWZfZ2VuZXJhdGlvbl9tYXRjaCIRCg9QdXRJdGVtUmVzcG9uc2UiewoRRGVsZXRlSXRlbVJlcXVlc3QSEAoIc3RvcmVfaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWZvcmNlGAMgASgIEiAKE2lmX2dlbmVyYXRpb25fbWF0Y2gYBCABKARIAIgBAUIWChRfaWZfZ2VuZXJhdGlvbl9tYXRjaCIUChJEZWxldGVJdGVtUmVzcG9uc2UiggEKD0xpc3RLZXlzUmVxdWVzdBIQCghzdG9yZV9pZBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSDQoFbGltaXQYAyABKA0SDgoGY3Vyc29yGAQgASgJEi4KC2NvbnNpc3RlbmN5GAUgASgOMhkuZmFzdGx5Lmt2LnYxLkNvbnNpc3RlbmN5IjUKEExpc3RLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoCRITCgtuZXh0X2N1cnNvchgCIAEoCSKaAQoRU3RyZWFtS2V5c1JlcXVlc3QSEAoIc3RvcmVfaWQYASABKAkSDgoGcHJlZml4GAIgASgJEi4KC2NvbnNpc3RlbmN5GAMgASgOMhkuZmFzdGx5Lmt2LnYxLkNvbnNpc3RlbmN5EhEKCXBhZ2Vfc2l6ZRgEIAEoDRIOCgZjdXJzb3IYBSABKAkSEAoIbWF4X2tleXMYBiABKAQiMgoSU3RyZWFtS2V5c1Jlc3BvbnNlEgwKBGtleXMYASADKAkSDgoGY3Vyc29yGAIgASgJIjoKEFN0cmVhbUtleXNSZXN1bWUSDgoGY3Vyc29yGAEgASgJEhYKDmtleXNfZGVsaXZlcmVkGAIgASgEIuMBCglCYXRjaEl0ZW0SCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMEhAKCG1ldGFkYXRhGAMgASgJEi8KDHRpbWVfdG9fbGl2ZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYChBiYWNrZ3JvdW5kX2ZldGNoGAUgASgIEiMKBG1vZGUYBiABKA4yFS5mYXN0bHkua3YudjEuUHV0TW9kZRIgChNpZl9nZW5lcmF0aW9uX21hdGNoGAcgASgESACIAQFCFgoUX2lmX2dlbmVyYXRpb25fbWF0Y2giUAoUQmF0Y2hQdXRJdGVtc1JlcXVlc3QSEAoIc3RvcmVfaWQYASABKAkSJgoFaXRlbXMYAiADKAsyFy5mYXN0bHkua3YudjEuQmF0Y2hJdGVtIkgKDEJhdGNoRmFpbHVyZRINCgVpbmRleBgBIAEoBBILCgNrZXkYAiABKAkSDAoEY29kZRgDIAEoCRIOCgZyZWFzb24YBCABKAkiVgoVQmF0Y2hQdXRJdGVtc1Jlc3BvbnNlEg8KB3dyaXR0ZW4YASABKAQSLAoIZmFpbHVyZXMYAiADKAsyGi5mYXN0bHkua3YudjEuQmF0Y2hGYWlsdXJlIigKCkluZGV4UmFuZ2USDQoFc3RhcnQYASABKAQSCwoDZW5kGAIgASgEInoKDUJhdGNoUHJvZ3Jlc3MSEAoIcmVjZWl2ZWQYASABKAQSKQoHd3JpdHRlbhgCIAMoCzIYLmZhc3RseS5rdi52MS5JbmRleFJhbmdlEiwKCGZhaWx1cmVzGAMgAygLMhouZmFzdGx5Lmt2LnYxLkJhdGNoRmFpbHVyZSJLCg9QdXRJdGVtc1JlcXVlc3QSEAoIc3RvcmVfaWQYASABKAkSJgoFaXRlbXMYAiADKAsyFy5mYXN0bHkua3YudjEuQmF0Y2hJdGVtIlEKEFB1dEl0ZW1zUmVzcG9uc2USDwoHd3JpdHRlbhgBIAEoBBIsCghmYWlsdXJlcxgCIAMoCzIaLmZhc3RseS5rdi52MS5CYXRjaEZhaWx1cmUqYAoHUHV0TW9kZRIYChRQVVRfTU9ERV9VTlNQRUNJRklFRBAAEhAKDFBVVF9NT0RFX0FERBABEhMKD1BVVF9NT0RFX0FQUEVORBACEhQKEFBVVF9NT0RFX1BSRVBFTkQQAypcCgtDb25zaXN0ZW5jeRIbChdDT05TSVNURU5DWV9VTlNQRUNJRklFRBAAEhYKEkNPTlNJU1RFTkNZX1NUUk9ORxABEhgKFENPTlNJU1RFTkNZX0VWRU5UVUFMEAIyygQKDktWU3RvcmVTZXJ2aWNlEksKB0dldEl0ZW0SHC5mYXN0bHkua3YudjEuR2V0SXRlbVJlcXVlc3QaHS5mYXN0bHkua3YudjEuR2V0SXRlbVJlc3BvbnNlIgOQAgESRgoHUHV0SXRlbRIcLmZhc3RseS5rdi52MS5QdXRJdGVtUmVxdWVzdBodLmZhc3RseS5rdi52MS5QdXRJdGVtUmVzcG9uc2USVAoKRGVsZXRlSXRlbRIfLmZhc3RseS5rdi52MS5EZWxldGVJdGVtUmVxdWVzdBogLmZhc3RseS5rdi52MS5EZWxldGVJdGVtUmVzcG9uc2UiA5ACAhJOCghMaXN0S2V5cxIdLmZhc3RseS5rdi52MS5MaXN0S2V5c1JlcXVlc3QaHi5mYXN0bHkua3YudjEuTGlzdEtleXNSZXNwb25zZSIDkAIBElYKClN0cmVhbUtleXMSHy5mYXN0bHkua3YudjEuU3RyZWFtS2V5c1JlcXVlc3QaIC5mYXN0bHkua3YudjEuU3RyZWFtS2V5c1Jlc3BvbnNlIgOQAgEwARJaCg1CYXRjaFB1dEl0ZW1zEiIuZmFzdGx5Lmt2LnYxLkJhdGNoUHV0SXRlbXNSZXF1ZXN0GiMuZmFzdGx5Lmt2LnYxLkJhdGNoUHV0SXRlbXNSZXNwb25zZSgBEkkKCFB1dEl0ZW1zEh0uZmFzdGx5Lmt2LnYxLlB1dEl0ZW1zUmVxdWVzdBoeLmZhc3RseS5rdi52MS5QdXRJdGVtc1Jlc3BvbnNlQqABChBjb20uZmFzdGx5Lmt2LnYxQgdLdlByb3RvUAFaMWdpdGh1Yi5jb20va3ZnYXRlL2t2Z2F0ZS9nZW4vZ28vZmFzdGx5L2t2L3YxO2t2djGiAgNGS1iqAgxGYXN0bHkuS3YuVjHKAgxGYXN0bHlcS3ZcVjHiAhhGYXN0bHlcS3ZcVjFcR1BCTWV0YWRhdGHqAg5GYXN0bHk6Okt2OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Item is one KV Store item as Fastly returns it from a GET.
@@ -358,6 +358,428 @@ export const ListKeysResponseSchema: GenMessage<ListKeysResponse> = /*@__PURE__*
   messageDesc(file_fastly_kv_v1_kv, 8);
 
 /**
+ * StreamKeysRequest asks for every key of a store, or of a prefix.
+ *
+ * @generated from message fastly.kv.v1.StreamKeysRequest
+ */
+export type StreamKeysRequest = Message<"fastly.kv.v1.StreamKeysRequest"> & {
+  /**
+   * The KV Store's id.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * Only keys that begin with this prefix; any prefix a key can begin with,
+   * as in ListKeysRequest.prefix.
+   *
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+
+  /**
+   * Where Fastly reads the listing from; unset means strong.
+   *
+   * @generated from field: fastly.kv.v1.Consistency consistency = 3;
+   */
+  consistency: Consistency;
+
+  /**
+   * Keys per upstream page, 1 to 1000; 0 means 1000. Each response message
+   * carries at most one page.
+   *
+   * @generated from field: uint32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * Resume right after the message that carried this cursor (a
+   * StreamKeysResponse.cursor or StreamKeysResume.cursor from a stream with
+   * the same store_id and prefix). Empty starts at the beginning.
+   *
+   * @generated from field: string cursor = 5;
+   */
+  cursor: string;
+
+  /**
+   * Stop after this many keys; 0 means no limit.
+   *
+   * @generated from field: uint64 max_keys = 6;
+   */
+  maxKeys: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.StreamKeysRequest.
+ * Use `create(StreamKeysRequestSchema)` to create a new message.
+ */
+export const StreamKeysRequestSchema: GenMessage<StreamKeysRequest> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 9);
+
+/**
+ * StreamKeysResponse is one batch of keys.
+ *
+ * @generated from message fastly.kv.v1.StreamKeysResponse
+ */
+export type StreamKeysResponse = Message<"fastly.kv.v1.StreamKeysResponse"> & {
+  /**
+   * Keys in byte order, continuing the previous message.
+   *
+   * @generated from field: repeated string keys = 1;
+   */
+  keys: string[];
+
+  /**
+   * Resumes the enumeration right after these keys (also when max_keys
+   * ended the stream). Empty when nothing follows.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message fastly.kv.v1.StreamKeysResponse.
+ * Use `create(StreamKeysResponseSchema)` to create a new message.
+ */
+export const StreamKeysResponseSchema: GenMessage<StreamKeysResponse> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 10);
+
+/**
+ * StreamKeysResume is the error detail of a StreamKeys stream that failed
+ * after it began: pass cursor as StreamKeysRequest.cursor to continue
+ * without losing or repeating keys.
+ *
+ * @generated from message fastly.kv.v1.StreamKeysResume
+ */
+export type StreamKeysResume = Message<"fastly.kv.v1.StreamKeysResume"> & {
+  /**
+   * The cursor of the last message delivered, or the request's cursor if
+   * none was.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * How many keys the stream delivered before it failed.
+   *
+   * @generated from field: uint64 keys_delivered = 2;
+   */
+  keysDelivered: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.StreamKeysResume.
+ * Use `create(StreamKeysResumeSchema)` to create a new message.
+ */
+export const StreamKeysResumeSchema: GenMessage<StreamKeysResume> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 11);
+
+/**
+ * BatchItem is one item of a batch write.
+ *
+ * @generated from message fastly.kv.v1.BatchItem
+ */
+export type BatchItem = Message<"fastly.kv.v1.BatchItem"> & {
+  /**
+   * The item's key: 1 to 1024 bytes of UTF-8, within Fastly's key rules.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The value; at most the server's value limit (25 MiB unless configured
+   * otherwise).
+   *
+   * @generated from field: bytes value = 2;
+   */
+  value: Uint8Array;
+
+  /**
+   * The item's metadata: at most 2000 bytes, no CR or LF. Every write
+   * replaces the metadata; empty clears it.
+   *
+   * @generated from field: string metadata = 3;
+   */
+  metadata: string;
+
+  /**
+   * Ask Fastly to delete the item after this long: whole seconds, greater
+   * than zero. Unset means no expiry.
+   *
+   * @generated from field: google.protobuf.Duration time_to_live = 4;
+   */
+  timeToLive?: Duration | undefined;
+
+  /**
+   * Let other readers keep the existing (stale) value while Fastly updates
+   * cached copies.
+   *
+   * @generated from field: bool background_fetch = 5;
+   */
+  backgroundFetch: boolean;
+
+  /**
+   * Add, append or prepend instead of overwriting. Fastly's batch endpoint
+   * only overwrites, so such items are written one by one with a single-item
+   * PUT, in stream order relative to other items with the same key.
+   *
+   * @generated from field: fastly.kv.v1.PutMode mode = 6;
+   */
+  mode: PutMode;
+
+  /**
+   * Write only if the item's generation equals this value; such items are
+   * written one by one, like those with a mode. Cannot be combined with
+   * PUT_MODE_ADD.
+   *
+   * @generated from field: optional uint64 if_generation_match = 7;
+   */
+  ifGenerationMatch?: bigint | undefined;
+};
+
+/**
+ * Describes the message fastly.kv.v1.BatchItem.
+ * Use `create(BatchItemSchema)` to create a new message.
+ */
+export const BatchItemSchema: GenMessage<BatchItem> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 12);
+
+/**
+ * BatchPutItemsRequest is one message of a batch write stream.
+ *
+ * @generated from message fastly.kv.v1.BatchPutItemsRequest
+ */
+export type BatchPutItemsRequest = Message<"fastly.kv.v1.BatchPutItemsRequest"> & {
+  /**
+   * The KV Store's id. Required in the first message; later messages may
+   * repeat it but not change it.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * Items, in order. Their positions count across all messages, from 0.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchItem items = 2;
+   */
+  items: BatchItem[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.BatchPutItemsRequest.
+ * Use `create(BatchPutItemsRequestSchema)` to create a new message.
+ */
+export const BatchPutItemsRequestSchema: GenMessage<BatchPutItemsRequest> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 13);
+
+/**
+ * BatchFailure reports one item that was not written.
+ *
+ * @generated from message fastly.kv.v1.BatchFailure
+ */
+export type BatchFailure = Message<"fastly.kv.v1.BatchFailure"> & {
+  /**
+   * The item's position in the stream (or in PutItemsRequest.items),
+   * counting from 0 across all messages.
+   *
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * The item's key.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * The Connect code that fits the failure, in its string form:
+   * "invalid_argument" (the item was invalid and never sent, or Fastly
+   * refused its line), "already_exists" (PUT_MODE_ADD found the key taken),
+   * "aborted" (if_generation_match did not match), and so on.
+   *
+   * @generated from field: string code = 3;
+   */
+  code: string;
+
+  /**
+   * Why, in words.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message fastly.kv.v1.BatchFailure.
+ * Use `create(BatchFailureSchema)` to create a new message.
+ */
+export const BatchFailureSchema: GenMessage<BatchFailure> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 14);
+
+/**
+ * BatchPutItemsResponse accounts for every item received.
+ *
+ * @generated from message fastly.kv.v1.BatchPutItemsResponse
+ */
+export type BatchPutItemsResponse = Message<"fastly.kv.v1.BatchPutItemsResponse"> & {
+  /**
+   * How many items were written (a batch carrying them, or their own PUT,
+   * succeeded).
+   *
+   * @generated from field: uint64 written = 1;
+   */
+  written: bigint;
+
+  /**
+   * The items that were not written, in stream order. written plus the
+   * number of failures is the number of items received.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchFailure failures = 2;
+   */
+  failures: BatchFailure[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.BatchPutItemsResponse.
+ * Use `create(BatchPutItemsResponseSchema)` to create a new message.
+ */
+export const BatchPutItemsResponseSchema: GenMessage<BatchPutItemsResponse> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 15);
+
+/**
+ * IndexRange is a run of item positions, start inclusive, end exclusive.
+ *
+ * @generated from message fastly.kv.v1.IndexRange
+ */
+export type IndexRange = Message<"fastly.kv.v1.IndexRange"> & {
+  /**
+   * The first position of the run.
+   *
+   * @generated from field: uint64 start = 1;
+   */
+  start: bigint;
+
+  /**
+   * One past the last position of the run.
+   *
+   * @generated from field: uint64 end = 2;
+   */
+  end: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.IndexRange.
+ * Use `create(IndexRangeSchema)` to create a new message.
+ */
+export const IndexRangeSchema: GenMessage<IndexRange> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 16);
+
+/**
+ * BatchProgress is the error detail of a batch write that failed as a
+ * whole (for example the store does not exist, or the token was refused).
+ * Items neither written nor failed have an unknown outcome or were never
+ * sent.
+ *
+ * @generated from message fastly.kv.v1.BatchProgress
+ */
+export type BatchProgress = Message<"fastly.kv.v1.BatchProgress"> & {
+  /**
+   * How many items kvgate received before the failure.
+   *
+   * @generated from field: uint64 received = 1;
+   */
+  received: bigint;
+
+  /**
+   * The positions of the items written before the failure, as ordered,
+   * non-overlapping runs.
+   *
+   * @generated from field: repeated fastly.kv.v1.IndexRange written = 2;
+   */
+  written: IndexRange[];
+
+  /**
+   * The items that failed on their own before the failure.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchFailure failures = 3;
+   */
+  failures: BatchFailure[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.BatchProgress.
+ * Use `create(BatchProgressSchema)` to create a new message.
+ */
+export const BatchProgressSchema: GenMessage<BatchProgress> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 17);
+
+/**
+ * PutItemsRequest writes a bounded list of items in one call: at most
+ * 10,000 items, and a request of at most 64 MiB or one value's limit plus
+ * 1 MiB, whichever is larger.
+ *
+ * @generated from message fastly.kv.v1.PutItemsRequest
+ */
+export type PutItemsRequest = Message<"fastly.kv.v1.PutItemsRequest"> & {
+  /**
+   * The KV Store's id.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * Items, in order; an item later in the list wins over an earlier one for
+   * the same key.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchItem items = 2;
+   */
+  items: BatchItem[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.PutItemsRequest.
+ * Use `create(PutItemsRequestSchema)` to create a new message.
+ */
+export const PutItemsRequestSchema: GenMessage<PutItemsRequest> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 18);
+
+/**
+ * PutItemsResponse accounts for every item of the request.
+ *
+ * @generated from message fastly.kv.v1.PutItemsResponse
+ */
+export type PutItemsResponse = Message<"fastly.kv.v1.PutItemsResponse"> & {
+  /**
+   * How many items were written.
+   *
+   * @generated from field: uint64 written = 1;
+   */
+  written: bigint;
+
+  /**
+   * The items that were not written, in order.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchFailure failures = 2;
+   */
+  failures: BatchFailure[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.PutItemsResponse.
+ * Use `create(PutItemsResponseSchema)` to create a new message.
+ */
+export const PutItemsResponseSchema: GenMessage<PutItemsResponse> = /*@__PURE__*/
+  messageDesc(file_fastly_kv_v1_kv, 19);
+
+/**
  * PutMode selects how a write combines with an existing item. Fastly takes
  * these as mutually exclusive query flags, so they are one enum here.
  *
@@ -498,6 +920,48 @@ export const KVStoreService: GenService<{
     methodKind: "unary";
     input: typeof ListKeysRequestSchema;
     output: typeof ListKeysResponseSchema;
+  },
+  /**
+   * StreamKeys enumerates keys in byte order, walking Fastly's list cursors
+   * page after page (GET /resources/stores/kv/{store_id}/keys). kvgate
+   * fetches the next page while the current one is sent, one page ahead, so
+   * the stream runs at the speed of the upstream page chain. Each message
+   * carries a cursor that resumes right after its keys. If the upstream
+   * fails mid-stream, the error carries a StreamKeysResume detail with the
+   * cursor of the last message delivered.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.StreamKeys
+   */
+  streamKeys: {
+    methodKind: "server_streaming";
+    input: typeof StreamKeysRequestSchema;
+    output: typeof StreamKeysResponseSchema;
+  },
+  /**
+   * BatchPutItems writes a stream of items. Upserts are packed into Fastly
+   * batch PUTs (PUT /resources/stores/kv/{store_id}/batch, NDJSON); items
+   * with a put mode or a generation check are written one by one. The
+   * response accounts for every item received: written, or failed with its
+   * position in the stream. A failure of the whole call ends the RPC with an
+   * error whose BatchProgress detail says which items were written before it.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.BatchPutItems
+   */
+  batchPutItems: {
+    methodKind: "client_streaming";
+    input: typeof BatchPutItemsRequestSchema;
+    output: typeof BatchPutItemsResponseSchema;
+  },
+  /**
+   * PutItems is BatchPutItems for callers that cannot stream requests
+   * (browsers): the same semantics for a bounded list of items in one call.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.PutItems
+   */
+  putItems: {
+    methodKind: "unary";
+    input: typeof PutItemsRequestSchema;
+    output: typeof PutItemsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fastly_kv_v1_kv, 0);

@@ -32,6 +32,13 @@ const (
 	KVStoreServiceDeleteItemProcedure = "/fastly.kv.v1.KVStoreService/DeleteItem"
 	// KVStoreServiceListKeysProcedure is the procedure name of the KVStoreService's ListKeys RPC.
 	KVStoreServiceListKeysProcedure = "/fastly.kv.v1.KVStoreService/ListKeys"
+	// KVStoreServiceStreamKeysProcedure is the procedure name of the KVStoreService's StreamKeys RPC.
+	KVStoreServiceStreamKeysProcedure = "/fastly.kv.v1.KVStoreService/StreamKeys"
+	// KVStoreServiceBatchPutItemsProcedure is the procedure name of the KVStoreService's BatchPutItems
+	// RPC.
+	KVStoreServiceBatchPutItemsProcedure = "/fastly.kv.v1.KVStoreService/BatchPutItems"
+	// KVStoreServicePutItemsProcedure is the procedure name of the KVStoreService's PutItems RPC.
+	KVStoreServicePutItemsProcedure = "/fastly.kv.v1.KVStoreService/PutItems"
 )
 
 var (
@@ -66,6 +73,28 @@ var (
 			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
+	kVStoreServiceStreamKeysSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeServer,
+			Schema:           v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("StreamKeys"),
+			Procedure:        KVStoreServiceStreamKeysProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	kVStoreServiceBatchPutItemsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeClient,
+			Schema:     v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("BatchPutItems"),
+			Procedure:  KVStoreServiceBatchPutItemsProcedure,
+		}
+	})
+	kVStoreServicePutItemsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("PutItems"),
+			Procedure:  KVStoreServicePutItemsProcedure,
+		}
+	})
 )
 
 // KVStoreServiceClient is a client for the fastly.kv.v1.KVStoreService service.
@@ -82,12 +111,81 @@ type KVStoreServiceClient interface {
 	// ListKeys returns one page of keys in byte order.
 	// Maps to GET /resources/stores/kv/{store_id}/keys.
 	ListKeys(context.Context, *v1.ListKeysRequest) (*v1.ListKeysResponse, error)
+	// StreamKeys enumerates keys in byte order, walking Fastly's list cursors
+	// page after page (GET /resources/stores/kv/{store_id}/keys). kvgate
+	// fetches the next page while the current one is sent, one page ahead, so
+	// the stream runs at the speed of the upstream page chain. Each message
+	// carries a cursor that resumes right after its keys. If the upstream
+	// fails mid-stream, the error carries a StreamKeysResume detail with the
+	// cursor of the last message delivered.
+	StreamKeys(context.Context, *v1.StreamKeysRequest) (KVStoreServiceStreamKeysClientStream, error)
+	// BatchPutItems writes a stream of items. Upserts are packed into Fastly
+	// batch PUTs (PUT /resources/stores/kv/{store_id}/batch, NDJSON); items
+	// with a put mode or a generation check are written one by one. The
+	// response accounts for every item received: written, or failed with its
+	// position in the stream. A failure of the whole call ends the RPC with an
+	// error whose BatchProgress detail says which items were written before it.
+	BatchPutItems(context.Context) (KVStoreServiceBatchPutItemsClientStream, error)
+	// PutItems is BatchPutItems for callers that cannot stream requests
+	// (browsers): the same semantics for a bounded list of items in one call.
+	PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error)
 }
 
 // NewKVStoreServiceClient constructs a client for the fastly.kv.v1.KVStoreService service. Multiple
 // service clients may share a single connect.Client.
 func NewKVStoreServiceClient(client *connect.Client) KVStoreServiceClient {
 	return &kVStoreServiceClient{client: client}
+}
+
+// KVStoreServiceStreamKeysClientStream is the client stream for the KVStoreService's StreamKeys
+// RPC.
+type KVStoreServiceStreamKeysClientStream struct {
+	stream connect.ClientStream
+}
+
+// Receive returns the next response message from the server.
+func (s KVStoreServiceStreamKeysClientStream) Receive() (*v1.StreamKeysResponse, error) {
+	var res v1.StreamKeysResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Close releases the stream's resources. It is idempotent and is typically deferred to clean up a
+// stream abandoned before io.EOF.
+func (s KVStoreServiceStreamKeysClientStream) Close() error {
+	return s.stream.Close()
+}
+
+// KVStoreServiceBatchPutItemsClientStream is the client stream for the KVStoreService's
+// BatchPutItems RPC.
+type KVStoreServiceBatchPutItemsClientStream struct {
+	stream connect.ClientStream
+}
+
+// SendHeaders opens the stream and flushes the request headers without a message. The first Send or
+// Receive does this implicitly.
+func (s KVStoreServiceBatchPutItemsClientStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a request message to the server.
+func (s KVStoreServiceBatchPutItemsClientStream) Send(req *v1.BatchPutItemsRequest) error {
+	return s.stream.Send(req)
+}
+
+// CloseAndReceive closes the request side of the stream and returns the single response message. It
+// reads the stream to completion to release its resources.
+func (s KVStoreServiceBatchPutItemsClientStream) CloseAndReceive() (*v1.BatchPutItemsResponse, error) {
+	if err := s.stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	var res v1.BatchPutItemsResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 // KVStoreServiceHandler is an implementation of the fastly.kv.v1.KVStoreService service.
@@ -104,6 +202,24 @@ type KVStoreServiceHandler interface {
 	// ListKeys returns one page of keys in byte order.
 	// Maps to GET /resources/stores/kv/{store_id}/keys.
 	ListKeys(context.Context, *v1.ListKeysRequest) (*v1.ListKeysResponse, error)
+	// StreamKeys enumerates keys in byte order, walking Fastly's list cursors
+	// page after page (GET /resources/stores/kv/{store_id}/keys). kvgate
+	// fetches the next page while the current one is sent, one page ahead, so
+	// the stream runs at the speed of the upstream page chain. Each message
+	// carries a cursor that resumes right after its keys. If the upstream
+	// fails mid-stream, the error carries a StreamKeysResume detail with the
+	// cursor of the last message delivered.
+	StreamKeys(context.Context, *v1.StreamKeysRequest, KVStoreServiceStreamKeysServerStream) error
+	// BatchPutItems writes a stream of items. Upserts are packed into Fastly
+	// batch PUTs (PUT /resources/stores/kv/{store_id}/batch, NDJSON); items
+	// with a put mode or a generation check are written one by one. The
+	// response accounts for every item received: written, or failed with its
+	// position in the stream. A failure of the whole call ends the RPC with an
+	// error whose BatchProgress detail says which items were written before it.
+	BatchPutItems(context.Context, KVStoreServiceBatchPutItemsServerStream) (*v1.BatchPutItemsResponse, error)
+	// PutItems is BatchPutItems for callers that cannot stream requests
+	// (browsers): the same semantics for a bounded list of items in one call.
+	PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error)
 }
 
 // RegisterKVStoreServiceHandler registers svc as the fastly.kv.v1.KVStoreService implementation on
@@ -115,7 +231,41 @@ func RegisterKVStoreServiceHandler(server *connect.Server, svc KVStoreServiceHan
 		connect.Method{Spec: kVStoreServicePutItemSpec(), Handler: adapter.putItem},
 		connect.Method{Spec: kVStoreServiceDeleteItemSpec(), Handler: adapter.deleteItem},
 		connect.Method{Spec: kVStoreServiceListKeysSpec(), Handler: adapter.listKeys},
+		connect.Method{Spec: kVStoreServiceStreamKeysSpec(), Handler: adapter.streamKeys},
+		connect.Method{Spec: kVStoreServiceBatchPutItemsSpec(), Handler: adapter.batchPutItems},
+		connect.Method{Spec: kVStoreServicePutItemsSpec(), Handler: adapter.putItems},
 	)
+}
+
+// KVStoreServiceStreamKeysServerStream is the server stream for the KVStoreService's StreamKeys
+// RPC.
+type KVStoreServiceStreamKeysServerStream struct {
+	stream connect.ServerStream
+}
+
+// SendHeaders flushes the response headers without a message. The first Send does this implicitly.
+func (s KVStoreServiceStreamKeysServerStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a response message to the client.
+func (s KVStoreServiceStreamKeysServerStream) Send(res *v1.StreamKeysResponse) error {
+	return s.stream.Send(res)
+}
+
+// KVStoreServiceBatchPutItemsServerStream is the server stream for the KVStoreService's
+// BatchPutItems RPC.
+type KVStoreServiceBatchPutItemsServerStream struct {
+	stream connect.ServerStream
+}
+
+// Receive returns the next request message from the client.
+func (s KVStoreServiceBatchPutItemsServerStream) Receive() (*v1.BatchPutItemsRequest, error) {
+	var req v1.BatchPutItemsRequest
+	if err := s.stream.Receive(&req); err != nil {
+		return nil, err
+	}
+	return &req, nil
 }
 
 // UnimplementedKVStoreServiceHandler returns CodeUnimplemented from all methods.
@@ -135,6 +285,18 @@ func (UnimplementedKVStoreServiceHandler) DeleteItem(context.Context, *v1.Delete
 
 func (UnimplementedKVStoreServiceHandler) ListKeys(context.Context, *v1.ListKeysRequest) (*v1.ListKeysResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.ListKeys is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) StreamKeys(context.Context, *v1.StreamKeysRequest, KVStoreServiceStreamKeysServerStream) error {
+	return connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.StreamKeys is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) BatchPutItems(context.Context, KVStoreServiceBatchPutItemsServerStream) (*v1.BatchPutItemsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.BatchPutItems is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.PutItems is not implemented")
 }
 
 type kVStoreServiceClient struct {
@@ -168,6 +330,30 @@ func (c *kVStoreServiceClient) DeleteItem(ctx context.Context, req *v1.DeleteIte
 func (c *kVStoreServiceClient) ListKeys(ctx context.Context, req *v1.ListKeysRequest) (*v1.ListKeysResponse, error) {
 	var res v1.ListKeysResponse
 	if err := c.client.CallUnary(ctx, kVStoreServiceListKeysSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *kVStoreServiceClient) StreamKeys(ctx context.Context, req *v1.StreamKeysRequest) (KVStoreServiceStreamKeysClientStream, error) {
+	stream, err := c.client.CallServerStream(ctx, kVStoreServiceStreamKeysSpec(), req)
+	if err != nil {
+		return KVStoreServiceStreamKeysClientStream{}, err
+	}
+	return KVStoreServiceStreamKeysClientStream{stream: stream}, nil
+}
+
+func (c *kVStoreServiceClient) BatchPutItems(ctx context.Context) (KVStoreServiceBatchPutItemsClientStream, error) {
+	stream, err := c.client.CallClientStream(ctx, kVStoreServiceBatchPutItemsSpec())
+	if err != nil {
+		return KVStoreServiceBatchPutItemsClientStream{}, err
+	}
+	return KVStoreServiceBatchPutItemsClientStream{stream: stream}, nil
+}
+
+func (c *kVStoreServiceClient) PutItems(ctx context.Context, req *v1.PutItemsRequest) (*v1.PutItemsResponse, error) {
+	var res v1.PutItemsResponse
+	if err := c.client.CallUnary(ctx, kVStoreServicePutItemsSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -217,6 +403,34 @@ func (h kVStoreServiceHandler) listKeys(ctx context.Context, _ connect.Spec, str
 		return err
 	}
 	res, err := h.svc.ListKeys(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h kVStoreServiceHandler) streamKeys(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.StreamKeysRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	return h.svc.StreamKeys(ctx, &req, KVStoreServiceStreamKeysServerStream{stream: stream})
+}
+
+func (h kVStoreServiceHandler) batchPutItems(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	res, err := h.svc.BatchPutItems(ctx, KVStoreServiceBatchPutItemsServerStream{stream: stream})
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h kVStoreServiceHandler) putItems(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.PutItemsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.PutItems(ctx, &req)
 	if err != nil {
 		return err
 	}

@@ -741,6 +741,749 @@ func (x *ListKeysResponse) GetNextCursor() string {
 	return ""
 }
 
+// StreamKeysRequest asks for every key of a store, or of a prefix.
+type StreamKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Only keys that begin with this prefix; any prefix a key can begin with,
+	// as in ListKeysRequest.prefix.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Where Fastly reads the listing from; unset means strong.
+	Consistency Consistency `protobuf:"varint,3,opt,name=consistency,proto3,enum=fastly.kv.v1.Consistency" json:"consistency,omitempty"`
+	// Keys per upstream page, 1 to 1000; 0 means 1000. Each response message
+	// carries at most one page.
+	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Resume right after the message that carried this cursor (a
+	// StreamKeysResponse.cursor or StreamKeysResume.cursor from a stream with
+	// the same store_id and prefix). Empty starts at the beginning.
+	Cursor string `protobuf:"bytes,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Stop after this many keys; 0 means no limit.
+	MaxKeys       uint64 `protobuf:"varint,6,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamKeysRequest) Reset() {
+	*x = StreamKeysRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamKeysRequest) ProtoMessage() {}
+
+func (x *StreamKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamKeysRequest.ProtoReflect.Descriptor instead.
+func (*StreamKeysRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StreamKeysRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *StreamKeysRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *StreamKeysRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *StreamKeysRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *StreamKeysRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamKeysRequest) GetMaxKeys() uint64 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+// StreamKeysResponse is one batch of keys.
+type StreamKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys in byte order, continuing the previous message.
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Resumes the enumeration right after these keys (also when max_keys
+	// ended the stream). Empty when nothing follows.
+	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamKeysResponse) Reset() {
+	*x = StreamKeysResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamKeysResponse) ProtoMessage() {}
+
+func (x *StreamKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamKeysResponse.ProtoReflect.Descriptor instead.
+func (*StreamKeysResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StreamKeysResponse) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *StreamKeysResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+// StreamKeysResume is the error detail of a StreamKeys stream that failed
+// after it began: pass cursor as StreamKeysRequest.cursor to continue
+// without losing or repeating keys.
+type StreamKeysResume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cursor of the last message delivered, or the request's cursor if
+	// none was.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// How many keys the stream delivered before it failed.
+	KeysDelivered uint64 `protobuf:"varint,2,opt,name=keys_delivered,json=keysDelivered,proto3" json:"keys_delivered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamKeysResume) Reset() {
+	*x = StreamKeysResume{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamKeysResume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamKeysResume) ProtoMessage() {}
+
+func (x *StreamKeysResume) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamKeysResume.ProtoReflect.Descriptor instead.
+func (*StreamKeysResume) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StreamKeysResume) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamKeysResume) GetKeysDelivered() uint64 {
+	if x != nil {
+		return x.KeysDelivered
+	}
+	return 0
+}
+
+// BatchItem is one item of a batch write.
+type BatchItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item's key: 1 to 1024 bytes of UTF-8, within Fastly's key rules.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The value; at most the server's value limit (25 MiB unless configured
+	// otherwise).
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The item's metadata: at most 2000 bytes, no CR or LF. Every write
+	// replaces the metadata; empty clears it.
+	Metadata string `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// Ask Fastly to delete the item after this long: whole seconds, greater
+	// than zero. Unset means no expiry.
+	TimeToLive *durationpb.Duration `protobuf:"bytes,4,opt,name=time_to_live,json=timeToLive,proto3" json:"time_to_live,omitempty"`
+	// Let other readers keep the existing (stale) value while Fastly updates
+	// cached copies.
+	BackgroundFetch bool `protobuf:"varint,5,opt,name=background_fetch,json=backgroundFetch,proto3" json:"background_fetch,omitempty"`
+	// Add, append or prepend instead of overwriting. Fastly's batch endpoint
+	// only overwrites, so such items are written one by one with a single-item
+	// PUT, in stream order relative to other items with the same key.
+	Mode PutMode `protobuf:"varint,6,opt,name=mode,proto3,enum=fastly.kv.v1.PutMode" json:"mode,omitempty"`
+	// Write only if the item's generation equals this value; such items are
+	// written one by one, like those with a mode. Cannot be combined with
+	// PUT_MODE_ADD.
+	IfGenerationMatch *uint64 `protobuf:"varint,7,opt,name=if_generation_match,json=ifGenerationMatch,proto3,oneof" json:"if_generation_match,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *BatchItem) Reset() {
+	*x = BatchItem{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchItem) ProtoMessage() {}
+
+func (x *BatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchItem.ProtoReflect.Descriptor instead.
+func (*BatchItem) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BatchItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BatchItem) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *BatchItem) GetMetadata() string {
+	if x != nil {
+		return x.Metadata
+	}
+	return ""
+}
+
+func (x *BatchItem) GetTimeToLive() *durationpb.Duration {
+	if x != nil {
+		return x.TimeToLive
+	}
+	return nil
+}
+
+func (x *BatchItem) GetBackgroundFetch() bool {
+	if x != nil {
+		return x.BackgroundFetch
+	}
+	return false
+}
+
+func (x *BatchItem) GetMode() PutMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMode_PUT_MODE_UNSPECIFIED
+}
+
+func (x *BatchItem) GetIfGenerationMatch() uint64 {
+	if x != nil && x.IfGenerationMatch != nil {
+		return *x.IfGenerationMatch
+	}
+	return 0
+}
+
+// BatchPutItemsRequest is one message of a batch write stream.
+type BatchPutItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id. Required in the first message; later messages may
+	// repeat it but not change it.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Items, in order. Their positions count across all messages, from 0.
+	Items         []*BatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPutItemsRequest) Reset() {
+	*x = BatchPutItemsRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPutItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPutItemsRequest) ProtoMessage() {}
+
+func (x *BatchPutItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPutItemsRequest.ProtoReflect.Descriptor instead.
+func (*BatchPutItemsRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BatchPutItemsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *BatchPutItemsRequest) GetItems() []*BatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// BatchFailure reports one item that was not written.
+type BatchFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item's position in the stream (or in PutItemsRequest.items),
+	// counting from 0 across all messages.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The item's key.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The Connect code that fits the failure, in its string form:
+	// "invalid_argument" (the item was invalid and never sent, or Fastly
+	// refused its line), "already_exists" (PUT_MODE_ADD found the key taken),
+	// "aborted" (if_generation_match did not match), and so on.
+	Code string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	// Why, in words.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchFailure) Reset() {
+	*x = BatchFailure{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchFailure) ProtoMessage() {}
+
+func (x *BatchFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchFailure.ProtoReflect.Descriptor instead.
+func (*BatchFailure) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BatchFailure) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BatchFailure) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BatchFailure) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BatchFailure) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// BatchPutItemsResponse accounts for every item received.
+type BatchPutItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many items were written (a batch carrying them, or their own PUT,
+	// succeeded).
+	Written uint64 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	// The items that were not written, in stream order. written plus the
+	// number of failures is the number of items received.
+	Failures      []*BatchFailure `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPutItemsResponse) Reset() {
+	*x = BatchPutItemsResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPutItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPutItemsResponse) ProtoMessage() {}
+
+func (x *BatchPutItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPutItemsResponse.ProtoReflect.Descriptor instead.
+func (*BatchPutItemsResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BatchPutItemsResponse) GetWritten() uint64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *BatchPutItemsResponse) GetFailures() []*BatchFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// IndexRange is a run of item positions, start inclusive, end exclusive.
+type IndexRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first position of the run.
+	Start uint64 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	// One past the last position of the run.
+	End           uint64 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IndexRange) Reset() {
+	*x = IndexRange{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IndexRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IndexRange) ProtoMessage() {}
+
+func (x *IndexRange) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IndexRange.ProtoReflect.Descriptor instead.
+func (*IndexRange) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *IndexRange) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *IndexRange) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+// BatchProgress is the error detail of a batch write that failed as a
+// whole (for example the store does not exist, or the token was refused).
+// Items neither written nor failed have an unknown outcome or were never
+// sent.
+type BatchProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many items kvgate received before the failure.
+	Received uint64 `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`
+	// The positions of the items written before the failure, as ordered,
+	// non-overlapping runs.
+	Written []*IndexRange `protobuf:"bytes,2,rep,name=written,proto3" json:"written,omitempty"`
+	// The items that failed on their own before the failure.
+	Failures      []*BatchFailure `protobuf:"bytes,3,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchProgress) Reset() {
+	*x = BatchProgress{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchProgress) ProtoMessage() {}
+
+func (x *BatchProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchProgress.ProtoReflect.Descriptor instead.
+func (*BatchProgress) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BatchProgress) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *BatchProgress) GetWritten() []*IndexRange {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+func (x *BatchProgress) GetFailures() []*BatchFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+// PutItemsRequest writes a bounded list of items in one call: at most
+// 10,000 items, and a request of at most 64 MiB or one value's limit plus
+// 1 MiB, whichever is larger.
+type PutItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Items, in order; an item later in the list wins over an earlier one for
+	// the same key.
+	Items         []*BatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutItemsRequest) Reset() {
+	*x = PutItemsRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutItemsRequest) ProtoMessage() {}
+
+func (x *PutItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutItemsRequest.ProtoReflect.Descriptor instead.
+func (*PutItemsRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PutItemsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *PutItemsRequest) GetItems() []*BatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// PutItemsResponse accounts for every item of the request.
+type PutItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many items were written.
+	Written uint64 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	// The items that were not written, in order.
+	Failures      []*BatchFailure `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutItemsResponse) Reset() {
+	*x = PutItemsResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutItemsResponse) ProtoMessage() {}
+
+func (x *PutItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutItemsResponse.ProtoReflect.Descriptor instead.
+func (*PutItemsResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PutItemsResponse) GetWritten() uint64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *PutItemsResponse) GetFailures() []*BatchFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
 var File_fastly_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_fastly_kv_v1_kv_proto_rawDesc = "" +
@@ -787,7 +1530,55 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\x10ListKeysResponse\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\tR\x04keys\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor*`\n" +
+	"nextCursor\"\xd3\x01\n" +
+	"\x11StreamKeysRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12;\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x19.fastly.kv.v1.ConsistencyR\vconsistency\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x16\n" +
+	"\x06cursor\x18\x05 \x01(\tR\x06cursor\x12\x19\n" +
+	"\bmax_keys\x18\x06 \x01(\x04R\amaxKeys\"@\n" +
+	"\x12StreamKeysResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"Q\n" +
+	"\x10StreamKeysResume\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12%\n" +
+	"\x0ekeys_delivered\x18\x02 \x01(\x04R\rkeysDelivered\"\xaf\x02\n" +
+	"\tBatchItem\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1a\n" +
+	"\bmetadata\x18\x03 \x01(\tR\bmetadata\x12;\n" +
+	"\ftime_to_live\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"timeToLive\x12)\n" +
+	"\x10background_fetch\x18\x05 \x01(\bR\x0fbackgroundFetch\x12)\n" +
+	"\x04mode\x18\x06 \x01(\x0e2\x15.fastly.kv.v1.PutModeR\x04mode\x123\n" +
+	"\x13if_generation_match\x18\a \x01(\x04H\x00R\x11ifGenerationMatch\x88\x01\x01B\x16\n" +
+	"\x14_if_generation_match\"`\n" +
+	"\x14BatchPutItemsRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12-\n" +
+	"\x05items\x18\x02 \x03(\v2\x17.fastly.kv.v1.BatchItemR\x05items\"b\n" +
+	"\fBatchFailure\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"i\n" +
+	"\x15BatchPutItemsResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\x04R\awritten\x126\n" +
+	"\bfailures\x18\x02 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures\"4\n" +
+	"\n" +
+	"IndexRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\"\x97\x01\n" +
+	"\rBatchProgress\x12\x1a\n" +
+	"\breceived\x18\x01 \x01(\x04R\breceived\x122\n" +
+	"\awritten\x18\x02 \x03(\v2\x18.fastly.kv.v1.IndexRangeR\awritten\x126\n" +
+	"\bfailures\x18\x03 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures\"[\n" +
+	"\x0fPutItemsRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12-\n" +
+	"\x05items\x18\x02 \x03(\v2\x17.fastly.kv.v1.BatchItemR\x05items\"d\n" +
+	"\x10PutItemsResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\x04R\awritten\x126\n" +
+	"\bfailures\x18\x02 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures*`\n" +
 	"\aPutMode\x12\x18\n" +
 	"\x14PUT_MODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPUT_MODE_ADD\x10\x01\x12\x13\n" +
@@ -796,13 +1587,17 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_STRONG\x10\x01\x12\x18\n" +
-	"\x14CONSISTENCY_EVENTUAL\x10\x022\xcb\x02\n" +
+	"\x14CONSISTENCY_EVENTUAL\x10\x022\xca\x04\n" +
 	"\x0eKVStoreService\x12K\n" +
 	"\aGetItem\x12\x1c.fastly.kv.v1.GetItemRequest\x1a\x1d.fastly.kv.v1.GetItemResponse\"\x03\x90\x02\x01\x12F\n" +
 	"\aPutItem\x12\x1c.fastly.kv.v1.PutItemRequest\x1a\x1d.fastly.kv.v1.PutItemResponse\x12T\n" +
 	"\n" +
 	"DeleteItem\x12\x1f.fastly.kv.v1.DeleteItemRequest\x1a .fastly.kv.v1.DeleteItemResponse\"\x03\x90\x02\x02\x12N\n" +
-	"\bListKeys\x12\x1d.fastly.kv.v1.ListKeysRequest\x1a\x1e.fastly.kv.v1.ListKeysResponse\"\x03\x90\x02\x01B\xaa\x01\n" +
+	"\bListKeys\x12\x1d.fastly.kv.v1.ListKeysRequest\x1a\x1e.fastly.kv.v1.ListKeysResponse\"\x03\x90\x02\x01\x12V\n" +
+	"\n" +
+	"StreamKeys\x12\x1f.fastly.kv.v1.StreamKeysRequest\x1a .fastly.kv.v1.StreamKeysResponse\"\x03\x90\x02\x010\x01\x12Z\n" +
+	"\rBatchPutItems\x12\".fastly.kv.v1.BatchPutItemsRequest\x1a#.fastly.kv.v1.BatchPutItemsResponse(\x01\x12I\n" +
+	"\bPutItems\x12\x1d.fastly.kv.v1.PutItemsRequest\x1a\x1e.fastly.kv.v1.PutItemsResponseB\xaa\x01\n" +
 	"\x10com.fastly.kv.v1B\aKvProtoP\x01Z;github.com/kvgate/kvgate/test/interop/gen/fastly/kv/v1;kvv1\xa2\x02\x03FKX\xaa\x02\fFastly.Kv.V1\xca\x02\fFastly\\Kv\\V1\xe2\x02\x18Fastly\\Kv\\V1\\GPBMetadata\xea\x02\x0eFastly::Kv::V1b\x06proto3"
 
 var (
@@ -818,7 +1613,7 @@ func file_fastly_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_fastly_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fastly_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_fastly_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_fastly_kv_v1_kv_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: fastly.kv.v1.PutMode
 	(Consistency)(0),              // 1: fastly.kv.v1.Consistency
@@ -831,28 +1626,54 @@ var file_fastly_kv_v1_kv_proto_goTypes = []any{
 	(*DeleteItemResponse)(nil),    // 8: fastly.kv.v1.DeleteItemResponse
 	(*ListKeysRequest)(nil),       // 9: fastly.kv.v1.ListKeysRequest
 	(*ListKeysResponse)(nil),      // 10: fastly.kv.v1.ListKeysResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*StreamKeysRequest)(nil),     // 11: fastly.kv.v1.StreamKeysRequest
+	(*StreamKeysResponse)(nil),    // 12: fastly.kv.v1.StreamKeysResponse
+	(*StreamKeysResume)(nil),      // 13: fastly.kv.v1.StreamKeysResume
+	(*BatchItem)(nil),             // 14: fastly.kv.v1.BatchItem
+	(*BatchPutItemsRequest)(nil),  // 15: fastly.kv.v1.BatchPutItemsRequest
+	(*BatchFailure)(nil),          // 16: fastly.kv.v1.BatchFailure
+	(*BatchPutItemsResponse)(nil), // 17: fastly.kv.v1.BatchPutItemsResponse
+	(*IndexRange)(nil),            // 18: fastly.kv.v1.IndexRange
+	(*BatchProgress)(nil),         // 19: fastly.kv.v1.BatchProgress
+	(*PutItemsRequest)(nil),       // 20: fastly.kv.v1.PutItemsRequest
+	(*PutItemsResponse)(nil),      // 21: fastly.kv.v1.PutItemsResponse
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_fastly_kv_v1_kv_proto_depIdxs = []int32{
-	11, // 0: fastly.kv.v1.Item.last_modified:type_name -> google.protobuf.Timestamp
+	22, // 0: fastly.kv.v1.Item.last_modified:type_name -> google.protobuf.Timestamp
 	2,  // 1: fastly.kv.v1.GetItemResponse.item:type_name -> fastly.kv.v1.Item
 	0,  // 2: fastly.kv.v1.PutItemRequest.mode:type_name -> fastly.kv.v1.PutMode
-	12, // 3: fastly.kv.v1.PutItemRequest.time_to_live:type_name -> google.protobuf.Duration
+	23, // 3: fastly.kv.v1.PutItemRequest.time_to_live:type_name -> google.protobuf.Duration
 	1,  // 4: fastly.kv.v1.ListKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
-	3,  // 5: fastly.kv.v1.KVStoreService.GetItem:input_type -> fastly.kv.v1.GetItemRequest
-	5,  // 6: fastly.kv.v1.KVStoreService.PutItem:input_type -> fastly.kv.v1.PutItemRequest
-	7,  // 7: fastly.kv.v1.KVStoreService.DeleteItem:input_type -> fastly.kv.v1.DeleteItemRequest
-	9,  // 8: fastly.kv.v1.KVStoreService.ListKeys:input_type -> fastly.kv.v1.ListKeysRequest
-	4,  // 9: fastly.kv.v1.KVStoreService.GetItem:output_type -> fastly.kv.v1.GetItemResponse
-	6,  // 10: fastly.kv.v1.KVStoreService.PutItem:output_type -> fastly.kv.v1.PutItemResponse
-	8,  // 11: fastly.kv.v1.KVStoreService.DeleteItem:output_type -> fastly.kv.v1.DeleteItemResponse
-	10, // 12: fastly.kv.v1.KVStoreService.ListKeys:output_type -> fastly.kv.v1.ListKeysResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	1,  // 5: fastly.kv.v1.StreamKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
+	23, // 6: fastly.kv.v1.BatchItem.time_to_live:type_name -> google.protobuf.Duration
+	0,  // 7: fastly.kv.v1.BatchItem.mode:type_name -> fastly.kv.v1.PutMode
+	14, // 8: fastly.kv.v1.BatchPutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
+	16, // 9: fastly.kv.v1.BatchPutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	18, // 10: fastly.kv.v1.BatchProgress.written:type_name -> fastly.kv.v1.IndexRange
+	16, // 11: fastly.kv.v1.BatchProgress.failures:type_name -> fastly.kv.v1.BatchFailure
+	14, // 12: fastly.kv.v1.PutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
+	16, // 13: fastly.kv.v1.PutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	3,  // 14: fastly.kv.v1.KVStoreService.GetItem:input_type -> fastly.kv.v1.GetItemRequest
+	5,  // 15: fastly.kv.v1.KVStoreService.PutItem:input_type -> fastly.kv.v1.PutItemRequest
+	7,  // 16: fastly.kv.v1.KVStoreService.DeleteItem:input_type -> fastly.kv.v1.DeleteItemRequest
+	9,  // 17: fastly.kv.v1.KVStoreService.ListKeys:input_type -> fastly.kv.v1.ListKeysRequest
+	11, // 18: fastly.kv.v1.KVStoreService.StreamKeys:input_type -> fastly.kv.v1.StreamKeysRequest
+	15, // 19: fastly.kv.v1.KVStoreService.BatchPutItems:input_type -> fastly.kv.v1.BatchPutItemsRequest
+	20, // 20: fastly.kv.v1.KVStoreService.PutItems:input_type -> fastly.kv.v1.PutItemsRequest
+	4,  // 21: fastly.kv.v1.KVStoreService.GetItem:output_type -> fastly.kv.v1.GetItemResponse
+	6,  // 22: fastly.kv.v1.KVStoreService.PutItem:output_type -> fastly.kv.v1.PutItemResponse
+	8,  // 23: fastly.kv.v1.KVStoreService.DeleteItem:output_type -> fastly.kv.v1.DeleteItemResponse
+	10, // 24: fastly.kv.v1.KVStoreService.ListKeys:output_type -> fastly.kv.v1.ListKeysResponse
+	12, // 25: fastly.kv.v1.KVStoreService.StreamKeys:output_type -> fastly.kv.v1.StreamKeysResponse
+	17, // 26: fastly.kv.v1.KVStoreService.BatchPutItems:output_type -> fastly.kv.v1.BatchPutItemsResponse
+	21, // 27: fastly.kv.v1.KVStoreService.PutItems:output_type -> fastly.kv.v1.PutItemsResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_fastly_kv_v1_kv_proto_init() }
@@ -862,13 +1683,14 @@ func file_fastly_kv_v1_kv_proto_init() {
 	}
 	file_fastly_kv_v1_kv_proto_msgTypes[3].OneofWrappers = []any{}
 	file_fastly_kv_v1_kv_proto_msgTypes[5].OneofWrappers = []any{}
+	file_fastly_kv_v1_kv_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fastly_kv_v1_kv_proto_rawDesc), len(file_fastly_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

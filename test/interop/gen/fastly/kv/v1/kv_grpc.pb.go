@@ -19,10 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KVStoreService_GetItem_FullMethodName    = "/fastly.kv.v1.KVStoreService/GetItem"
-	KVStoreService_PutItem_FullMethodName    = "/fastly.kv.v1.KVStoreService/PutItem"
-	KVStoreService_DeleteItem_FullMethodName = "/fastly.kv.v1.KVStoreService/DeleteItem"
-	KVStoreService_ListKeys_FullMethodName   = "/fastly.kv.v1.KVStoreService/ListKeys"
+	KVStoreService_GetItem_FullMethodName       = "/fastly.kv.v1.KVStoreService/GetItem"
+	KVStoreService_PutItem_FullMethodName       = "/fastly.kv.v1.KVStoreService/PutItem"
+	KVStoreService_DeleteItem_FullMethodName    = "/fastly.kv.v1.KVStoreService/DeleteItem"
+	KVStoreService_ListKeys_FullMethodName      = "/fastly.kv.v1.KVStoreService/ListKeys"
+	KVStoreService_StreamKeys_FullMethodName    = "/fastly.kv.v1.KVStoreService/StreamKeys"
+	KVStoreService_BatchPutItems_FullMethodName = "/fastly.kv.v1.KVStoreService/BatchPutItems"
+	KVStoreService_PutItems_FullMethodName      = "/fastly.kv.v1.KVStoreService/PutItems"
 )
 
 // KVStoreServiceClient is the client API for KVStoreService service.
@@ -54,6 +57,24 @@ type KVStoreServiceClient interface {
 	// ListKeys returns one page of keys in byte order.
 	// Maps to GET /resources/stores/kv/{store_id}/keys.
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+	// StreamKeys enumerates keys in byte order, walking Fastly's list cursors
+	// page after page (GET /resources/stores/kv/{store_id}/keys). kvgate
+	// fetches the next page while the current one is sent, one page ahead, so
+	// the stream runs at the speed of the upstream page chain. Each message
+	// carries a cursor that resumes right after its keys. If the upstream
+	// fails mid-stream, the error carries a StreamKeysResume detail with the
+	// cursor of the last message delivered.
+	StreamKeys(ctx context.Context, in *StreamKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamKeysResponse], error)
+	// BatchPutItems writes a stream of items. Upserts are packed into Fastly
+	// batch PUTs (PUT /resources/stores/kv/{store_id}/batch, NDJSON); items
+	// with a put mode or a generation check are written one by one. The
+	// response accounts for every item received: written, or failed with its
+	// position in the stream. A failure of the whole call ends the RPC with an
+	// error whose BatchProgress detail says which items were written before it.
+	BatchPutItems(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BatchPutItemsRequest, BatchPutItemsResponse], error)
+	// PutItems is BatchPutItems for callers that cannot stream requests
+	// (browsers): the same semantics for a bounded list of items in one call.
+	PutItems(ctx context.Context, in *PutItemsRequest, opts ...grpc.CallOption) (*PutItemsResponse, error)
 }
 
 type kVStoreServiceClient struct {
@@ -104,6 +125,48 @@ func (c *kVStoreServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest
 	return out, nil
 }
 
+func (c *kVStoreServiceClient) StreamKeys(ctx context.Context, in *StreamKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamKeysResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[0], KVStoreService_StreamKeys_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamKeysRequest, StreamKeysResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_StreamKeysClient = grpc.ServerStreamingClient[StreamKeysResponse]
+
+func (c *kVStoreServiceClient) BatchPutItems(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[BatchPutItemsRequest, BatchPutItemsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[1], KVStoreService_BatchPutItems_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BatchPutItemsRequest, BatchPutItemsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_BatchPutItemsClient = grpc.ClientStreamingClient[BatchPutItemsRequest, BatchPutItemsResponse]
+
+func (c *kVStoreServiceClient) PutItems(ctx context.Context, in *PutItemsRequest, opts ...grpc.CallOption) (*PutItemsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutItemsResponse)
+	err := c.cc.Invoke(ctx, KVStoreService_PutItems_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVStoreServiceServer is the server API for KVStoreService service.
 // All implementations must embed UnimplementedKVStoreServiceServer
 // for forward compatibility.
@@ -133,6 +196,24 @@ type KVStoreServiceServer interface {
 	// ListKeys returns one page of keys in byte order.
 	// Maps to GET /resources/stores/kv/{store_id}/keys.
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	// StreamKeys enumerates keys in byte order, walking Fastly's list cursors
+	// page after page (GET /resources/stores/kv/{store_id}/keys). kvgate
+	// fetches the next page while the current one is sent, one page ahead, so
+	// the stream runs at the speed of the upstream page chain. Each message
+	// carries a cursor that resumes right after its keys. If the upstream
+	// fails mid-stream, the error carries a StreamKeysResume detail with the
+	// cursor of the last message delivered.
+	StreamKeys(*StreamKeysRequest, grpc.ServerStreamingServer[StreamKeysResponse]) error
+	// BatchPutItems writes a stream of items. Upserts are packed into Fastly
+	// batch PUTs (PUT /resources/stores/kv/{store_id}/batch, NDJSON); items
+	// with a put mode or a generation check are written one by one. The
+	// response accounts for every item received: written, or failed with its
+	// position in the stream. A failure of the whole call ends the RPC with an
+	// error whose BatchProgress detail says which items were written before it.
+	BatchPutItems(grpc.ClientStreamingServer[BatchPutItemsRequest, BatchPutItemsResponse]) error
+	// PutItems is BatchPutItems for callers that cannot stream requests
+	// (browsers): the same semantics for a bounded list of items in one call.
+	PutItems(context.Context, *PutItemsRequest) (*PutItemsResponse, error)
 	mustEmbedUnimplementedKVStoreServiceServer()
 }
 
@@ -154,6 +235,15 @@ func (UnimplementedKVStoreServiceServer) DeleteItem(context.Context, *DeleteItem
 }
 func (UnimplementedKVStoreServiceServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedKVStoreServiceServer) StreamKeys(*StreamKeysRequest, grpc.ServerStreamingServer[StreamKeysResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamKeys not implemented")
+}
+func (UnimplementedKVStoreServiceServer) BatchPutItems(grpc.ClientStreamingServer[BatchPutItemsRequest, BatchPutItemsResponse]) error {
+	return status.Error(codes.Unimplemented, "method BatchPutItems not implemented")
+}
+func (UnimplementedKVStoreServiceServer) PutItems(context.Context, *PutItemsRequest) (*PutItemsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutItems not implemented")
 }
 func (UnimplementedKVStoreServiceServer) mustEmbedUnimplementedKVStoreServiceServer() {}
 func (UnimplementedKVStoreServiceServer) testEmbeddedByValue()                        {}
@@ -248,6 +338,42 @@ func _KVStoreService_ListKeys_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KVStoreService_StreamKeys_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamKeysRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVStoreServiceServer).StreamKeys(m, &grpc.GenericServerStream[StreamKeysRequest, StreamKeysResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_StreamKeysServer = grpc.ServerStreamingServer[StreamKeysResponse]
+
+func _KVStoreService_BatchPutItems_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVStoreServiceServer).BatchPutItems(&grpc.GenericServerStream[BatchPutItemsRequest, BatchPutItemsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_BatchPutItemsServer = grpc.ClientStreamingServer[BatchPutItemsRequest, BatchPutItemsResponse]
+
+func _KVStoreService_PutItems_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutItemsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVStoreServiceServer).PutItems(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVStoreService_PutItems_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVStoreServiceServer).PutItems(ctx, req.(*PutItemsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KVStoreService_ServiceDesc is the grpc.ServiceDesc for KVStoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -271,7 +397,22 @@ var KVStoreService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListKeys",
 			Handler:    _KVStoreService_ListKeys_Handler,
 		},
+		{
+			MethodName: "PutItems",
+			Handler:    _KVStoreService_PutItems_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamKeys",
+			Handler:       _KVStoreService_StreamKeys_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "BatchPutItems",
+			Handler:       _KVStoreService_BatchPutItems_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "fastly/kv/v1/kv.proto",
 }

@@ -1,0 +1,76 @@
+package service
+
+import (
+	"context"
+
+	"connectrpc.com/connect/v2/connectproto"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// StreamKeys enumerates keys page after page. A producer goroutine fetches
+// the next upstream page while the current one is being sent, one page
+// ahead and no more, so memory is bounded by two pages and the stream runs
+// at the speed of the upstream's page chain. When the client goes away the
+// context ends and so does the upstream request in flight.
+func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, stream kvv1connect.KVStoreServiceStreamKeysServerStream) error {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	v.check("prefix", upstream.CheckKeyPrefix(req.GetPrefix()))
+	v.checkPageSize("page_size", req.GetPageSize())
+	v.checkEnum("consistency", req.GetConsistency())
+	pos, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
+	v.check("cursor", err)
+	if err := v.err(); err != nil {
+		return err
+	}
+	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetPageSize(), req.GetConsistency())
+
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan keyPage)
+	produced := make(chan error, 1)
+	go func() { produced <- l.produce(ctx, pos, pages) }()
+	defer func() {
+		// Stop the producer and wait until it has returned (it closes
+		// pages then): no upstream work outlives the RPC.
+		cancel()
+		for range pages {
+		}
+	}()
+
+	var (
+		delivered uint64
+		resume    = req.GetCursor()
+		maxKeys   = req.GetMaxKeys()
+	)
+	for pg := range pages {
+		keys, next := pg.keys, pg.next
+		if maxKeys > 0 && uint64(len(keys)) >= maxKeys-delivered {
+			if n := maxKeys - delivered; n < uint64(len(keys)) {
+				// Stop inside the page; the cursor resumes after the last
+				// key sent.
+				keys = keys[:n]
+				next = position{upstream: pg.from.upstream, after: keys[n-1]}
+			}
+		}
+		cursor := encodeCursor(req.GetStoreId(), req.GetPrefix(), next)
+		if err := stream.Send(&kvv1.StreamKeysResponse{Keys: keys, Cursor: cursor}); err != nil {
+			return err
+		}
+		delivered += uint64(len(keys))
+		resume = cursor
+		if maxKeys > 0 && delivered >= maxKeys {
+			return nil
+		}
+	}
+	if err := <-produced; err != nil {
+		cerr := fromUpstream(err, storeSubject)
+		if d, derr := connectproto.NewErrorDetail(&kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered}); derr == nil {
+			cerr = cerr.WithDetail(d)
+		}
+		return cerr
+	}
+	return nil
+}
