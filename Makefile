@@ -61,8 +61,12 @@ test: deps checkgenerate lint build ## The whole suite
 	KVGATE_GRPCURL=$(GRPCURL) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: ## Benchmarks: kvgate beside direct REST calls on the same local store
+bench: ## Go benchmarks: kvgate beside direct REST calls on the same local store
 	go test -run '^$$' -bench . -benchmem -count=1 ./bench/...
+
+.PHONY: bench-streams
+bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 ms per request
+	go run ./cmd/kvbench
 
 .PHONY: clean
 clean:

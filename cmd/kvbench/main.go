@@ -1,0 +1,203 @@
+// Command kvbench measures kvgate's streaming RPCs beside a direct REST
+// client doing the same work against the same local store, in one run, and
+// prints the ratios. The local store runs in a child process with injected
+// latency, so the figures reflect an upstream that is a round trip away and
+// the heap figures are kvgate's (and its client's) alone.
+//
+//	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms
+//	go run ./cmd/kvbench -items 10000 -keys 20000
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kvgate/kvgate/internal/benchkit"
+	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/service"
+	"github.com/kvgate/kvgate/upstream/localstore"
+)
+
+func main() {
+	var (
+		cfg         benchkit.Config
+		latency     = flag.Duration("latency", 20*time.Millisecond, "latency the local store adds to every request")
+		scenarios   = flag.String("scenarios", "upload,enumerate", "comma-separated: upload, enumerate")
+		skipSingle  = flag.Bool("skip-single", false, "skip the direct single-PUT upload (the slowest part)")
+		serveStore  = flag.Bool("serve-store", false, "internal: serve the local store and print its address")
+		batchConfig service.BatchConfig
+	)
+	flag.IntVar(&cfg.Items, "items", 100_000, "items to upload")
+	flag.IntVar(&cfg.ValueBytes, "value-bytes", 1024, "bytes per uploaded value")
+	flag.IntVar(&cfg.SingleConcurrency, "single-concurrency", 50, "single PUTs the direct client keeps in flight")
+	flag.IntVar(&cfg.MessageItems, "message-items", 100, "items per BatchPutItems message")
+	flag.IntVar(&cfg.Keys, "keys", 200_000, "keys to enumerate")
+	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
+	flag.IntVar(&batchConfig.MaxLines, "batch-lines", 1000, "items per batch PUT")
+	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", 8<<20, "bytes per batch PUT")
+	flag.IntVar(&batchConfig.Concurrency, "batch-concurrency", 4, "batch PUTs in flight")
+	flag.Parse()
+	cfg.Batch, cfg.Store = batchConfig, "bench"
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *serveStore {
+		if err := runStore(ctx, *latency); err != nil {
+			fmt.Fprintln(os.Stderr, "kvbench store:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle); err != nil {
+		fmt.Fprintln(os.Stderr, "kvbench:", err)
+		os.Exit(1)
+	}
+}
+
+// runStore serves an in-memory local store on a loopback port, prints the
+// port, and serves until its parent closes stdin.
+func runStore(ctx context.Context, latency time.Duration) error {
+	store, err := localstore.Open(localstore.Options{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	store.SetFaults(localstore.Faults{Latency: latency})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := gateway.DefaultServerConfig()
+	return gateway.Serve(ctx, ln, gateway.NewServer(store.Handler(), cfg, logger), cfg, logger)
+}
+
+func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	child := exec.CommandContext(ctx, self, "-serve-store", "-latency", latency.String())
+	child.Stderr = os.Stderr
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := child.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		stdin.Close()
+		_ = child.Wait()
+	}()
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("local store did not start: %w", err)
+	}
+	cfg.UpstreamURL = "http://" + strings.TrimSpace(addr)
+
+	env, err := benchkit.Start(cfg)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	fmt.Printf("kvbench: local store with %v latency per request; batch %d lines / %d bytes, %d in flight\n\n",
+		latency, cfg.Batch.MaxLines, cfg.Batch.MaxBytes, cfg.Batch.Concurrency)
+
+	if strings.Contains(scenarios, "upload") {
+		if err := upload(ctx, env, cfg, skipSingle); err != nil {
+			return err
+		}
+	}
+	if strings.Contains(scenarios, "enumerate") {
+		if err := enumerate(ctx, env, cfg, latency); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func upload(ctx context.Context, env *benchkit.Env, cfg benchkit.Config, skipSingle bool) error {
+	fmt.Printf("Upload: %d items x %d bytes\n", cfg.Items, cfg.ValueBytes)
+	kv, err := env.UploadKvgate(ctx, "up-kvgate-")
+	if err != nil {
+		return err
+	}
+	batch, err := env.UploadDirectBatch(ctx, "up-batch-")
+	if err != nil {
+		return err
+	}
+	rows := []benchkit.Measurement{kv, batch}
+	if !skipSingle {
+		single, err := env.UploadDirectSingle(ctx, "up-single-")
+		if err != nil {
+			return err
+		}
+		rows = append(rows, single)
+	}
+	table(rows)
+	fmt.Printf("  kvgate / direct batch: %.3fx (target <= 1.1x)\n", ratio(kv.Duration, batch.Duration))
+	if !skipSingle {
+		fmt.Printf("  direct single / kvgate: %.1fx faster (target >= 50x)\n", ratio(rows[2].Duration, kv.Duration))
+	}
+	fmt.Printf("  kvgate heap peak during the upload: %.1f MiB\n\n", float64(kv.PeakHeap)/(1<<20))
+	return nil
+}
+
+func enumerate(ctx context.Context, env *benchkit.Env, cfg benchkit.Config, latency time.Duration) error {
+	fmt.Printf("Enumerate: %d keys, %d per page\n", cfg.Keys, cfg.PageSize)
+	if err := env.Seed(ctx, "enum-"); err != nil {
+		return err
+	}
+	direct, err := env.EnumerateDirect(ctx, "enum-")
+	if err != nil {
+		return err
+	}
+	kv, err := env.EnumerateKvgate(ctx, "enum-")
+	if err != nil {
+		return err
+	}
+	table([]benchkit.Measurement{kv, direct})
+	fmt.Printf("  kvgate / direct loop: %.3fx (target <= 1.05x)\n", ratio(kv.Duration, direct.Duration))
+	fmt.Printf("  kvgate first keys after %.2f round trips (direct first page: %v; target <= 1.5)\n",
+		ratio(kv.FirstResult, direct.FirstResult), direct.FirstResult.Round(time.Millisecond))
+	fmt.Printf("  kvgate heap peak during the enumeration: %.1f MiB\n\n", float64(kv.PeakHeap)/(1<<20))
+	return nil
+}
+
+func table(rows []benchkit.Measurement) {
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "  \tside\ttime\tupstream requests\tfirst keys")
+	for _, m := range rows {
+		first := "-"
+		if m.FirstResult > 0 {
+			first = m.FirstResult.Round(100 * time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "  \t%s\t%v\t%d\t%s\n", m.Name, m.Duration.Round(time.Millisecond), m.Requests, first)
+	}
+	w.Flush()
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

@@ -1,0 +1,337 @@
+// Package benchkit measures kvgate's streaming RPCs beside a direct REST
+// client doing the same work against the same upstream, in the same run,
+// and reports the ratios. cmd/kvbench and the Go benchmarks in bench/ use it.
+package benchkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
+	"golang.org/x/sync/errgroup"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/service"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// Config sizes the scenarios.
+type Config struct {
+	// UpstreamURL is the Fastly-compatible server both sides call.
+	UpstreamURL string
+	// Items and ValueBytes size the upload.
+	Items      int
+	ValueBytes int
+	// SingleConcurrency is how many single PUTs the direct client keeps in
+	// flight.
+	SingleConcurrency int
+	// Batch configures kvgate's batcher; the direct batch client cuts the
+	// same batches and keeps the same number in flight.
+	Batch service.BatchConfig
+	// MessageItems is how many items each BatchPutItems message carries.
+	MessageItems int
+	// Keys and PageSize size the enumeration.
+	Keys     int
+	PageSize int
+	// Store is the store id; each scenario uses its own prefix of keys.
+	Store string
+}
+
+// Env is a running kvgate in front of the upstream, with counters of the
+// requests each side sends upstream.
+type Env struct {
+	cfg      Config
+	kvgate   kvv1connect.KVStoreServiceClient
+	direct   *upstream.Client
+	viaCount atomic.Int64 // requests kvgate sent upstream
+	dirCount atomic.Int64 // requests the direct client sent
+	stop     func()
+}
+
+// countingTransport counts requests on their way upstream.
+type countingTransport struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
+}
+
+// Start starts kvgate in this process on a loopback listener.
+func Start(cfg Config) (*Env, error) {
+	e := &Env{cfg: cfg}
+	newClient := func(n *atomic.Int64) (*upstream.Client, error) {
+		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, 64))
+		hc.Transport = countingTransport{next: hc.Transport, n: n}
+		return upstream.NewClient(upstream.Config{BaseURL: cfg.UpstreamURL, HTTPClient: hc})
+	}
+	via, err := newClient(&e.viaCount)
+	if err != nil {
+		return nil, err
+	}
+	if e.direct, err = newClient(&e.dirCount); err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := service.New(via, service.Options{Batch: cfg.Batch})
+	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: upstream.DefaultMaxValueBytes}, logger)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	scfg := gateway.DefaultServerConfig()
+	srv := gateway.NewServer(handler, scfg, logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = gateway.Serve(ctx, ln, srv, scfg, logger)
+	}()
+	e.stop = func() { cancel(); <-done }
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	hc := &http.Client{Transport: &http.Transport{Protocols: p}}
+	e.kvgate = kvv1connect.NewKVStoreServiceClient(connect.NewClient(
+		connecthttp.NewTransport(hc, "http://"+ln.Addr().String(), connecthttp.WithGRPC())))
+	return e, nil
+}
+
+// Close stops kvgate.
+func (e *Env) Close() { e.stop() }
+
+// Measurement is one side of a comparison.
+type Measurement struct {
+	Name     string
+	Duration time.Duration
+	// Requests is how many requests went upstream.
+	Requests int64
+	// FirstResult is when the first keys arrived (enumeration only).
+	FirstResult time.Duration
+	// PeakHeap is the largest Go heap in use seen during the run, minus
+	// the heap before it (kvgate's side only).
+	PeakHeap uint64
+}
+
+func (e *Env) measure(name string, counter *atomic.Int64, sampleHeap bool, fn func() error) (Measurement, error) {
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stopSampling := make(chan struct{})
+	var wg sync.WaitGroup
+	if sampleHeap {
+		wg.Go(func() {
+			t := time.NewTicker(5 * time.Millisecond)
+			defer t.Stop()
+			for {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > peak.Load() {
+					peak.Store(ms.HeapInuse)
+				}
+				select {
+				case <-stopSampling:
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+	before := counter.Load()
+	start := time.Now()
+	err := fn()
+	m := Measurement{Name: name, Duration: time.Since(start), Requests: counter.Load() - before}
+	close(stopSampling)
+	wg.Wait()
+	if p := peak.Load(); p > base.HeapInuse {
+		m.PeakHeap = p - base.HeapInuse
+	}
+	return m, err
+}
+
+func (e *Env) value(i int) []byte {
+	v := make([]byte, e.cfg.ValueBytes)
+	for j := range v {
+		v[j] = byte(i + j)
+	}
+	return v
+}
+
+// UploadKvgate streams the items through BatchPutItems.
+func (e *Env) UploadKvgate(ctx context.Context, prefix string) (Measurement, error) {
+	return e.measure("kvgate BatchPutItems", &e.viaCount, true, func() error {
+		stream, err := e.kvgate.BatchPutItems(ctx)
+		if err != nil {
+			return err
+		}
+		msg := &kvv1.BatchPutItemsRequest{StoreId: e.cfg.Store}
+		for i := range e.cfg.Items {
+			msg.Items = append(msg.Items, &kvv1.BatchItem{Key: fmt.Sprintf("%s%08d", prefix, i), Value: e.value(i)})
+			if len(msg.Items) == e.cfg.MessageItems || i == e.cfg.Items-1 {
+				if err := stream.Send(msg); err != nil {
+					_, err = stream.CloseAndReceive()
+					return err
+				}
+				msg = &kvv1.BatchPutItemsRequest{}
+			}
+		}
+		res, err := stream.CloseAndReceive()
+		if err != nil {
+			return err
+		}
+		if res.GetWritten() != uint64(e.cfg.Items) || len(res.GetFailures()) > 0 {
+			return fmt.Errorf("kvgate wrote %d of %d items, %d failures", res.GetWritten(), e.cfg.Items, len(res.GetFailures()))
+		}
+		return nil
+	})
+}
+
+// UploadDirectBatch cuts the same batch PUTs kvgate does and keeps as many
+// in flight.
+func (e *Env) UploadDirectBatch(ctx context.Context, prefix string) (Measurement, error) {
+	return e.measure("direct batch PUTs", &e.dirCount, false, func() error {
+		bodies := make(chan []byte)
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			defer close(bodies)
+			var body []byte
+			lines := 0
+			for i := range e.cfg.Items {
+				line := upstream.BatchLine{Key: fmt.Sprintf("%s%08d", prefix, i), Value: e.value(i)}
+				if lines > 0 && (lines == e.cfg.Batch.MaxLines || len(body)+upstream.BatchLineSize(line) > e.cfg.Batch.MaxBytes) {
+					select {
+					case bodies <- body:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					body, lines = nil, 0
+				}
+				body = upstream.AppendBatchLine(body, line)
+				lines++
+			}
+			if lines > 0 {
+				select {
+				case bodies <- body:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+		for range e.cfg.Batch.Concurrency {
+			g.Go(func() error {
+				for body := range bodies {
+					res, err := e.direct.PutBatch(ctx, e.cfg.Store, body)
+					if err != nil {
+						return err
+					}
+					if len(res.LineErrors) > 0 {
+						return fmt.Errorf("%d line errors", len(res.LineErrors))
+					}
+				}
+				return nil
+			})
+		}
+		return g.Wait()
+	})
+}
+
+// UploadDirectSingle writes every item with its own PUT, keeping
+// SingleConcurrency in flight: what a client without batching does.
+func (e *Env) UploadDirectSingle(ctx context.Context, prefix string) (Measurement, error) {
+	return e.measure("direct single PUTs", &e.dirCount, false, func() error {
+		g, ctx := errgroup.WithContext(ctx)
+		g.SetLimit(e.cfg.SingleConcurrency)
+		for i := range e.cfg.Items {
+			g.Go(func() error {
+				return e.direct.PutItem(ctx, e.cfg.Store, fmt.Sprintf("%s%08d", prefix, i), e.value(i), upstream.PutOptions{})
+			})
+		}
+		return g.Wait()
+	})
+}
+
+// Seed writes Keys small items under prefix with direct batch PUTs.
+func (e *Env) Seed(ctx context.Context, prefix string) error {
+	saved := e.cfg
+	defer func() { e.cfg = saved }()
+	e.cfg.Items, e.cfg.ValueBytes = e.cfg.Keys, 8
+	_, err := e.UploadDirectBatch(ctx, prefix)
+	return err
+}
+
+// EnumerateDirect walks the list cursors one page after another.
+func (e *Env) EnumerateDirect(ctx context.Context, prefix string) (Measurement, error) {
+	var first time.Duration
+	start := time.Now()
+	m, err := e.measure("direct cursor loop", &e.dirCount, false, func() error {
+		n, cursor := 0, ""
+		for {
+			page, err := e.direct.ListKeys(ctx, e.cfg.Store, upstream.ListOptions{Prefix: prefix, Cursor: cursor, Limit: e.cfg.PageSize})
+			if err != nil {
+				return err
+			}
+			if first == 0 {
+				first = time.Since(start)
+			}
+			n += len(page.Keys)
+			if cursor = page.NextCursor; cursor == "" {
+				break
+			}
+		}
+		return e.checkCount(n)
+	})
+	m.FirstResult = first
+	return m, err
+}
+
+// EnumerateKvgate streams the keys through StreamKeys.
+func (e *Env) EnumerateKvgate(ctx context.Context, prefix string) (Measurement, error) {
+	var first time.Duration
+	start := time.Now()
+	m, err := e.measure("kvgate StreamKeys", &e.viaCount, true, func() error {
+		stream, err := e.kvgate.StreamKeys(ctx, &kvv1.StreamKeysRequest{StoreId: e.cfg.Store, Prefix: prefix, PageSize: uint32(e.cfg.PageSize)})
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		n := 0
+		for {
+			msg, err := stream.Receive()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if first == 0 {
+				first = time.Since(start)
+			}
+			n += len(msg.GetKeys())
+		}
+		return e.checkCount(n)
+	})
+	m.FirstResult = first
+	return m, err
+}
+
+func (e *Env) checkCount(n int) error {
+	if n != e.cfg.Keys {
+		return fmt.Errorf("enumerated %d keys, want %d", n, e.cfg.Keys)
+	}
+	return nil
+}
