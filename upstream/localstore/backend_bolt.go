@@ -107,6 +107,33 @@ func (b *boltBackend) update(store, key string, fn func(*record, uint64) (*recor
 	})
 }
 
+// putBatch writes the whole batch in one bbolt transaction, so it costs
+// one commit (one fsync) however many records it holds.
+func (b *boltBackend) putBatch(store string, keys []string, build func(int, uint64) *record) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		var lastGen uint64
+		if v := meta.Get(lastGenName); len(v) == 8 {
+			lastGen = binary.BigEndian.Uint64(v)
+		}
+		sb, err := tx.Bucket(storesBucket).CreateBucketIfNotExists([]byte(store))
+		if err != nil {
+			return err
+		}
+		for i, key := range keys {
+			rec := build(i, lastGen)
+			if err := sb.Put([]byte(key), rec.encode()); err != nil {
+				return err
+			}
+			lastGen = max(lastGen, rec.Generation)
+		}
+		return meta.Put(lastGenName, binary.BigEndian.AppendUint64(nil, lastGen))
+	})
+}
+
 func (b *boltBackend) list(store, prefix, after string, limit int, now time.Time) ([]string, bool, error) {
 	var keys []string
 	more := false

@@ -70,6 +70,25 @@ func (m *memBackend) update(store, key string, fn func(*record, uint64) (*record
 	return nil
 }
 
+func (m *memBackend) putBatch(store string, keys []string, build func(int, uint64) *record) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.stores[store]
+	if t == nil {
+		t = btree.NewG(32, lessEntry)
+		m.stores[store] = t
+	}
+	for i, key := range keys {
+		rec := build(i, m.lastGen)
+		t.ReplaceOrInsert(memEntry{key: key, rec: rec})
+		m.lastGen = max(m.lastGen, rec.Generation)
+	}
+	return nil
+}
+
 func (m *memBackend) list(store, prefix, after string, limit int, now time.Time) ([]string, bool, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

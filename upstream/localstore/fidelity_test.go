@@ -8,7 +8,6 @@ package localstore_test
 // checked for form only.
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"maps"
@@ -308,11 +307,10 @@ func TestLocalStoreFidelity(t *testing.T) {
 		ok := t.Run(name, func(t *testing.T) {
 			rec := kvtest.LoadRecording(t, name)
 			if name == "batch-create-keys" {
-				// The local store has no batch endpoint yet. Its items are
-				// written with plain PUTs instead, so that the listings
-				// that follow hold batch-1 and batch-2 as Fastly's did; the
-				// batch response itself is not compared.
-				seedFromBatch(t, rp, rec)
+				// The batch is not under .../keys, so ItemInteractions
+				// leaves it out; it is replayed on its own. It writes
+				// batch-1 and batch-2, which the listings that follow hold.
+				replayBatch(t, rp, rec)
 				return
 			}
 			interactions := kvtest.ItemInteractions(t, rec, recordedStore)
@@ -347,40 +345,31 @@ func TestLocalStoreFidelity(t *testing.T) {
 	}
 }
 
-// seedFromBatch writes the items of a recorded batch request one PUT at a
-// time. The body is NDJSON with base64 values; go-fastly's recording
-// indents the second line, so lines are trimmed.
-func seedFromBatch(t *testing.T, rp *replayer, rec *cassette.Cassette) {
+// replayBatch replays the recorded batch request (NDJSON whose second line
+// is indented by four spaces) against the batch endpoint and compares the
+// answer: the status and the body exactly, and the headers as for every
+// other step.
+func replayBatch(t *testing.T, rp *replayer, rec *cassette.Cassette) {
 	t.Helper()
 	if len(rec.Interactions) != 1 {
 		t.Fatalf("batch recording has %d interactions, want 1", len(rec.Interactions))
 	}
-	n := 0
-	for line := range strings.Lines(rec.Interactions[0].Request.Body) {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		var item struct {
-			Key   string `json:"key"`
-			Value string `json:"value"`
-		}
-		if err := json.Unmarshal([]byte(line), &item); err != nil {
-			t.Fatalf("batch line %q: %v", line, err)
-		}
-		value, err := base64.StdEncoding.DecodeString(item.Value)
-		if err != nil {
-			t.Fatalf("batch line %q: %v", line, err)
-		}
-		target := rp.srv.URL + "/resources/stores/kv/" + recordedStore + "/keys/" + url.PathEscape(item.Key)
-		if got := rp.do(t, http.MethodPut, target, nil, string(value)); got.code != http.StatusOK {
-			t.Fatalf("seeding %q: status %q body %q", item.Key, got.status, got.body)
-		}
-		n++
+	in := rec.Interactions[0]
+	u, err := in.Request.ParsedURL()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n != 2 {
-		t.Fatalf("seeded %d items from the batch, want batch-1 and batch-2", n)
+	if want := "/resources/stores/kv/" + recordedStore + "/batch"; in.Request.Method != http.MethodPut || u.EscapedPath() != want {
+		t.Fatalf("recorded %s %s, want PUT %s", in.Request.Method, u.EscapedPath(), want)
 	}
+	got := rp.replay(t, in.Request)
+	if got.code != in.Response.Code || got.status != in.Response.Status {
+		t.Fatalf("status %q (body %q), recorded %q", got.status, got.body, in.Response.Status)
+	}
+	if got.body != in.Response.Body {
+		t.Errorf("body %q, recorded %q", got.body, in.Response.Body)
+	}
+	compareResponse(t, in.Response, got)
 }
 
 // TestLocalStorePaddedCursor replays the one recording of a cursor with

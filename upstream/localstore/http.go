@@ -9,23 +9,74 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/kvgate/kvgate/upstream"
 )
 
-// Handler serves the KV Store item endpoints.
+// RequestKind is the endpoint a request was routed to, for Store.Count.
+type RequestKind int
+
+// The kinds of request. RequestOther is every request that reached no
+// endpoint: an unknown path or method (404, 405), or a path the router
+// would clean or redirect, such as one with a "." or ".." segment (400).
+const (
+	RequestOther RequestKind = iota
+	RequestList
+	RequestGet
+	RequestHead
+	RequestPut
+	RequestDelete
+	RequestBatch
+	numRequestKinds
+)
+
+var requestKindNames = [numRequestKinds]string{"other", "list", "get", "head", "put", "delete", "batch"}
+
+func (k RequestKind) String() string {
+	if k < 0 || k >= numRequestKinds {
+		return "RequestKind(" + strconv.Itoa(int(k)) + ")"
+	}
+	return requestKindNames[k]
+}
+
+// Count is the number of requests of kind the store has received, counted
+// as they arrive (before any injected latency), whatever their outcome.
+func (s *Store) Count(kind RequestKind) int64 {
+	if kind < 0 || kind >= numRequestKinds {
+		return 0
+	}
+	return s.counts[kind].Load()
+}
+
+// route is a registered endpoint. The mux hands it back from
+// ServeMux.Handler, which tells a routed request from a 404, a 405 or a
+// redirect.
+type route struct {
+	kind RequestKind
+	h    http.HandlerFunc
+}
+
+func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.h(w, r) }
+
+// Handler serves the KV Store item and batch endpoints.
 func (s *Store) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /resources/stores/kv/{store}/keys", s.handleList)
-	mux.HandleFunc("GET /resources/stores/kv/{store}/keys/{key...}", s.handleGet)
-	mux.HandleFunc("HEAD /resources/stores/kv/{store}/keys/{key...}", s.handleGet)
-	mux.HandleFunc("PUT /resources/stores/kv/{store}/keys/{key...}", s.handlePut)
-	mux.HandleFunc("DELETE /resources/stores/kv/{store}/keys/{key...}", s.handleDelete)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
+	for _, r := range []struct {
+		pattern string
+		route
+	}{
+		{"GET /resources/stores/kv/{store}/keys", route{RequestList, s.handleList}},
+		{"GET /resources/stores/kv/{store}/keys/{key...}", route{RequestGet, s.handleGet}},
+		{"HEAD /resources/stores/kv/{store}/keys/{key...}", route{RequestHead, s.handleGet}},
+		{"PUT /resources/stores/kv/{store}/keys/{key...}", route{RequestPut, s.handlePut}},
+		{"DELETE /resources/stores/kv/{store}/keys/{key...}", route{RequestDelete, s.handleDelete}},
+		{"PUT /resources/stores/kv/{store}/batch", route{RequestBatch, s.handleBatch}},
+	} {
+		mux.Handle(r.pattern, &r.route)
+	}
+	serve := s.withFaults(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Fastly's API answers every item call uncached.
 		w.Header().Set("Cache-Control", "no-store")
 		// ServeMux would redirect a "." or ".." segment to a cleaned path
@@ -35,7 +86,30 @@ func (s *Store) Handler() http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		s.counts[kindOf(mux, r)].Add(1)
+		if s.onRequest != nil {
+			s.onRequest(r)
+		}
+		serve.ServeHTTP(w, r)
 	})
+}
+
+// kindOf finds the endpoint mux will route r to. ServeMux.Handler returns
+// a *route only for a request it routes, not for one it answers with 404,
+// 405 or a redirect; a path with a dot segment, which the mux would
+// redirect, is refused before routing.
+func kindOf(mux *http.ServeMux, r *http.Request) RequestKind {
+	if hasDotSegment(r.URL.EscapedPath()) {
+		return RequestOther
+	}
+	h, _ := mux.Handler(r)
+	if rt, ok := h.(*route); ok {
+		return rt.kind
+	}
+	return RequestOther
 }
 
 func hasDotSegment(path string) bool {
@@ -200,10 +274,12 @@ func (s *Store) readPut(r *http.Request) (putRequest, error) {
 	}
 	if v := headerValue(r.Header, "time_to_live_sec"); v != "" {
 		secs, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || secs <= 0 {
-			return p, errors.New("time_to_live_sec must be a positive integer")
+		if err != nil {
+			return p, errBadTTL
 		}
-		p.ttl = time.Duration(secs) * time.Second
+		if p.ttl, err = ttlFromSeconds(secs); err != nil {
+			return p, err
+		}
 	}
 	if r.ContentLength > s.maxValue {
 		return p, errTooLarge

@@ -5,14 +5,46 @@
 // Fastly account.
 //
 // The one deliberate difference from Fastly: a store id that was never
-// written to is created by its first write, where Fastly needs the store to
-// be created through its own endpoint first.
+// written to is created by its first write (a single PUT or a batch), where
+// Fastly needs the store to be created through its own endpoint first.
+//
+// # Batch
+//
+// PUT /resources/stores/kv/{store}/batch upserts the items of an NDJSON
+// body, one JSON object per line, as Fastly's batch endpoint does; see
+// batch.go for the line format. Where Fastly is silent the store chooses:
+//
+//   - A batch is all or nothing. When every line is valid, all are
+//     applied in one backend transaction, in line order, and the answer is
+//     Fastly's recorded 200 {"type":"","title":"success","errors":[]}.
+//     When any line is invalid, the answer is 400 listing every bad line
+//     ({"key","index","code":"400","reason"}) and no line is applied.
+//     Fastly does not document whether the good lines of such a batch are
+//     applied; kvgate resends the good lines itself, so either behaviour
+//     serves it, and atomicity is the one a test can rely on.
+//   - index is the 0-based position of the line among the non-blank lines
+//     of the body: blank (or whitespace-only) lines are skipped and not
+//     counted.
+//   - value must be standard base64 with padding (what Fastly's clients
+//     send); unpadded or URL-safe base64 is a line error.
+//   - A body over Options.MaxBatchBytes is refused with 413, and nothing is
+//     applied. A line longer than any valid line could be (a value of
+//     MaxValueBytes in base64 plus room for the key, metadata and other
+//     fields) is a line error, read to its end without being kept.
+//   - An empty body, or one of blank lines only, answers 200 and writes
+//     nothing (it does not create the store).
+//
+// # Faults
+//
+// Options.Faults and Store.SetFaults inject trouble into every request for
+// tests of clients: for now a fixed latency (see faults.go).
 package localstore
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -31,23 +63,54 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives request failures; slog.Default() when nil.
 	Logger *slog.Logger
+	// MaxBatchBytes is the largest batch request body the store reads;
+	// DefaultMaxBatchBytes when zero. A larger body is refused with 413.
+	// The items of a batch are held in memory until they are applied, so
+	// this bounds the memory a batch takes (to a small multiple of it).
+	MaxBatchBytes int64
+	// Faults are injected into every request from the start;
+	// Store.SetFaults changes them at run time.
+	Faults Faults
+	// OnRequest, when set, is called with every request as it arrives:
+	// after it is counted and before any injected latency or handling. It
+	// runs on the request's goroutine, so a test can block in it to hold a
+	// request in flight. It must not read or close the body.
+	OnRequest func(*http.Request)
 }
+
+// DefaultMaxBatchBytes is the batch body limit when Options.MaxBatchBytes
+// is zero. Fastly documents no limit; this one only bounds memory.
+const DefaultMaxBatchBytes = 256 << 20
 
 // Store is the local KV store.
 type Store struct {
-	backend  backend
-	maxValue int64
-	now      func() time.Time
-	log      *slog.Logger
-	requests atomic.Int64
+	backend   backend
+	maxValue  int64
+	maxBatch  int64
+	now       func() time.Time
+	log       *slog.Logger
+	onRequest func(*http.Request)
+	faults    atomic.Pointer[Faults]
+	requests  atomic.Int64
+	counts    [numRequestKinds]atomic.Int64
 }
 
 // Open opens the store in opts.Dir, or in memory when it is empty.
 func Open(opts Options) (*Store, error) {
-	s := &Store{maxValue: opts.MaxValueBytes, now: opts.Now, log: opts.Logger}
+	s := &Store{
+		maxValue:  opts.MaxValueBytes,
+		maxBatch:  opts.MaxBatchBytes,
+		now:       opts.Now,
+		log:       opts.Logger,
+		onRequest: opts.OnRequest,
+	}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = DefaultMaxBatchBytes
+	}
+	s.SetFaults(opts.Faults)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -70,7 +133,8 @@ func Open(opts Options) (*Store, error) {
 func (s *Store) Close() error { return s.backend.close() }
 
 // Requests is the number of HTTP requests the store has received, for tests
-// that prove a request never reached the upstream.
+// that prove a request never reached the upstream. It is the sum of Count
+// over every RequestKind.
 func (s *Store) Requests() int64 { return s.requests.Load() }
 
 // errAbsent and the others are the outcomes the HTTP layer turns into
@@ -151,6 +215,57 @@ func (s *Store) putItem(store, key string, p putRequest) error {
 		}
 		return next, nil
 	})
+}
+
+// batchItem is one line of a batch: a plain upsert.
+type batchItem struct {
+	key      string
+	metadata string
+	ttl      time.Duration
+	value    []byte
+}
+
+// putBatch upserts items into store in one backend transaction, in order,
+// each with a generation above the one before it: a later item for the
+// same key wins. Like every write, an item replaces the metadata (none
+// clears it) and sets or clears the time to live.
+func (s *Store) putBatch(store string, items []batchItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	now := s.now()
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = it.key
+	}
+	return s.backend.putBatch(store, keys, func(i int, lastGen uint64) *record {
+		it := items[i]
+		rec := &record{
+			Generation: s.nextGeneration(lastGen, now),
+			Modified:   now,
+			Metadata:   it.metadata,
+			Value:      it.value,
+		}
+		if it.ttl > 0 {
+			rec.Expires = now.Add(it.ttl)
+		}
+		return rec
+	})
+}
+
+// maxTTLSeconds caps a time to live at 100 years, so that the expiry stays
+// within what a record can hold (Unix nanoseconds, up to the year 2262) and
+// the duration cannot overflow. No client can tell the difference.
+const maxTTLSeconds = 100 * 365 * 24 * 60 * 60
+
+var errBadTTL = errors.New("time_to_live_sec must be a positive integer")
+
+// ttlFromSeconds turns a time_to_live_sec value into a duration.
+func ttlFromSeconds(secs int64) (time.Duration, error) {
+	if secs <= 0 {
+		return 0, errBadTTL
+	}
+	return time.Duration(min(secs, maxTTLSeconds)) * time.Second, nil
 }
 
 func concat(a, b []byte) []byte {
