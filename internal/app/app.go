@@ -32,6 +32,9 @@ type Config struct {
 	MaxValueBytes int64
 	// Batch bounds the batch PUTs of batch writes.
 	Batch service.BatchConfig
+	// StoreFaults is the trouble the local store injects (latency), for
+	// benchmarks and tests; it does not apply to Fastly.
+	StoreFaults localstore.Faults
 	// Server holds the HTTP server timeouts.
 	Server gateway.ServerConfig
 	// Ready, when set, receives kvgate's listening address once it serves.
@@ -112,7 +115,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 }
 
 func startLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, net.Listener, error) {
-	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger})
+	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,7 +137,7 @@ func dataDirName(dir string) string {
 // RunLocalStore serves only the local store on cfg.Listen until ctx ends,
 // so that any Fastly client can be pointed at it.
 func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger})
+	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
 	if err != nil {
 		return err
 	}

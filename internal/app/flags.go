@@ -47,6 +47,8 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, erro
 		"most bytes in one batch PUT body, base64 values included (env KVGATE_BATCH_BYTES)")
 	fs.IntVar(&cfg.Batch.Concurrency, "batch-concurrency", int(envInt("KVGATE_BATCH_CONCURRENCY", 4)),
 		"PUTs one batch write keeps in flight (env KVGATE_BATCH_CONCURRENCY)")
+	fs.DurationVar(&cfg.StoreFaults.Latency, "store-latency", envDuration("KVGATE_STORE_LATENCY", 0),
+		"latency the local store adds to every request, to see kvgate against a distant upstream (env KVGATE_STORE_LATENCY)")
 	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
 	return cfg, logFormat, errors.Join(errs...)
 }
