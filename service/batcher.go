@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connectproto"
@@ -81,6 +82,7 @@ type opResult struct {
 // goroutines and report on done.
 type batcher struct {
 	kv       *upstream.Client
+	bodies   *bodyPool
 	store    string
 	cfg      BatchConfig
 	maxValue int64
@@ -102,10 +104,10 @@ type batcher struct {
 	fatal    error
 }
 
-func newBatcher(ctx context.Context, kv *upstream.Client, store string, cfg BatchConfig, maxValue int64) *batcher {
+func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, store string, cfg BatchConfig, maxValue int64) *batcher {
 	ctx, cancel := context.WithCancel(ctx)
 	return &batcher{
-		kv: kv, store: store, cfg: cfg.withDefaults(), maxValue: maxValue,
+		kv: kv, bodies: bodies, store: store, cfg: cfg.withDefaults(), maxValue: maxValue,
 		ctx: ctx, cancel: cancel,
 		busy: make(map[string]bool),
 		done: make(chan opResult),
@@ -146,7 +148,7 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 		}
 	}
 	if b.open == nil {
-		b.open = &writeOp{body: make([]byte, 0, min(b.cfg.MaxBytes, 64<<10))}
+		b.open = &writeOp{body: b.bodies.get()}
 		b.openKeys = make(map[string]bool)
 	}
 	b.open.keys = append(b.open.keys, line.Key)
@@ -222,6 +224,9 @@ func (b *batcher) collect(r opResult) {
 	b.inflight--
 	for _, k := range r.op.keys {
 		delete(b.busy, k)
+	}
+	if r.op.single == nil {
+		b.bodies.put(r.op.body)
 	}
 	for _, i := range r.written {
 		b.ranges.add(i)
@@ -426,4 +431,29 @@ func checkBatchItem(item *kvv1.BatchItem, maxValue int64) string {
 		return ""
 	}
 	return v.err().Message()
+}
+
+// bodyPool recycles batch bodies across batches and streams, so a long
+// upload reuses a few buffers instead of growing a new one per batch.
+type bodyPool struct {
+	pool     sync.Pool
+	maxBytes int
+}
+
+func newBodyPool(maxBytes int) *bodyPool { return &bodyPool{maxBytes: maxBytes} }
+
+func (p *bodyPool) get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, min(p.maxBytes, 64<<10))
+}
+
+// put returns a body once no request reads it any more. Bodies that grew
+// past twice the batch limit (one oversized line) are left to the GC.
+func (p *bodyPool) put(b []byte) {
+	if cap(b) == 0 || cap(b) > 2*p.maxBytes {
+		return
+	}
+	p.pool.Put(&b)
 }

@@ -70,16 +70,22 @@ func (l *lister) fetchNonEmpty(ctx context.Context, pos position) (keyPage, erro
 // each while the previous one is being consumed: the channel is unbuffered,
 // so the producer holds at most one page ahead. It stops when the listing
 // ends, ctx ends or a fetch fails, and closes pages.
+//
+// When the end turns up only after a page was sent (Fastly can hand out a
+// cursor for a last page that happens to be full), a final page with no
+// keys is sent, so the stream's last cursor is always the empty one.
 func (l *lister) produce(ctx context.Context, pos position, pages chan<- keyPage) error {
 	defer close(pages)
+	sent := false
 	for {
 		pg, err := l.fetchNonEmpty(ctx, pos)
 		if err != nil {
 			return err
 		}
-		if len(pg.keys) > 0 {
+		if len(pg.keys) > 0 || (pg.next.end && sent) {
 			select {
 			case pages <- pg:
+				sent = true
 			case <-ctx.Done():
 				return ctx.Err()
 			}

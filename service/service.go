@@ -31,6 +31,7 @@ type Service struct {
 	kv       *upstream.Client
 	maxValue int64
 	batch    BatchConfig
+	bodies   *bodyPool
 }
 
 var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
@@ -41,6 +42,7 @@ func New(kv *upstream.Client, opts Options) *Service {
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
+	s.bodies = newBodyPool(s.batch.MaxBytes)
 	return s
 }
 

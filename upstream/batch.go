@@ -138,45 +138,42 @@ const maxBatchResponse = 8 << 20
 
 // PutBatch sends body, NDJSON lines built with AppendBatchLine, as one
 // batch PUT. Line errors come back in the result, whatever the status; a
-// failure of the call as a whole (no usable line errors) is an error.
+// failure of the call as a whole is an error. Batch lines are upserts, so a
+// failed batch is retried as a unit.
 func (c *Client) PutBatch(ctx context.Context, storeID string, body []byte) (*BatchResult, error) {
-	req, err := c.newRequest(ctx, http.MethodPut, storePath(storeID)+"/batch", nil, bytes.NewReader(body))
-	if err != nil {
+	var res *BatchResult
+	cl := &call{
+		op: OpBatch, method: http.MethodPut, path: storePath(storeID) + "/batch",
+		header: http.Header{"Content-Type": {"application/x-ndjson"}},
+		body:   body,
+		// Fastly reports bad lines with a non-success status too.
+		acceptStatus: func(int) bool { return true },
+	}
+	cl.read = func(resp *http.Response) error {
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBatchResponse))
+		if err != nil {
+			return err
+		}
+		parsed, parseErr := ParseBatchResponse(raw)
+		ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+		switch {
+		case parseErr == nil && (ok || len(parsed.LineErrors) > 0):
+			res = parsed
+			return nil
+		case ok:
+			// The status said success, but an unreadable body may hide
+			// line errors, so the caller cannot count on it.
+			return parseErr
+		}
+		return &StatusError{
+			Op:         OpBatch,
+			Status:     resp.StatusCode,
+			RetryAfter: retryAfter(resp.Header, time.Now()),
+			Body:       strings.TrimSpace(string(raw[:min(len(raw), maxErrorBody)])),
+		}
+	}
+	if err := c.run(ctx, cl); err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, &TransportError{Op: OpBatch, Err: unwrapURLError(err)}
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBatchResponse))
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, &TransportError{Op: OpBatch, Err: unwrapURLError(err)}
-	}
-	res, parseErr := ParseBatchResponse(raw)
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
-	switch {
-	case parseErr == nil && len(res.LineErrors) > 0:
-		return res, nil
-	case ok && parseErr == nil:
-		return res, nil
-	case ok:
-		// The status said success; an unreadable body does not undo it,
-		// but it may hide line errors, so the caller cannot count on it.
-		return nil, parseErr
-	}
-	se := &StatusError{
-		Op:         OpBatch,
-		Status:     resp.StatusCode,
-		RetryAfter: retryAfter(resp.Header, time.Now()),
-		Body:       strings.TrimSpace(string(raw[:min(len(raw), maxErrorBody)])),
-	}
-	return nil, se
+	return res, nil
 }

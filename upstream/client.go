@@ -35,6 +35,8 @@ type Config struct {
 	// MaxValueBytes bounds the value a GET reads; DefaultMaxValueBytes when
 	// zero. A larger value fails rather than exhausting memory.
 	MaxValueBytes int64
+	// Retry is the retry policy; its defaults when zero.
+	Retry RetryPolicy
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -44,6 +46,8 @@ type Client struct {
 	hc        *http.Client
 	userAgent string
 	maxValue  int64
+	retry     RetryPolicy
+	budget    *rateBudget
 }
 
 // NewClient returns a Client for cfg.
@@ -62,6 +66,8 @@ func NewClient(cfg Config) (*Client, error) {
 		hc:        cfg.HTTPClient,
 		userAgent: cfg.UserAgent,
 		maxValue:  cfg.MaxValueBytes,
+		retry:     cfg.Retry.withDefaults(),
+		budget:    newRateBudget(),
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(64)
@@ -173,33 +179,30 @@ type KeyPage struct {
 	NextCursor string
 }
 
-// GetItem reads one item.
+// GetItem reads one item. Reads are retried, body included.
 func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, itemPath(storeID, key), nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(OpGet, req, PreconditionNone)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	item := &Item{Metadata: resp.Header.Get("Metadata")}
-	if item.Generation, err = strconv.ParseUint(resp.Header.Get("Generation"), 10, 64); err != nil {
-		return nil, &ResponseError{Op: OpGet, Reason: "missing or invalid Generation header"}
-	}
-	if lm := resp.Header.Get("Last-Modified"); lm != "" {
-		if t, err := http.ParseTime(lm); err == nil {
-			item.LastModified = t
-		}
-	}
-	if item.Value, err = c.readValue(resp); err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, err
-	}
-	return item, nil
+	var item *Item
+	err := c.run(ctx, &call{
+		op: OpGet, method: http.MethodGet, path: itemPath(storeID, key),
+		read: func(resp *http.Response) error {
+			it := &Item{Metadata: resp.Header.Get("Metadata")}
+			var err error
+			if it.Generation, err = strconv.ParseUint(resp.Header.Get("Generation"), 10, 64); err != nil {
+				return &ResponseError{Op: OpGet, Reason: "missing or invalid Generation header"}
+			}
+			if lm := resp.Header.Get("Last-Modified"); lm != "" {
+				if t, err := http.ParseTime(lm); err == nil {
+					it.LastModified = t
+				}
+			}
+			if it.Value, err = c.readValue(resp); err != nil {
+				return err
+			}
+			item = it
+			return nil
+		},
+	})
+	return item, err
 }
 
 // readValue reads a GET body into one buffer sized from Content-Length, so
@@ -212,13 +215,13 @@ func (c *Client) readValue(resp *http.Response) ([]byte, error) {
 	if n >= 0 {
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(resp.Body, buf); err != nil {
-			return nil, &TransportError{Op: OpGet, Err: unwrapURLError(err)}
+			return nil, err
 		}
 		return buf, nil
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, c.maxValue+1)); err != nil {
-		return nil, &TransportError{Op: OpGet, Err: unwrapURLError(err)}
+		return nil, err
 	}
 	if int64(buf.Len()) > c.maxValue {
 		return nil, &ResponseError{Op: OpGet, Reason: fmt.Sprintf("value exceeds the limit of %d bytes", c.maxValue)}
@@ -227,67 +230,63 @@ func (c *Client) readValue(resp *http.Response) ([]byte, error) {
 }
 
 // PutItem inserts or updates one item. Fastly's answer carries no
-// generation, so none is returned.
+// generation, so none is returned. A plain overwrite is retried; an add,
+// append, prepend or compare-and-set is retried only when Fastly certainly
+// did not apply it, and otherwise fails with an *UnknownOutcomeError when
+// it may have.
 func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte, opts PutOptions) error {
-	q := url.Values{}
-	cond := PreconditionNone
+	cl := &call{
+		op: OpPut, method: http.MethodPut, path: itemPath(storeID, key),
+		query: url.Values{}, header: http.Header{}, body: value,
+	}
 	switch opts.Mode {
 	case PutAdd:
-		q.Set("add", "true")
-		cond = PreconditionAbsent
+		cl.query.Set("add", "true")
+		cl.cond, cl.replay = PreconditionAbsent, replayUnsent
 	case PutAppend:
-		q.Set("append", "true")
+		cl.query.Set("append", "true")
+		cl.replay = replayUnsent
 	case PutPrepend:
-		q.Set("prepend", "true")
+		cl.query.Set("prepend", "true")
+		cl.replay = replayUnsent
 	}
 	if opts.BackgroundFetch {
-		q.Set("background_fetch", "true")
+		cl.query.Set("background_fetch", "true")
 	}
-	req, err := c.newRequest(ctx, http.MethodPut, itemPath(storeID, key), q, bytes.NewReader(value))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
+	cl.header.Set("Content-Type", "application/octet-stream")
 	if opts.IfGenerationMatch != nil {
-		req.Header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
-		cond = PreconditionGeneration
+		cl.header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
+		cl.cond, cl.replay = PreconditionGeneration, replayUnsent
 	}
 	if opts.Metadata != "" {
-		req.Header.Set("Metadata", opts.Metadata)
+		cl.header.Set("Metadata", opts.Metadata)
 	}
 	if secs := ttlSeconds(opts.TimeToLive); secs > 0 {
 		// Fastly spells this header with underscores; set it verbatim.
-		req.Header["time_to_live_sec"] = []string{strconv.FormatInt(secs, 10)}
+		cl.header["time_to_live_sec"] = []string{strconv.FormatInt(secs, 10)}
 	}
-	resp, err := c.do(OpPut, req, cond)
-	if err != nil {
-		return err
-	}
-	drain(resp)
-	return nil
+	return c.run(ctx, cl)
 }
 
-// DeleteItem deletes one item.
+// DeleteItem deletes one item. A plain delete is retried, and a retry that
+// finds the key gone has succeeded; a compare-and-set delete is treated
+// like a compare-and-set write.
 func (c *Client) DeleteItem(ctx context.Context, storeID, key string, opts DeleteOptions) error {
-	q := url.Values{}
+	cl := &call{op: OpDelete, method: http.MethodDelete, path: itemPath(storeID, key), query: url.Values{}, header: http.Header{}}
 	if opts.Force {
-		q.Set("force", "true")
+		cl.query.Set("force", "true")
 	}
-	req, err := c.newRequest(ctx, http.MethodDelete, itemPath(storeID, key), q, nil)
-	if err != nil {
-		return err
-	}
-	cond := PreconditionNone
 	if opts.IfGenerationMatch != nil {
-		req.Header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
-		cond = PreconditionGeneration
+		cl.header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
+		cl.cond, cl.replay = PreconditionGeneration, replayUnsent
 	}
-	resp, err := c.do(OpDelete, req, cond)
-	if err != nil {
-		return err
+	err := c.run(ctx, cl)
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound && se.Attempts > 1 && cl.replay == replaySafe {
+		// An earlier attempt may have deleted it; either way it is gone.
+		return nil
 	}
-	drain(resp)
-	return nil
+	return err
 }
 
 // listResponse is the list endpoint's body. meta.limit is a number and the
@@ -299,8 +298,11 @@ type listResponse struct {
 	} `json:"meta"`
 }
 
+// maxListBody bounds a list page's body: 1000 keys of 1 KiB, escaped.
+const maxListBody = 16 << 20
+
 // ListKeys fetches one page of keys. The consistency parameter is always
-// sent, as Fastly's own client does.
+// sent, as Fastly's own client does. Pages are reads: retried.
 func (c *Client) ListKeys(ctx context.Context, storeID string, opts ListOptions) (*KeyPage, error) {
 	q := url.Values{}
 	q.Set("consistency", opts.Consistency.String())
@@ -313,23 +315,21 @@ func (c *Client) ListKeys(ctx context.Context, storeID string, opts ListOptions)
 	if opts.Prefix != "" {
 		q.Set("prefix", opts.Prefix)
 	}
-	req, err := c.newRequest(ctx, http.MethodGet, storePath(storeID)+"/keys", q, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(OpList, req, PreconditionNone)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	page, err := ParseListResponse(resp.Body)
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, ctxErr
-		}
-		return nil, err
-	}
-	return page, nil
+	var page *KeyPage
+	err := c.run(ctx, &call{
+		op: OpList, method: http.MethodGet, path: storePath(storeID) + "/keys", query: q,
+		read: func(resp *http.Response) error {
+			// Read the whole page first: a broken connection is then a
+			// transport failure (retried), not a parse error.
+			body, err := io.ReadAll(io.LimitReader(resp.Body, maxListBody))
+			if err != nil {
+				return err
+			}
+			page, err = ParseListResponse(bytes.NewReader(body))
+			return err
+		},
+	})
+	return page, err
 }
 
 // ParseListResponse decodes a list endpoint body. A missing or empty
@@ -351,14 +351,42 @@ func itemPath(storeID, key string) string {
 	return storePath(storeID) + "/keys/" + url.PathEscape(key)
 }
 
-func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body io.Reader) (*http.Request, error) {
-	target := c.base + path
-	if len(q) > 0 {
-		target += "?" + q.Encode()
+// call is one REST call, built afresh for every attempt.
+type call struct {
+	op     Op
+	method string
+	path   string
+	query  url.Values
+	header http.Header
+	body   []byte
+	// cond is what the request is conditional on, for reading a 412.
+	cond Precondition
+	// replay says whether a failed attempt may be sent again.
+	replay replay
+	// read consumes a success response's body; nil drains it. An error it
+	// returns that is not a *ResponseError or *StatusError is a transport
+	// failure.
+	read func(*http.Response) error
+	// acceptStatus, when set, hands non-success statuses it accepts to
+	// read too (the batch endpoint reports bad lines on a 400).
+	acceptStatus func(int) bool
+}
+
+func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
+	target := c.base + cl.path
+	if len(cl.query) > 0 {
+		target += "?" + cl.query.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, target, body)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: building request: %w", err)
+	}
+	for k, v := range cl.header {
+		req.Header[k] = v
 	}
 	if c.token != "" {
 		req.Header.Set("Fastly-Key", c.token)
@@ -370,38 +398,74 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 // maxErrorBody bounds how much of an error body is kept for logs.
 const maxErrorBody = 512
 
-// do sends req and returns the response when its status is a success.
-// Otherwise it returns a *StatusError, a *TransportError or the context's
-// error, and closes the body.
-func (c *Client) do(op Op, req *http.Request, cond Precondition) (*http.Response, error) {
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctxErr := req.Context().Err(); ctxErr != nil {
-			return nil, ctxErr
+// run makes the call, retrying failed attempts the retry policy allows
+// within the caller's deadline. It returns nil, the context's error, a
+// *StatusError, a *TransportError, a *ResponseError or an
+// *UnknownOutcomeError.
+func (c *Client) run(ctx context.Context, cl *call) error {
+	for attempt := 1; ; attempt++ {
+		err := c.attempt(ctx, cl, attempt)
+		if err == nil {
+			return nil
 		}
-		return nil, &TransportError{Op: op, Err: unwrapURLError(err)}
-	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
-	return nil, &StatusError{
-		Op:           op,
-		Status:       resp.StatusCode,
-		Precondition: cond,
-		RetryAfter:   retryAfter(resp.Header, time.Now()),
-		Body:         strings.TrimSpace(string(body)),
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		wait, again := c.retry.decide(ctx, cl.replay, err, attempt)
+		if !again {
+			return unknownIfUnsafe(cl.op, cl.replay, err)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
 	}
 }
 
-// drain consumes and closes a success body so the connection is reused.
-// The status already said the call succeeded; a broken (empty) body after
-// it does not undo that.
-func drain(resp *http.Response) {
+// attempt sends the call once.
+func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
+	if err := c.budget.check(cl.op, cl.method, time.Now()); err != nil {
+		return err
+	}
+	req, err := c.newRequest(ctx, cl)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
+	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	c.budget.update(cl.method, resp.Header)
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if ok || (cl.acceptStatus != nil && cl.acceptStatus(resp.StatusCode)) {
+		if cl.read == nil {
+			// The status already said the call succeeded; a broken (empty)
+			// body after it does not undo that.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			return nil
+		}
+		err := cl.read(resp)
+		var se *StatusError
+		var re *ResponseError
+		switch {
+		case err == nil, errors.As(err, &re):
+			return err
+		case errors.As(err, &se):
+			se.Attempts = attempt
+			return se
+		}
+		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	return &StatusError{
+		Op:           cl.op,
+		Status:       resp.StatusCode,
+		Precondition: cl.cond,
+		RetryAfter:   retryAfter(resp.Header, time.Now()),
+		Body:         strings.TrimSpace(string(body)),
+		Attempts:     attempt,
+	}
 }
 
 // unwrapURLError drops *url.Error's wrapping, whose text carries the URL

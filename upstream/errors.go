@@ -46,6 +46,11 @@ type StatusError struct {
 	// Body is the start of the response body, for logs only: it may echo
 	// the request.
 	Body string
+	// Attempts is how many times the call was sent.
+	Attempts int
+	// NotSent marks a 429 that kvgate answered itself, without sending,
+	// because Fastly's write budget was known to be spent.
+	NotSent bool
 }
 
 func (e *StatusError) Error() string {

@@ -41,10 +41,14 @@ var (
 	repoRoot string
 	// kvgateBin is the kvgate binary TestMain built for every test.
 	kvgateBin string
+	// kvlocalBin is the kvlocal binary (the local store on its own), built
+	// beside kvgateBin, for tests that point kvgate at a separate store.
+	kvlocalBin string
 )
 
-// TestMain builds kvgate once: each test starts its own process, and
-// building per test would cost more than the tests themselves.
+// TestMain builds kvgate and kvlocal once: each test starts its own
+// processes, and building per test would cost more than the tests
+// themselves.
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
@@ -63,12 +67,14 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	kvgateBin = filepath.Join(dir, "kvgate")
+	kvlocalBin = filepath.Join(dir, "kvlocal")
 	// "go test" puts its own GOROOT/bin first on PATH, so this is the same
-	// toolchain that builds the tests.
-	build := exec.Command("go", "build", "-o", kvgateBin, "./cmd/kvgate")
+	// toolchain that builds the tests. Without -race: the binaries behave,
+	// and use memory, as they do in production.
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/kvgate", "./cmd/kvlocal")
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "interop: building kvgate: %v\n%s", err, out)
+		fmt.Fprintf(os.Stderr, "interop: building kvgate and kvlocal: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()
@@ -103,11 +109,12 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// kvgateProc is one running kvgate process.
+// kvgateProc is one running kvgate (or kvlocal) process.
 type kvgateProc struct {
-	// Addr is the host:port kvgate logged that it serves on.
+	// Addr is the host:port the process logged that it serves on.
 	Addr string
 
+	name   string // "kvgate" or "kvlocal", for messages
 	cmd    *exec.Cmd
 	log    *logWriter
 	exited chan struct{} // closed once cmd.Wait returns
@@ -121,16 +128,43 @@ type kvgateProc struct {
 // for a clean exit) when the test ends unless the test stopped it already.
 func startKVGate(t *testing.T, dataDir string) *kvgateProc {
 	t.Helper()
+	return startKVGateWith(t, nil, "-data", dataDir)
+}
+
+// startKVGateWith starts kvgate like startKVGate, with extra flags and
+// extra environment variables (NAME=value, added to kvgateEnv's), for
+// example FASTLY_API_TOKEN and FASTLY_API_URL to point it at a kvlocal.
+func startKVGateWith(t *testing.T, env []string, args ...string) *kvgateProc {
+	t.Helper()
+	return startProc(t, "kvgate", kvgateBin, servingLine, env, args...)
+}
+
+// startKVLocal starts kvlocal (the local store alone, a Fastly-compatible
+// REST server) on a free loopback port with its data in dataDir ("" keeps
+// it in memory), and stops it like startKVGate's kvgate. Start it before
+// the kvgate that uses it: cleanups run last-in first-out, so kvgate then
+// stops first.
+func startKVLocal(t *testing.T, dataDir string) *kvgateProc {
+	t.Helper()
+	return startProc(t, "kvlocal", kvlocalBin, localServingLine, nil, "-data", dataDir)
+}
+
+// startProc starts bin on 127.0.0.1:0 with args and env added, and waits
+// until its log has a line matching ready, whose first group is the
+// address.
+func startProc(t *testing.T, name, bin string, ready *regexp.Regexp, env []string, args ...string) *kvgateProc {
+	t.Helper()
 	p := &kvgateProc{
-		log:    newLogWriter(),
+		name:   name,
+		log:    newLogWriter(ready),
 		exited: make(chan struct{}),
 	}
-	p.cmd = exec.Command(kvgateBin, "-listen", "127.0.0.1:0", "-data", dataDir)
-	p.cmd.Env = kvgateEnv()
+	p.cmd = exec.Command(bin, append([]string{"-listen", "127.0.0.1:0"}, args...)...)
+	p.cmd.Env = append(kvgateEnv(), env...)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting kvgate: %v", err)
+		t.Fatalf("starting %s: %v", name, err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
@@ -144,11 +178,16 @@ func startKVGate(t *testing.T, dataDir string) *kvgateProc {
 	case addr := <-p.log.addr:
 		p.Addr = addr
 	case <-p.exited:
-		t.Fatalf("kvgate exited before serving (%v); its log:\n%s", p.err, p.log)
+		t.Fatalf("%s exited before serving (%v); its log:\n%s", name, p.err, p.log)
 	case <-time.After(startTimeout):
-		t.Fatalf("kvgate did not log its address within %v; its log:\n%s", startTimeout, p.log)
+		t.Fatalf("%s did not log its address within %v; its log:\n%s", name, startTimeout, p.log)
 	}
 	return p
+}
+
+// Pid is the process id, for reading /proc/<pid>.
+func (p *kvgateProc) Pid() int {
+	return p.cmd.Process.Pid
 }
 
 // kvgateEnv is the test's environment without FASTLY_API_TOKEN, so kvgate
@@ -178,12 +217,12 @@ func (p *kvgateProc) stop(t *testing.T) {
 	t.Helper()
 	select {
 	case <-p.exited:
-		t.Errorf("kvgate exited on its own before being stopped (%v); its log:\n%s", p.err, p.log)
+		t.Errorf("%s exited on its own before being stopped (%v); its log:\n%s", p.name, p.err, p.log)
 		return
 	default:
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Errorf("sending SIGTERM to kvgate: %v", err)
+		t.Errorf("sending SIGTERM to %s: %v", p.name, err)
 	}
 	select {
 	case <-p.exited:
@@ -191,11 +230,11 @@ func (p *kvgateProc) stop(t *testing.T) {
 		// Kill it so the test run does not leak the process, then report.
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		t.Errorf("kvgate did not exit within %v of SIGTERM; its log:\n%s", stopTimeout, p.log)
+		t.Errorf("%s did not exit within %v of SIGTERM; its log:\n%s", p.name, stopTimeout, p.log)
 		return
 	}
 	if p.err != nil {
-		t.Errorf("kvgate exited with %v after SIGTERM, want status 0; its log:\n%s", p.err, p.log)
+		t.Errorf("%s exited with %v after SIGTERM, want status 0; its log:\n%s", p.name, p.err, p.log)
 	}
 	log := p.log.String()
 	// The local store logs its own "shutdown finished"; only the line for
@@ -207,18 +246,18 @@ func (p *kvgateProc) stop(t *testing.T) {
 		}
 	}
 	if !finished {
-		t.Errorf("kvgate's log lacks \"shutdown finished\" for %s after SIGTERM; its log:\n%s", p.Addr, log)
+		t.Errorf("%s's log lacks \"shutdown finished\" for %s after SIGTERM; its log:\n%s", p.name, p.Addr, log)
 	}
 	// Every RPC these tests make is well-formed HTTP from real clients;
 	// an ERROR line (such as a recovered handler panic) is a kvgate bug
 	// even when the RPC's answer looked right.
 	for line := range strings.Lines(log) {
 		if strings.Contains(line, "level=ERROR") {
-			t.Errorf("kvgate logged an error: %s", strings.TrimSpace(line))
+			t.Errorf("%s logged an error: %s", p.name, strings.TrimSpace(line))
 		}
 	}
 	if testing.Verbose() {
-		t.Logf("kvgate's log:\n%s", log)
+		t.Logf("%s's log:\n%s", p.name, log)
 	}
 }
 
@@ -227,9 +266,13 @@ func (p *kvgateProc) stop(t *testing.T) {
 // word character), which the local store's line carries.
 var servingLine = regexp.MustCompile(`msg="kvgate serving" .*?\baddr=(\S+)`)
 
-// logWriter keeps everything kvgate writes and reports its listening
-// address once the readiness line is complete.
+// localServingLine is kvlocal's readiness line.
+var localServingLine = regexp.MustCompile(`msg="local store serving the Fastly KV REST API" .*?\baddr=(\S+)`)
+
+// logWriter keeps everything a process writes and reports its listening
+// address once the readiness line (matching ready) is complete.
 type logWriter struct {
+	ready   *regexp.Regexp
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	scanned int // bytes of buf already searched for whole lines
@@ -237,8 +280,8 @@ type logWriter struct {
 	addr    chan string
 }
 
-func newLogWriter() *logWriter {
-	return &logWriter{addr: make(chan string, 1)}
+func newLogWriter(ready *regexp.Regexp) *logWriter {
+	return &logWriter{ready: ready, addr: make(chan string, 1)}
 }
 
 func (w *logWriter) Write(b []byte) (int, error) {
@@ -253,7 +296,7 @@ func (w *logWriter) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if m := servingLine.FindSubmatch(rest[:i]); m != nil {
+		if m := w.ready.FindSubmatch(rest[:i]); m != nil {
 			w.found = true
 			w.addr <- string(m[1])
 		}

@@ -432,7 +432,9 @@ export type StreamKeysResponse = Message<"fastly.kv.v1.StreamKeysResponse"> & {
 
   /**
    * Resumes the enumeration right after these keys (also when max_keys
-   * ended the stream). Empty when nothing follows.
+   * ended the stream). Empty when nothing follows: the last message of a
+   * complete enumeration has the empty cursor (and no keys, when the end
+   * turned up only after the previous message was sent).
    *
    * @generated from field: string cursor = 2;
    */

@@ -842,7 +842,9 @@ type StreamKeysResponse struct {
 	// Keys in byte order, continuing the previous message.
 	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
 	// Resumes the enumeration right after these keys (also when max_keys
-	// ended the stream). Empty when nothing follows.
+	// ended the stream). Empty when nothing follows: the last message of a
+	// complete enumeration has the empty cursor (and no keys, when the end
+	// turned up only after the previous message was sent).
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
