@@ -325,6 +325,14 @@ func (b *batcher) runSingle(op *writeOp) opResult {
 	if err == nil {
 		return opResult{written: op.indexes}
 	}
+	var unknown *upstream.UnknownOutcomeError
+	if errors.As(err, &unknown) {
+		// This item's fate is open, not the call's: report it and go on.
+		cerr := fromUpstream(err, itemSubject)
+		return opResult{failures: []*kvv1.BatchFailure{{
+			Index: op.indexes[0], Key: item.GetKey(), Code: cerr.Code().String(), Reason: cerr.Message(),
+		}}}
+	}
 	var se *upstream.StatusError
 	if errors.As(err, &se) && itemLevelStatus(se.Status) {
 		cerr := fromStatus(se, itemSubject)

@@ -33,6 +33,7 @@ const (
 	reasonUnexpectedStatus   = "UPSTREAM_UNEXPECTED_STATUS"
 	reasonUnreachable        = "UPSTREAM_UNREACHABLE"
 	reasonBadResponse        = "UPSTREAM_BAD_RESPONSE"
+	reasonOutcomeUnknown     = "OUTCOME_UNKNOWN"
 )
 
 // notFoundSubject says what a 404 means for a call: an item for item
@@ -53,6 +54,11 @@ func fromUpstream(err error, subject notFoundSubject) *connect.Error {
 		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded before Fastly answered").WithCause(err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(err)
+	}
+	if _, ok := errors.AsType[*upstream.UnknownOutcomeError](err); ok {
+		// Checked first: it wraps the status or transport failure.
+		return withInfo(connect.NewError(connect.CodeUnknown,
+			"Fastly may or may not have applied the write; read the item before retrying"), reasonOutcomeUnknown, 0).WithCause(err)
 	}
 	if se, ok := errors.AsType[*upstream.StatusError](err); ok {
 		return fromStatus(se, subject).WithCause(err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -30,6 +31,12 @@ type Config struct {
 	DataDir string
 	// MaxValueBytes is the largest item value.
 	MaxValueBytes int64
+	// DefaultTimeout is the deadline of unary RPCs that come without one;
+	// MaxTimeout caps every deadline (and bounds streams that come
+	// without one).
+	DefaultTimeout, MaxTimeout time.Duration
+	// Retry is the upstream retry policy.
+	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes.
 	Batch service.BatchConfig
 	// StoreFaults is the trouble the local store injects (latency), for
@@ -49,6 +56,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
+	}
+	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
+		return errors.New("timeouts and retry settings must not be negative")
 	}
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
@@ -95,6 +105,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Token:         token,
 		MaxValueBytes: cfg.MaxValueBytes,
 		UserAgent:     "kvgate",
+		Retry:         cfg.Retry,
 	})
 	if err != nil {
 		stopStore()
@@ -102,7 +113,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	svc := service.New(kv, service.Options{MaxValueBytes: cfg.MaxValueBytes, Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: cfg.MaxValueBytes}, logger)
+	handler := gateway.NewHandler(svc, gateway.Limits{
+		MaxValueBytes: cfg.MaxValueBytes, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+	}, logger)
 	srv := gateway.NewServer(handler, cfg.Server, logger)
 
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")

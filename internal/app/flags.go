@@ -47,6 +47,16 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, erro
 		"most bytes in one batch PUT body, base64 values included (env KVGATE_BATCH_BYTES)")
 	fs.IntVar(&cfg.Batch.Concurrency, "batch-concurrency", int(envInt("KVGATE_BATCH_CONCURRENCY", 4)),
 		"PUTs one batch write keeps in flight (env KVGATE_BATCH_CONCURRENCY)")
+	fs.DurationVar(&cfg.DefaultTimeout, "default-timeout", envDuration("KVGATE_DEFAULT_TIMEOUT", 30*time.Second),
+		"deadline of unary RPCs whose caller sets none (env KVGATE_DEFAULT_TIMEOUT)")
+	fs.DurationVar(&cfg.MaxTimeout, "max-timeout", envDuration("KVGATE_MAX_TIMEOUT", time.Hour),
+		"cap on every RPC's deadline, and the deadline of streams whose caller sets none (env KVGATE_MAX_TIMEOUT)")
+	fs.IntVar(&cfg.Retry.MaxAttempts, "retry-attempts", int(envInt("KVGATE_RETRY_ATTEMPTS", 4)),
+		"tries of an upstream call that is safe to retry, the first included; 1 disables retries (env KVGATE_RETRY_ATTEMPTS)")
+	fs.DurationVar(&cfg.Retry.BaseDelay, "retry-base", envDuration("KVGATE_RETRY_BASE", 100*time.Millisecond),
+		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
+	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", envDuration("KVGATE_RETRY_MAX", 5*time.Second),
+		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
 	fs.DurationVar(&cfg.StoreFaults.Latency, "store-latency", envDuration("KVGATE_STORE_LATENCY", 0),
 		"latency the local store adds to every request, to see kvgate against a distant upstream (env KVGATE_STORE_LATENCY)")
 	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
 )
 
@@ -89,6 +92,67 @@ func TestLargeValues(t *testing.T) {
 			}
 			if !bytes.Equal(res.GetItem().GetValue(), value) {
 				t.Fatalf("GetItem returned %d bytes, not the %d written", len(res.GetItem().GetValue()), len(value))
+			}
+		})
+	}
+}
+
+// TestDeadlines checks that kvgate bounds every RPC: a unary call without a
+// deadline gets the default, a caller's long deadline is capped, and a
+// stream without one gets the cap. In each case the upstream request is
+// cancelled when the deadline passes.
+func TestDeadlines(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		deadline time.Duration // the caller's; 0 sets none
+		call     func(context.Context, kvv1connect.KVStoreServiceClient) error
+	}{
+		{"unary without deadline", 0, func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+			_, err := c.GetItem(ctx, &kvv1.GetItemRequest{StoreId: "s", Key: "k"})
+			return err
+		}},
+		{"unary with a long deadline", time.Hour, func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+			_, err := c.GetItem(ctx, &kvv1.GetItemRequest{StoreId: "s", Key: "k"})
+			return err
+		}},
+		{"stream without deadline", 0, func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+			stream, err := c.StreamKeys(ctx, &kvv1.StreamKeysRequest{StoreId: "s"})
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			_, err = stream.Receive()
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cancelled := make(chan struct{}, 1)
+			slow := http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				<-r.Context().Done() // hold every request until kvgate gives up on it
+				cancelled <- struct{}{}
+			})
+			st := kvtest.Start(t, kvtest.Options{
+				Upstream:       slow,
+				DefaultTimeout: 100 * time.Millisecond,
+				MaxTimeout:     300 * time.Millisecond,
+			})
+			ctx := t.Context()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			err := tc.call(ctx, st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC()))
+			if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+				t.Fatalf("got %v, want deadline_exceeded", err)
+			}
+			select {
+			case <-cancelled:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the upstream request was not cancelled")
 			}
 		})
 	}

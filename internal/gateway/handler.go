@@ -20,11 +20,29 @@ import (
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 )
 
-// Limits are the message size limits of the KV procedures.
+// Limits bound what one RPC may carry and how long it may run.
 type Limits struct {
 	// MaxValueBytes is the largest item value. PutItem requests and
 	// GetItem responses may carry one value plus the other fields.
 	MaxValueBytes int64
+	// DefaultTimeout is the deadline of a unary RPC whose caller set none;
+	// 30s when zero.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps every RPC's deadline, and is the deadline of a
+	// stream whose caller set none; 1h when zero. Without a cap a caller
+	// could hold upstream work open for as long as it likes.
+	MaxTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.DefaultTimeout <= 0 {
+		l.DefaultTimeout = 30 * time.Second
+	}
+	if l.MaxTimeout <= 0 {
+		l.MaxTimeout = time.Hour
+	}
+	l.DefaultTimeout = min(l.DefaultTimeout, l.MaxTimeout)
+	return l
 }
 
 // envelopeSlack is room beside a value for the rest of a message: the key
@@ -44,7 +62,8 @@ const defaultReadMaxBytes = 1 << 20
 
 // NewHandler returns the HTTP handler serving svc, health and reflection.
 func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger))
+	limits = limits.withDefaults()
+	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits))
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -142,6 +161,28 @@ func serverFault(code connect.Code) bool {
 		return true
 	}
 	return false
+}
+
+// boundDeadlines applies DefaultTimeout to unary RPCs that came without a
+// deadline, MaxTimeout to streams that came without one, and caps every
+// deadline at MaxTimeout. The handlers pass the context to the upstream
+// calls, so the deadline bounds those too, retries included.
+func boundDeadlines(limits Limits) connect.ServerInterceptor {
+	return func(next connect.ServerFunc) connect.ServerFunc {
+		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
+			limit := limits.MaxTimeout
+			deadline, has := ctx.Deadline()
+			if !has && spec.StreamType == connect.StreamTypeUnary {
+				limit = limits.DefaultTimeout
+			}
+			if !has || time.Until(deadline) > limit {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, limit)
+				defer cancel()
+			}
+			return next(ctx, spec, stream)
+		}
+	}
 }
 
 // recoverPanics turns a handler panic into an Internal error, so one bad

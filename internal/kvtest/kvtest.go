@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
@@ -34,6 +35,12 @@ type Options struct {
 	MaxValueBytes int64
 	// Batch bounds batch writes; the defaults when zero.
 	Batch service.BatchConfig
+	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
+	// zero.
+	DefaultTimeout, MaxTimeout time.Duration
+	// Retry is the upstream retry policy. Tests that want no retries set
+	// MaxAttempts to 1; the zero value keeps the defaults.
+	Retry upstream.RetryPolicy
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
@@ -75,7 +82,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 	if maxValue == 0 {
 		maxValue = upstream.DefaultMaxValueBytes
 	}
-	kv, err := upstream.NewClient(upstream.Config{BaseURL: upSrv.URL, MaxValueBytes: maxValue})
+	kv, err := upstream.NewClient(upstream.Config{BaseURL: upSrv.URL, MaxValueBytes: maxValue, Retry: opts.Retry})
 	if err != nil {
 		tb.Fatalf("upstream client: %v", err)
 	}
@@ -89,7 +96,9 @@ func Start(tb testing.TB, opts Options) *Stack {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	svc := service.New(kv, service.Options{MaxValueBytes: maxValue, Batch: opts.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: maxValue}, logger)
+	handler := gateway.NewHandler(svc, gateway.Limits{
+		MaxValueBytes: maxValue, DefaultTimeout: opts.DefaultTimeout, MaxTimeout: opts.MaxTimeout,
+	}, logger)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
