@@ -21,6 +21,9 @@ func (s *Service) BatchPutItems(ctx context.Context, stream kvv1connect.KVStoreS
 			break
 		}
 		if err != nil {
+			if s.draining.Load() {
+				err = errShuttingDown
+			}
 			if b == nil {
 				return nil, err
 			}
@@ -32,7 +35,7 @@ func (s *Service) BatchPutItems(ctx context.Context, stream kvv1connect.KVStoreS
 			if err := v.err(); err != nil {
 				return nil, err
 			}
-			b = newBatcher(ctx, s.kv, s.bodies, msg.GetStoreId(), s.batch, s.maxValue)
+			b = newBatcher(ctx, s.kv, s.bodies, msg.GetStoreId(), s.batch, s.maxValue, s.draining.Load)
 		} else if id := msg.GetStoreId(); id != "" && id != b.store {
 			var v violations
 			v.add("store_id", "store_id changed from %q to %q within one stream", b.store, id)
@@ -61,7 +64,7 @@ func (s *Service) PutItems(ctx context.Context, req *kvv1.PutItemsRequest) (*kvv
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	b := newBatcher(ctx, s.kv, s.bodies, req.GetStoreId(), s.batch, s.maxValue)
+	b := newBatcher(ctx, s.kv, s.bodies, req.GetStoreId(), s.batch, s.maxValue, s.draining.Load)
 	for _, item := range req.GetItems() {
 		if err := b.add(item); err != nil {
 			return nil, b.abort(err)

@@ -104,11 +104,31 @@ type batcher struct {
 	fatal    error
 }
 
-func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, store string, cfg BatchConfig, maxValue int64) *batcher {
-	ctx, cancel := context.WithCancel(ctx)
+func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, store string, cfg BatchConfig, maxValue int64, draining func() bool) *batcher {
+	// The writes run on a context of their own that keeps the RPC's
+	// deadline. It ends with the RPC's when the client goes away, so
+	// upstream work stops, but not when kvgate is shutting down: then the
+	// writes in flight finish, so the answer can say what was written.
+	opsCtx := context.WithoutCancel(ctx)
+	var cancel context.CancelFunc
+	if deadline, ok := ctx.Deadline(); ok {
+		opsCtx, cancel = context.WithDeadline(opsCtx, deadline)
+	} else {
+		opsCtx, cancel = context.WithCancel(opsCtx)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		if !draining() {
+			cancel()
+		}
+	})
+	ctx = opsCtx
+	cancelAll := func() {
+		stop()
+		cancel()
+	}
 	return &batcher{
 		kv: kv, bodies: bodies, store: store, cfg: cfg.withDefaults(), maxValue: maxValue,
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancelAll,
 		busy: make(map[string]bool),
 		done: make(chan opResult),
 	}

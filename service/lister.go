@@ -38,16 +38,23 @@ func (l *lister) fetch(ctx context.Context, pos position) (keyPage, error) {
 		return keyPage{}, err
 	}
 	keys := page.Keys
+	carry := "" // an after that still applies to the next page
 	if pos.after != "" {
 		// Pages are byte-ordered: skip what the previous reader delivered.
+		// A page read with a smaller page size than the one the cursor came
+		// from can lie wholly before pos.after; the skip then goes on into
+		// the next page.
 		i, found := slices.BinarySearch(keys, pos.after)
 		if found {
 			i++
 		}
+		if i == len(keys) {
+			carry = pos.after
+		}
 		keys = keys[i:]
 	}
 	keys, passed := l.filter.apply(keys)
-	next := position{upstream: page.NextCursor}
+	next := position{upstream: page.NextCursor, after: carry}
 	if passed || page.NextCursor == "" {
 		next = position{end: true}
 	}

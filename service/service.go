@@ -5,6 +5,9 @@ package service
 
 import (
 	"context"
+	"sync/atomic"
+
+	"connectrpc.com/connect/v2"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -32,7 +35,19 @@ type Service struct {
 	maxValue int64
 	batch    BatchConfig
 	bodies   *bodyPool
+	// draining is set once kvgate is shutting down; see Drain.
+	draining atomic.Bool
 }
+
+// Drain tells the service that kvgate is shutting down and that the
+// contexts of the RPCs in flight are about to end. Streams then end with
+// UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
+// cursor, BatchPutItems the account of its items, after letting its writes
+// in flight finish.
+func (s *Service) Drain() { s.draining.Store(true) }
+
+// errShuttingDown ends a stream cut short by Drain.
+var errShuttingDown = connect.NewError(connect.CodeUnavailable, "kvgate is shutting down; retry against another instance")
 
 var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
 

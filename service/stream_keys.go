@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect/v2/connectproto"
 
@@ -67,6 +68,9 @@ func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, s
 	}
 	if err := <-produced; err != nil {
 		cerr := fromUpstream(err, storeSubject)
+		if s.draining.Load() && errors.Is(err, context.Canceled) {
+			cerr = errShuttingDown
+		}
 		if d, derr := connectproto.NewErrorDetail(&kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered}); derr == nil {
 			cerr = cerr.WithDetail(d)
 		}

@@ -117,6 +117,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxValueBytes: cfg.MaxValueBytes, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 	}, logger)
 	srv := gateway.NewServer(handler, cfg.Server, logger)
+	srv.RegisterOnShutdown(svc.Drain)
 
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
 	if cfg.Ready != nil {

@@ -49,9 +49,12 @@ func NewServer(handler http.Handler, cfg ServerConfig, logger *slog.Logger) *htt
 }
 
 // Serve serves srv on ln until ctx ends, then shuts down gracefully: new
-// connections stop, in-flight RPCs get cfg.ShutdownTimeout to finish, and
-// then their contexts are cancelled (http.Server.Shutdown alone would wait
-// on a stream forever) and the remaining connections closed.
+// connections stop and the functions registered with
+// srv.RegisterOnShutdown run; RPCs in flight get half of
+// cfg.ShutdownTimeout to finish on their own; then the contexts of those
+// still running (streams, mostly) are cancelled, so that they wind up and
+// answer within the other half (http.Server.Shutdown alone would wait on a
+// stream forever); whatever is left then is closed.
 func Serve(ctx context.Context, ln net.Listener, srv *http.Server, cfg ServerConfig, logger *slog.Logger) error {
 	// Request contexts derive from base, which is cancelled only after the
 	// grace period, so streams see ctx.Done() and end.
@@ -72,6 +75,8 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server, cfg ServerCon
 		logger.Info("shutdown starting", "addr", ln.Addr().String())
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
+		drain := time.AfterFunc(cfg.ShutdownTimeout/2, cancelBase)
+		defer drain.Stop()
 		err := srv.Shutdown(shutdownCtx)
 		if err != nil {
 			// The grace period is over: end the streams still running.

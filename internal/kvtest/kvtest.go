@@ -106,6 +106,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 	}
 	cfg := gateway.DefaultServerConfig()
 	srv := gateway.NewServer(handler, cfg, logger)
+	srv.RegisterOnShutdown(svc.Drain)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gateway.Serve(ctx, ln, srv, cfg, logger) }()

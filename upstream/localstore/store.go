@@ -36,8 +36,10 @@
 //
 // # Faults
 //
-// Options.Faults and Store.SetFaults inject trouble into every request for
-// tests of clients: for now a fixed latency (see faults.go).
+// Options.Faults and Store.SetFaults inject trouble into requests for tests
+// of clients: latency and jitter, 429, 500 and 503 answers, dropped
+// connections before or after a request is applied, bodies cut short or
+// sent slowly (see faults.go). ParseFaults reads them from a flag.
 package localstore
 
 import (
@@ -93,6 +95,9 @@ type Store struct {
 	faults    atomic.Pointer[Faults]
 	requests  atomic.Int64
 	counts    [numRequestKinds]atomic.Int64
+
+	// faultState is faults.go's random source and counters.
+	faultState faultState
 }
 
 // Open opens the store in opts.Dir, or in memory when it is empty.
