@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 // Flags registers kvgate's flags on fs, each defaulting to its environment
@@ -57,8 +58,35 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, erro
 		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
 	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", envDuration("KVGATE_RETRY_MAX", 5*time.Second),
 		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
-	fs.DurationVar(&cfg.StoreFaults.Latency, "store-latency", envDuration("KVGATE_STORE_LATENCY", 0),
-		"latency the local store adds to every request, to see kvgate against a distant upstream (env KVGATE_STORE_LATENCY)")
+	if spec := getenv("KVGATE_STORE_FAULTS"); spec != "" {
+		f, err := localstore.ParseFaults(spec)
+		errs = append(errs, err)
+		cfg.StoreFaults = f
+	}
+	fs.Func("store-faults", "trouble the local store injects, e.g. latency=20ms,jitter=5ms,429=0.05,503=0.05,drop=0.01,seed=1 "+
+		"(keys: latency jitter 429 500 503 drop drop-before drop-mid-body slow-body retry-after kinds seed) (env KVGATE_STORE_FAULTS)",
+		func(spec string) error {
+			f, err := localstore.ParseFaults(spec)
+			if err != nil {
+				return err
+			}
+			cfg.StoreFaults = f
+			return nil
+		})
+	fs.Func("store-latency", "latency the local store adds to every request, to see kvgate against a distant upstream; "+
+		"short for -store-faults latency=D (env KVGATE_STORE_LATENCY)", func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		cfg.StoreFaults.Latency = d
+		return nil
+	})
+	if v := getenv("KVGATE_STORE_LATENCY"); v != "" {
+		d, err := time.ParseDuration(v)
+		errs = append(errs, err)
+		cfg.StoreFaults.Latency = d
+	}
 	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
 	return cfg, logFormat, errors.Join(errs...)
 }
