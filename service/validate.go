@@ -98,3 +98,12 @@ func (v *violations) checkValue(value []byte, limit int64) {
 		v.add("value", "value is %d bytes; the limit is %d", len(value), limit)
 	}
 }
+
+// InvalidField is the error for one bad request field found outside the
+// handlers (while decoding, say): INVALID_ARGUMENT with a
+// google.rpc.BadRequest naming it, as the handlers answer.
+func InvalidField(field, description string) *connect.Error {
+	var v violations
+	v.add(field, "%s", description)
+	return v.err()
+}

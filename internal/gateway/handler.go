@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
+	"connectrpc.com/connect/v2/connectproto"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect/v2"
 
@@ -63,12 +64,14 @@ const defaultReadMaxBytes = 1 << 20
 // NewHandler returns the HTTP handler serving svc, health and reflection.
 func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
 	limits = limits.withDefaults()
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits))
+	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
 	valueMessage := int(limits.MaxValueBytes) + envelopeSlack
 	connecthttp.Mount(mux, api,
+		// WithCodecs replaces the defaults: both codecs are listed.
+		connecthttp.WithCodecs(binaryCodec{connectproto.NewBinaryCodec()}, jsonCodec{connectproto.NewJSONCodec()}),
 		connecthttp.WithReadMaxBytes(defaultReadMaxBytes),
 		connecthttp.WithSendMaxBytes(valueMessage),
 		connecthttp.WithCompressMinBytes(compressMinBytes),
