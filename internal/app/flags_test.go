@@ -46,7 +46,9 @@ func TestFlags(t *testing.T) {
 			name: "store faults",
 			env:  map[string]string{"KVGATE_STORE_FAULTS": "429=0.1,seed=3", "KVGATE_STORE_LATENCY": "20ms"},
 			args: []string{"-store-faults", "latency=5ms,503=0.2"},
-			want: func(c *Config) bool { return c.StoreFaults.Latency == 5*time.Millisecond && c.StoreFaults.Unavailable == 0.2 },
+			want: func(c *Config) bool {
+				return c.StoreFaults.Latency == 5*time.Millisecond && c.StoreFaults.Unavailable == 0.2
+			},
 		},
 		{name: "malformed store faults", env: map[string]string{"KVGATE_STORE_FAULTS": "429=2"}, wantErr: true},
 		{name: "malformed size", env: map[string]string{"KVGATE_MAX_VALUE_BYTES": "25MiB"}, wantErr: true},
