@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +59,13 @@ type Stack struct {
 	UpstreamURL string
 	// Client calls the upstream directly, bypassing kvgate.
 	Client *upstream.Client
+
+	shutdown func() error
 }
+
+// Shutdown shuts kvgate down gracefully, as SIGTERM does, and waits until
+// it has; the upstream keeps running. It is safe to call more than once.
+func (s *Stack) Shutdown() error { return s.shutdown() }
 
 // Start starts a stack and stops it when the test ends.
 func Start(tb testing.TB, opts Options) *Stack {
@@ -110,9 +117,17 @@ func Start(tb testing.TB, opts Options) *Stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gateway.Serve(ctx, ln, srv, cfg, logger) }()
+	var once sync.Once
+	var serveErr error
+	st.shutdown = func() error {
+		once.Do(func() {
+			cancel()
+			serveErr = <-done
+		})
+		return serveErr
+	}
 	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := st.Shutdown(); err != nil {
 			tb.Errorf("serve: %v", err)
 		}
 	})
