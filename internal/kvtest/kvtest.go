@@ -42,6 +42,9 @@ type Options struct {
 	// Retry is the upstream retry policy. Tests that want no retries set
 	// MaxAttempts to 1; the zero value keeps the defaults.
 	Retry upstream.RetryPolicy
+	// ShutdownTimeout is kvgate's grace period on Shutdown; the default
+	// when zero.
+	ShutdownTimeout time.Duration
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
@@ -112,6 +115,9 @@ func Start(tb testing.TB, opts Options) *Stack {
 		tb.Fatalf("listen: %v", err)
 	}
 	cfg := gateway.DefaultServerConfig()
+	if opts.ShutdownTimeout > 0 {
+		cfg.ShutdownTimeout = opts.ShutdownTimeout
+	}
 	srv := gateway.NewServer(handler, cfg, logger)
 	srv.RegisterOnShutdown(svc.Drain)
 	ctx, cancel := context.WithCancel(context.Background())
