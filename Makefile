@@ -68,6 +68,15 @@ bench: ## Go benchmarks: kvgate beside direct REST calls on the same local store
 bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 ms per request
 	go run ./cmd/kvbench
 
+.PHONY: soak
+soak: ## The full fault soak: 100,000 items and 10,000 unary calls through 10% 429/5xx and 1% dropped connections
+	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ -soak.items=100000 -soak.unary=10000
+
+FUZZTIME ?= 1m
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 1m) each
+	scripts/fuzz.sh $(FUZZTIME)
+
 .PHONY: clean
 clean:
 	rm -rf $(BIN) node_modules
