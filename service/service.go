@@ -5,6 +5,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"sync/atomic"
 
 	"connectrpc.com/connect/v2"
@@ -158,7 +160,7 @@ func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
 	pg, err := l.fetchNonEmpty(ctx, pos)
 	if err != nil {
-		return nil, fromUpstream(err, storeSubject)
+		return nil, listError(err, pos)
 	}
 	return &kvv1.ListKeysResponse{
 		Keys:       pg.keys,
@@ -183,4 +185,15 @@ var consistencies = map[kvv1.Consistency]upstream.Consistency{
 	kvv1.Consistency_CONSISTENCY_UNSPECIFIED: upstream.Strong,
 	kvv1.Consistency_CONSISTENCY_STRONG:      upstream.Strong,
 	kvv1.Consistency_CONSISTENCY_EVENTUAL:    upstream.Eventual,
+}
+
+// listError maps a failed listing. A kvgate cursor wraps Fastly's without
+// signing it, so one made by hand can carry a cursor Fastly refuses; that
+// 400 is the caller's cursor, and is named as such.
+func listError(err error, from position) *connect.Error {
+	var se *upstream.StatusError
+	if from.upstream != "" && errors.As(err, &se) && se.Status == http.StatusBadRequest {
+		return InvalidField("cursor", "cursor was refused by Fastly; it is not one kvgate issued").WithCause(err)
+	}
+	return fromUpstream(err, storeSubject)
 }
