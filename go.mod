@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	connectrpc.com/connect/v2 v2.0.2
-	connectrpc.com/grpchealth v1.5.0
 	connectrpc.com/grpcreflect/v2 v2.0.0
 	github.com/google/btree v1.1.3
 	go.etcd.io/bbolt v1.5.0
@@ -16,7 +15,6 @@ require (
 )
 
 require (
-	connectrpc.com/connect v1.11.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect

@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+
+	"connectrpc.com/connect/v2"
 	"errors"
 	"io"
 
@@ -20,14 +22,19 @@ func (s *Service) BatchPutItems(ctx context.Context, stream kvv1connect.KVStoreS
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if err == nil && ctx.Err() != nil {
+			// A client that keeps sending still has to see the RPC end.
+			err = connect.NewError(connect.CodeCanceled, "request canceled").WithCause(ctx.Err())
+		}
 		if err != nil {
+			flush := false
 			if s.draining.Load() {
-				err = errShuttingDown
+				err, flush = errShuttingDown, true
 			}
 			if b == nil {
 				return nil, err
 			}
-			return nil, b.abort(err)
+			return nil, b.abort(err, flush)
 		}
 		if b == nil {
 			var v violations
@@ -39,11 +46,11 @@ func (s *Service) BatchPutItems(ctx context.Context, stream kvv1connect.KVStoreS
 		} else if id := msg.GetStoreId(); id != "" && id != b.store {
 			var v violations
 			v.add("store_id", "store_id changed from %q to %q within one stream", b.store, id)
-			return nil, b.abort(v.err())
+			return nil, b.abort(v.err(), true)
 		}
 		for _, item := range msg.GetItems() {
 			if err := b.add(item); err != nil {
-				return nil, b.abort(err)
+				return nil, b.abort(err, false)
 			}
 		}
 	}
@@ -67,7 +74,7 @@ func (s *Service) PutItems(ctx context.Context, req *kvv1.PutItemsRequest) (*kvv
 	b := newBatcher(ctx, s.kv, s.bodies, req.GetStoreId(), s.batch, s.maxValue, s.draining.Load)
 	for _, item := range req.GetItems() {
 		if err := b.add(item); err != nil {
-			return nil, b.abort(err)
+			return nil, b.abort(err, false)
 		}
 	}
 	res, err := b.finish()

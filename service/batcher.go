@@ -279,10 +279,18 @@ func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
 	return &kvv1.BatchPutItemsResponse{Written: b.written, Failures: b.failures}, nil
 }
 
-// abort ends the batch write because of err (the client went away or sent
-// something invalid): nothing more is sent, the writes in flight finish,
-// and err comes back with the progress made.
-func (b *batcher) abort(err error) error {
+// abort ends the batch write because of err. With flush, the items
+// received so far are still sent (the stream was cut short, but what it
+// carried is good: kvgate is shutting down, or a later message was
+// invalid); without, nothing more is sent (the client went away, or the
+// upstream failed). Either way the writes in flight finish, and err comes
+// back with the progress made.
+func (b *batcher) abort(err error, flush bool) error {
+	if flush && b.fatal == nil {
+		if _, ferr := b.finish(); ferr != nil {
+			return ferr
+		}
+	}
 	if b.fatal == nil {
 		b.fatal = err
 	}

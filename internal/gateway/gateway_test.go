@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -155,5 +156,32 @@ func TestDeadlines(t *testing.T) {
 				t.Fatal("the upstream request was not cancelled")
 			}
 		})
+	}
+}
+
+// TestHealth checks grpc.health.v1 in its JSON form, which must use the
+// standard enum names.
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{})
+	cases := []struct {
+		method, body, want string
+		status            int
+	}{
+		{"Check", `{"service":""}`, `{"status":"SERVING"}`, http.StatusOK},
+		{"Check", `{"service":"fastly.kv.v1.KVStoreService"}`, `{"status":"SERVING"}`, http.StatusOK},
+		{"Check", `{"service":"nope"}`, `"not_found"`, http.StatusNotFound},
+		{"List", `{}`, `"fastly.kv.v1.KVStoreService":{"status":"SERVING"}`, http.StatusOK},
+	}
+	for _, tc := range cases {
+		resp, err := http.Post(st.URL+"/grpc.health.v1.Health/"+tc.method, "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Errorf("%s %s = %d %s; want %d containing %s", tc.method, tc.body, resp.StatusCode, body, tc.status, tc.want)
+		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
 	"connectrpc.com/connect/v2/connectproto"
-	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect/v2"
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
@@ -94,18 +93,18 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 
 	// Reflection lives on its own server: it is bidirectional streaming
 	// over HTTP/2 only, and its chatter does not belong in the RPC log.
-	reflection := connect.NewServer()
-	grpcreflect.Register(reflection, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
+	// Health checks share it, for the same reason.
+	infra := connect.NewServer()
+	registerHealth(infra, kvv1connect.KVStoreServiceName)
+	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
 		return []string{
 			kvv1connect.KVStoreServiceName,
-			grpchealth.HealthV1ServiceName,
+			healthServiceName,
 			"grpc.reflection.v1.ServerReflection",
 			"grpc.reflection.v1alpha.ServerReflection",
 		}
 	})))
-	connecthttp.Mount(mux, reflection)
-
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(kvv1connect.KVStoreServiceName)))
+	connecthttp.Mount(mux, infra)
 	return noStoreGETs(mux)
 }
 

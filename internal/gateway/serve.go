@@ -40,7 +40,7 @@ func NewServer(handler http.Handler, cfg ServerConfig, logger *slog.Logger) *htt
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           handler,
+		Handler:           endReadsOnCancel(handler),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
@@ -87,4 +87,19 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server, cfg ServerCon
 		return err
 	})
 	return eg.Wait()
+}
+
+// endReadsOnCancel ends a request's blocked body reads once its context is
+// cancelled. A client stream waiting for the client's next message would
+// otherwise not notice that kvgate is shutting down until the connection
+// is closed, too late to answer with what it did.
+func endReadsOnCancel(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		stop := context.AfterFunc(r.Context(), func() {
+			_ = rc.SetReadDeadline(time.Now())
+		})
+		defer stop()
+		next.ServeHTTP(w, r)
+	})
 }

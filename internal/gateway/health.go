@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"context"
+
+	"connectrpc.com/connect/v2"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// healthServiceName is the standard gRPC health service.
+const healthServiceName = "grpc.health.v1.Health"
+
+// registerHealth serves grpc.health.v1 on server with the standard schema
+// (grpc-go's generated messages), so its JSON form says "SERVING" as every
+// gRPC health client expects. kvgate is healthy while it serves: the empty
+// service name and each of services answer SERVING (List names them all);
+// Watch sends that once
+// and holds the stream until the client or the server ends it. Other names
+// are NOT_FOUND, as the protocol asks.
+func registerHealth(server *connect.Server, services ...string) {
+	known := map[string]bool{"": true}
+	for _, s := range services {
+		known[s] = true
+	}
+	check := func(req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+		if !known[req.GetService()] {
+			return nil, connect.NewError(connect.CodeNotFound, "unknown service")
+		}
+		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+	}
+	methods := healthpb.File_grpc_health_v1_health_proto.Services().ByName("Health").Methods()
+	server.Register(
+		connect.Method{
+			Spec: connect.Spec{
+				StreamType:       connect.StreamTypeUnary,
+				IdempotencyLevel: connect.IdempotencyNoSideEffects,
+				Schema:           methods.ByName("Check"),
+				Procedure:        "/" + healthServiceName + "/Check",
+			},
+			Handler: func(_ context.Context, _ connect.Spec, stream connect.ServerStream) error {
+				var req healthpb.HealthCheckRequest
+				if err := stream.Receive(&req); err != nil {
+					return err
+				}
+				res, err := check(&req)
+				if err != nil {
+					return err
+				}
+				return stream.Send(res)
+			},
+		},
+		connect.Method{
+			Spec: connect.Spec{
+				StreamType:       connect.StreamTypeUnary,
+				IdempotencyLevel: connect.IdempotencyNoSideEffects,
+				Schema:           methods.ByName("List"),
+				Procedure:        "/" + healthServiceName + "/List",
+			},
+			Handler: func(_ context.Context, _ connect.Spec, stream connect.ServerStream) error {
+				var req healthpb.HealthListRequest
+				if err := stream.Receive(&req); err != nil {
+					return err
+				}
+				res := &healthpb.HealthListResponse{Statuses: make(map[string]*healthpb.HealthCheckResponse, len(known))}
+				for name := range known {
+					res.Statuses[name] = &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}
+				}
+				return stream.Send(res)
+			},
+		},
+		connect.Method{
+			Spec: connect.Spec{
+				StreamType: connect.StreamTypeServer,
+				Schema:     methods.ByName("Watch"),
+				Procedure:  "/" + healthServiceName + "/Watch",
+			},
+			Handler: func(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+				var req healthpb.HealthCheckRequest
+				if err := stream.Receive(&req); err != nil {
+					return err
+				}
+				res, err := check(&req)
+				if err != nil {
+					return err
+				}
+				if err := stream.Send(res); err != nil {
+					return err
+				}
+				<-ctx.Done()
+				return nil
+			},
+		},
+	)
+}
