@@ -282,7 +282,7 @@ func (c *Client) DeleteItem(ctx context.Context, storeID, key string, opts Delet
 	}
 	err := c.run(ctx, cl)
 	var se *StatusError
-	if errors.As(err, &se) && se.Status == http.StatusNotFound && se.Attempts > 1 && cl.replay == replaySafe {
+	if errors.As(err, &se) && se.Status == http.StatusNotFound && cl.mayHaveApplied && cl.replay == replaySafe {
 		// An earlier attempt may have deleted it; either way it is gone.
 		return nil
 	}
@@ -370,6 +370,9 @@ type call struct {
 	// acceptStatus, when set, hands non-success statuses it accepts to
 	// read too (the batch endpoint reports bad lines on a 400).
 	acceptStatus func(int) bool
+	// mayHaveApplied is set once a retried attempt may have reached the
+	// upstream and been applied.
+	mayHaveApplied bool
 }
 
 func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
@@ -414,6 +417,9 @@ func (c *Client) run(ctx context.Context, cl *call) error {
 		wait, again := c.retry.decide(ctx, cl.replay, err, attempt)
 		if !again {
 			return unknownIfUnsafe(cl.op, cl.replay, err)
+		}
+		if !certainlyNotApplied(err) {
+			cl.mayHaveApplied = true
 		}
 		if err := sleep(ctx, wait); err != nil {
 			return err

@@ -94,7 +94,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 			return t.Sub(now)
 		}
 	}
-	if v := h.Get("Fastly-RateLimit-Reset"); v != "" {
+	if v := h.Get("Fastly-RateLimit-Reset"); v != "" && !budgetLeft(h) {
 		if epoch, err := strconv.ParseInt(v, 10, 64); err == nil {
 			if t := time.Unix(epoch, 0); t.After(now) {
 				return t.Sub(now)
@@ -102,4 +102,11 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 		}
 	}
 	return 0
+}
+
+// budgetLeft reports a response that says writes remain in the rate-limit
+// window: its Fastly-RateLimit-Reset is then the window's end, not a wait.
+func budgetLeft(h http.Header) bool {
+	n, err := strconv.ParseInt(h.Get("Fastly-RateLimit-Remaining"), 10, 64)
+	return err == nil && n > 0
 }

@@ -41,9 +41,9 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // at MaxDelay, with "equal jitter" (half fixed, half random) so that many
 // clients failing together do not retry together.
 func (p RetryPolicy) backoff(attempt int) time.Duration {
-	d := p.BaseDelay << min(attempt-1, 30)
-	if d <= 0 || d > p.MaxDelay {
-		d = p.MaxDelay
+	d := p.MaxDelay
+	if shift := max(attempt-1, 0); shift < 63 && p.BaseDelay <= p.MaxDelay>>shift {
+		d = p.BaseDelay << shift // cannot overflow: at most MaxDelay
 	}
 	return d/2 + rand.N(d/2+1)
 }
@@ -131,6 +131,18 @@ func (p RetryPolicy) decide(ctx context.Context, rp replay, err error, attempt i
 		return 0, false
 	}
 	return wait, true
+}
+
+// certainlyNotApplied reports a failed attempt that cannot have changed
+// anything upstream: a 429 (or one kvgate answered itself), or a
+// connection that was never made.
+func certainlyNotApplied(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.NotSent || se.Status == http.StatusTooManyRequests
+	}
+	var te *TransportError
+	return errors.As(err, &te) && notSent(te.Err)
 }
 
 // unknownIfUnsafe turns the final failure of a call that must not be

@@ -1,0 +1,314 @@
+package upstream
+
+// White-box tests of the retry policy's arithmetic and decisions, and of
+// the write budget's bookkeeping, without any network.
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// wantBackoffCap is min(MaxDelay, BaseDelay<<(attempt-1)) computed without
+// overflow: the wait backoff(attempt) must lie in [cap/2, cap].
+func wantBackoffCap(p RetryPolicy, attempt int) time.Duration {
+	d := p.BaseDelay
+	for i := 1; i < attempt; i++ {
+		if d > p.MaxDelay/2 {
+			return p.MaxDelay
+		}
+		d *= 2
+	}
+	return min(d, p.MaxDelay)
+}
+
+func TestBackoffBounds(t *testing.T) {
+	t.Parallel()
+	policies := []struct {
+		name string
+		p    RetryPolicy
+	}{
+		{"small", RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}},
+		{"defaults", RetryPolicy{}.withDefaults()},
+		{"odd durations", RetryPolicy{BaseDelay: 3 * time.Millisecond, MaxDelay: 7 * time.Millisecond}},
+		{"base above the cap", RetryPolicy{BaseDelay: time.Second, MaxDelay: 500 * time.Millisecond}},
+		{"10s to 1m", RetryPolicy{BaseDelay: 10 * time.Second, MaxDelay: time.Minute}},
+		{"20s to 10m", RetryPolicy{BaseDelay: 20 * time.Second, MaxDelay: 10 * time.Minute}},
+		{"1h to 100d", RetryPolicy{BaseDelay: time.Hour, MaxDelay: 100 * 24 * time.Hour}},
+		{"near MaxInt64", RetryPolicy{BaseDelay: time.Duration(math.MaxInt64 / 4), MaxDelay: time.Duration(math.MaxInt64)}},
+		// Doubling 1ns reaches an hour only after 42 doublings: the wait
+		// must keep growing past 2^30 times BaseDelay.
+		{"1ns to 1h", RetryPolicy{BaseDelay: time.Nanosecond, MaxDelay: time.Hour}},
+		// BaseDelay<<30 wraps to 1<<30ns (about 1s) in 64 bits: a naive
+		// shift makes the 31st and later waits tiny instead of MaxDelay.
+		{"2^34+1ns to 1m", RetryPolicy{BaseDelay: 1<<34 + 1, MaxDelay: time.Minute}},
+	}
+	attempts := []int{1, 2, 3, 4, 5, 10, 20, 29, 30, 31, 32, 33, 40, 42, 43, 62, 63, 64, 65, 100, 1000, math.MaxInt32, math.MaxInt}
+	for _, pol := range policies {
+		t.Run(pol.name, func(t *testing.T) {
+			t.Parallel()
+			p := pol.p
+			for _, attempt := range attempts {
+				want := wantBackoffCap(p, attempt)
+				seen := map[time.Duration]bool{}
+				for range 200 {
+					got := p.backoff(attempt)
+					seen[got] = true
+					if got < want/2 || got > want || got > p.MaxDelay {
+						t.Errorf("{Base:%v Max:%v}.backoff(%d) = %v, want within [%v, %v]",
+							p.BaseDelay, p.MaxDelay, attempt, got, want/2, want)
+						return // one report per policy
+					}
+				}
+				if want >= 1000 && len(seen) < 2 {
+					t.Errorf("{Base:%v Max:%v}.backoff(%d) gave one value 200 times: no jitter", p.BaseDelay, p.MaxDelay, attempt)
+				}
+			}
+		})
+	}
+}
+
+func TestRetryPolicyWithDefaults(t *testing.T) {
+	t.Parallel()
+	def := RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}
+	tests := []struct {
+		in, want RetryPolicy
+	}{
+		{RetryPolicy{}, def},
+		{RetryPolicy{MaxAttempts: -1, BaseDelay: -time.Second, MaxDelay: -time.Second}, def},
+		{RetryPolicy{MaxAttempts: 1}, RetryPolicy{MaxAttempts: 1, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}},
+		{RetryPolicy{MaxAttempts: 9, BaseDelay: time.Millisecond, MaxDelay: time.Minute}, RetryPolicy{MaxAttempts: 9, BaseDelay: time.Millisecond, MaxDelay: time.Minute}},
+		{RetryPolicy{BaseDelay: time.Second}, RetryPolicy{MaxAttempts: 4, BaseDelay: time.Second, MaxDelay: 5 * time.Second}},
+	}
+	for _, tt := range tests {
+		if got := tt.in.withDefaults(); got != tt.want {
+			t.Errorf("%+v.withDefaults() = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func dialErr() error {
+	return &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	p := RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 50 * time.Millisecond}
+	status := func(code int) error { return &StatusError{Op: OpPut, Status: code} }
+	transport := func(err error) error { return &TransportError{Op: OpPut, Err: err} }
+	tests := []struct {
+		name     string
+		rp       replay
+		err      error
+		attempt  int
+		again    bool
+		minWait  time.Duration
+		deadline time.Duration // 0: no deadline
+	}{
+		{name: "safe 503", rp: replaySafe, err: status(503), attempt: 1, again: true},
+		{name: "safe 500", rp: replaySafe, err: status(500), attempt: 2, again: true},
+		{name: "safe 502", rp: replaySafe, err: status(502), attempt: 1, again: true},
+		{name: "safe 504", rp: replaySafe, err: status(504), attempt: 1, again: true},
+		{name: "safe 429", rp: replaySafe, err: status(429), attempt: 3, again: true},
+		{name: "safe 503 attempts spent", rp: replaySafe, err: status(503), attempt: 4},
+		{name: "safe 503 past the attempts", rp: replaySafe, err: status(503), attempt: 5},
+		{name: "safe 400", rp: replaySafe, err: status(400), attempt: 1},
+		{name: "safe 404", rp: replaySafe, err: status(404), attempt: 1},
+		{name: "safe 412", rp: replaySafe, err: status(412), attempt: 1},
+		{name: "safe 501", rp: replaySafe, err: status(501), attempt: 1},
+		{name: "safe 307", rp: replaySafe, err: status(307), attempt: 1},
+		{name: "safe 429 not sent", rp: replaySafe, err: &StatusError{Status: 429, NotSent: true, RetryAfter: time.Millisecond}, attempt: 1},
+		{name: "safe 429 Retry-After within MaxDelay", rp: replaySafe, err: &StatusError{Status: 429, RetryAfter: 40 * time.Millisecond}, attempt: 1, again: true, minWait: 40 * time.Millisecond},
+		{name: "safe 503 Retry-After at MaxDelay", rp: replaySafe, err: &StatusError{Status: 503, RetryAfter: 50 * time.Millisecond}, attempt: 1, again: true, minWait: 50 * time.Millisecond},
+		{name: "safe 429 Retry-After beyond MaxDelay", rp: replaySafe, err: &StatusError{Status: 429, RetryAfter: 51 * time.Millisecond}, attempt: 1},
+		{name: "safe transport EOF", rp: replaySafe, err: transport(io.EOF), attempt: 1, again: true},
+		{name: "safe transport dial", rp: replaySafe, err: transport(dialErr()), attempt: 3, again: true},
+		{name: "safe transport attempts spent", rp: replaySafe, err: transport(io.EOF), attempt: 4},
+		{name: "safe response error", rp: replaySafe, err: &ResponseError{Op: OpGet, Reason: "x"}, attempt: 1},
+		{name: "safe plain error", rp: replaySafe, err: errors.New("building request"), attempt: 1},
+		{name: "safe context canceled", rp: replaySafe, err: context.Canceled, attempt: 1},
+		{name: "unsent 429", rp: replayUnsent, err: status(429), attempt: 1, again: true},
+		{name: "unsent 429 attempts spent", rp: replayUnsent, err: status(429), attempt: 4},
+		{name: "unsent 500", rp: replayUnsent, err: status(500), attempt: 1},
+		{name: "unsent 502", rp: replayUnsent, err: status(502), attempt: 1},
+		{name: "unsent 503", rp: replayUnsent, err: status(503), attempt: 1},
+		{name: "unsent 504", rp: replayUnsent, err: status(504), attempt: 1},
+		{name: "unsent 412", rp: replayUnsent, err: status(412), attempt: 1},
+		{name: "unsent transport EOF", rp: replayUnsent, err: transport(io.EOF), attempt: 1},
+		{name: "unsent transport reset", rp: replayUnsent, err: transport(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), attempt: 1},
+		{name: "unsent transport write", rp: replayUnsent, err: transport(&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}), attempt: 1},
+		{name: "unsent transport dial", rp: replayUnsent, err: transport(dialErr()), attempt: 1, again: true},
+		{name: "unsent transport dns", rp: replayUnsent, err: transport(&net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "api.fastly.com"}}), attempt: 2, again: true},
+		{name: "unsent transport bare dns", rp: replayUnsent, err: transport(&net.DNSError{Err: "no such host", Name: "api.fastly.com"}), attempt: 1, again: true},
+		{name: "unsent transport dial attempts spent", rp: replayUnsent, err: transport(dialErr()), attempt: 4},
+		{name: "deadline before the wait ends", rp: replaySafe, err: status(503), attempt: 1, deadline: time.Millisecond / 4},
+		{name: "deadline before Retry-After", rp: replaySafe, err: &StatusError{Status: 503, RetryAfter: 40 * time.Millisecond}, attempt: 1, deadline: 20 * time.Millisecond},
+		{name: "deadline after the wait", rp: replaySafe, err: status(503), attempt: 1, again: true, deadline: time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			if tt.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+				defer cancel()
+			}
+			wait, again := p.decide(ctx, tt.rp, tt.err, tt.attempt)
+			if again != tt.again {
+				t.Fatalf("decide(%v, attempt %d) again = %v, want %v", tt.err, tt.attempt, again, tt.again)
+			}
+			if !again {
+				return
+			}
+			lo := max(wantBackoffCap(p, tt.attempt)/2, tt.minWait)
+			if wait < lo || wait > max(wantBackoffCap(p, tt.attempt), tt.minWait) {
+				t.Errorf("wait = %v, want within [%v, %v]", wait, lo, max(wantBackoffCap(p, tt.attempt), tt.minWait))
+			}
+		})
+	}
+}
+
+func TestUnknownIfUnsafe(t *testing.T) {
+	t.Parallel()
+	status := func(code int) error { return &StatusError{Op: OpPut, Status: code, Attempts: 1} }
+	transport := func(err error) error { return &TransportError{Op: OpPut, Err: err} }
+	tests := []struct {
+		name    string
+		rp      replay
+		err     error
+		unknown bool
+	}{
+		{"safe 503", replaySafe, status(503), false},
+		{"safe EOF", replaySafe, transport(io.EOF), false},
+		{"unsent 500", replayUnsent, status(500), true},
+		{"unsent 502", replayUnsent, status(502), true},
+		{"unsent 503", replayUnsent, status(503), true},
+		{"unsent 504", replayUnsent, status(504), true},
+		{"unsent 429", replayUnsent, status(429), false},
+		{"unsent 429 not sent", replayUnsent, &StatusError{Status: 429, NotSent: true}, false},
+		{"unsent 412", replayUnsent, status(412), false},
+		{"unsent 404", replayUnsent, status(404), false},
+		{"unsent EOF", replayUnsent, transport(io.EOF), true},
+		{"unsent reset", replayUnsent, transport(&net.OpError{Op: "read", Err: syscall.ECONNRESET}), true},
+		{"unsent dial", replayUnsent, transport(dialErr()), false},
+		{"unsent dns", replayUnsent, transport(&net.DNSError{Err: "no such host"}), false},
+		{"unsent response error", replayUnsent, &ResponseError{Op: OpPut, Reason: "x"}, false},
+		{"unsent canceled", replayUnsent, context.Canceled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := unknownIfUnsafe(OpPut, tt.rp, tt.err)
+			ue, isUnknown := got.(*UnknownOutcomeError)
+			if isUnknown != tt.unknown {
+				t.Fatalf("unknownIfUnsafe(%v) = %v (%T), want unknown = %v", tt.err, got, got, tt.unknown)
+			}
+			if !isUnknown {
+				if got != tt.err {
+					t.Errorf("unknownIfUnsafe changed %v into %v", tt.err, got)
+				}
+				return
+			}
+			if ue.Op != OpPut || ue.Err != tt.err || !errors.Is(got, tt.err) {
+				t.Errorf("UnknownOutcomeError = {Op:%q Err:%v}, want {%q %v}", ue.Op, ue.Err, OpPut, tt.err)
+			}
+			if want := "fastly put item: outcome unknown: " + tt.err.Error(); ue.Error() != want {
+				t.Errorf("Error() = %q, want %q", ue.Error(), want)
+			}
+		})
+	}
+}
+
+func budgetHeader(remaining string, reset int64) http.Header {
+	h := http.Header{}
+	if remaining != "" {
+		h.Set("Fastly-RateLimit-Remaining", remaining)
+	}
+	if reset != 0 {
+		h.Set("Fastly-RateLimit-Reset", strconv.FormatInt(reset, 10))
+	}
+	return h
+}
+
+func TestRateBudget(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_750_000_000, 0)
+	epoch := now.Unix()
+	writes := []string{http.MethodPut, http.MethodDelete, http.MethodPost, http.MethodPatch}
+	reads := []string{http.MethodGet, http.MethodHead}
+
+	t.Run("unknown budget lets writes out", func(t *testing.T) {
+		t.Parallel()
+		b := newRateBudget()
+		for _, m := range writes {
+			if err := b.check(OpPut, m, now); err != nil {
+				t.Errorf("check(%s) = %v, want nil", m, err)
+			}
+		}
+	})
+	t.Run("spent budget refuses writes until the reset", func(t *testing.T) {
+		t.Parallel()
+		b := newRateBudget()
+		b.update(http.MethodPut, budgetHeader("0", epoch+60))
+		for _, m := range writes {
+			err := b.check(OpDelete, m, now)
+			se, ok := err.(*StatusError)
+			if !ok || se.Status != http.StatusTooManyRequests || !se.NotSent || se.Op != OpDelete ||
+				se.RetryAfter != 60*time.Second || se.Attempts != 0 {
+				t.Errorf("check(%s) = %#v, want a not-sent 429 with RetryAfter 60s", m, err)
+			}
+		}
+		for _, m := range reads {
+			if err := b.check(OpGet, m, now); err != nil {
+				t.Errorf("check(%s) = %v, want reads never refused", m, err)
+			}
+		}
+		if err := b.check(OpPut, http.MethodPut, now.Add(59*time.Second)); err == nil {
+			t.Error("check a second before the reset let the write out")
+		}
+		if err := b.check(OpPut, http.MethodPut, now.Add(60*time.Second)); err != nil {
+			t.Errorf("check at the reset = %v, want nil", err)
+		}
+		// A new window: unknown until the next answer, not still spent.
+		if err := b.check(OpPut, http.MethodPut, now); err != nil {
+			t.Errorf("check after the reset opened a new window = %v, want nil", err)
+		}
+	})
+	t.Run("reads do not update", func(t *testing.T) {
+		t.Parallel()
+		b := newRateBudget()
+		for _, m := range reads {
+			b.update(m, budgetHeader("0", epoch+60))
+		}
+		if err := b.check(OpPut, http.MethodPut, now); err != nil {
+			t.Errorf("check after reads reported no budget = %v, want nil", err)
+		}
+	})
+	t.Run("budget left", func(t *testing.T) {
+		t.Parallel()
+		b := newRateBudget()
+		b.update(http.MethodPut, budgetHeader("0", epoch+60))
+		b.update(http.MethodPut, budgetHeader("5", epoch+60))
+		if err := b.check(OpPut, http.MethodPut, now); err != nil {
+			t.Errorf("check with 5 writes left = %v, want nil", err)
+		}
+	})
+	t.Run("unreadable or missing headers are ignored", func(t *testing.T) {
+		t.Parallel()
+		b := newRateBudget()
+		b.update(http.MethodPut, budgetHeader("none", epoch+60))
+		b.update(http.MethodPut, budgetHeader("", epoch+60))
+		if err := b.check(OpPut, http.MethodPut, now); err != nil {
+			t.Errorf("check = %v, want nil", err)
+		}
+	})
+}
