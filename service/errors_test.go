@@ -15,6 +15,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/upstream"
 )
 
 // leak is put in upstream error bodies; it must never reach a caller.
@@ -58,7 +59,8 @@ func TestUpstreamStatusMapping(t *testing.T) {
 				w.WriteHeader(tc.status)
 				_, _ = w.Write([]byte(`{"msg":"` + leak + `"}`))
 			})
-			st := kvtest.Start(t, kvtest.Options{Upstream: fastly})
+			// No retries: the statuses are what this test is about.
+			st := kvtest.Start(t, kvtest.Options{Upstream: fastly, Retry: upstream.RetryPolicy{MaxAttempts: 1}})
 			client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
 			ctx := t.Context()
 			calls := map[string]error{}

@@ -26,8 +26,10 @@ import (
 )
 
 // TestBatchPutItems100k streams 100,000 items through BatchPutItems over
-// gRPC, reads every one back from the store, and enumerates them with
-// StreamKeys with and without prefixes, pages crossing message boundaries.
+// gRPC in messages of 500, reads them back from the store (every one, or a
+// seventh of them under the race detector), and enumerates them with
+// StreamKeys with and without prefixes, in pages of 997 that cross the
+// batches' boundaries, counting messages and upstream list requests.
 func TestBatchPutItems100k(t *testing.T) {
 	t.Parallel()
 	const (
