@@ -256,28 +256,16 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 	add := func(c corpusCase) { cases = append(cases, c) }
 
 	get := func(req *kvv1.GetItemRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.GetItem(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.GetItem, req)
 	}
 	put := func(req *kvv1.PutItemRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.PutItem(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.PutItem, req)
 	}
 	del := func(req *kvv1.DeleteItemRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.DeleteItem(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.DeleteItem, req)
 	}
 	list := func(req *kvv1.ListKeysRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.ListKeys(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.ListKeys, req)
 	}
 	stream := func(req *kvv1.StreamKeysRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
 		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {

@@ -31,28 +31,16 @@ func TestBadInput(t *testing.T) {
 	client := st.NewClient(kvtest.H2CClient())
 
 	get := func(store, key string) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: key})
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.GetItem, &kvv1.GetItemRequest{StoreId: store, Key: key})
 	}
 	put := func(req *kvv1.PutItemRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.PutItem(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.PutItem, req)
 	}
 	del := func(req *kvv1.DeleteItemRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.DeleteItem(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.DeleteItem, req)
 	}
 	list := func(req *kvv1.ListKeysRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
-		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
-			_, err := c.ListKeys(ctx, req)
-			return err
-		}
+		return unaryCall(kvv1connect.KVStoreServiceClient.ListKeys, req)
 	}
 	cases := []struct {
 		name  string
@@ -200,4 +188,13 @@ func assertInvalidField(t *testing.T, err error, field string) {
 		}
 	}
 	t.Fatalf("no google.rpc.BadRequest detail in %v", cerr)
+}
+
+// unaryCall binds a request to one of the client's unary methods, for
+// tables of calls that only check the error.
+func unaryCall[Req, Res any](method func(kvv1connect.KVStoreServiceClient, context.Context, *Req) (*Res, error), req *Req) func(context.Context, kvv1connect.KVStoreServiceClient) error {
+	return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+		_, err := method(c, ctx, req)
+		return err
+	}
 }

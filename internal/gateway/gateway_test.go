@@ -166,7 +166,7 @@ func TestHealth(t *testing.T) {
 	st := kvtest.Start(t, kvtest.Options{})
 	cases := []struct {
 		method, body, want string
-		status            int
+		status             int
 	}{
 		{"Check", `{"service":""}`, `{"status":"SERVING"}`, http.StatusOK},
 		{"Check", `{"service":"fastly.kv.v1.KVStoreService"}`, `{"status":"SERVING"}`, http.StatusOK},

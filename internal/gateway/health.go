@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect/v2"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // healthServiceName is the standard gRPC health service.
@@ -28,46 +29,17 @@ func registerHealth(server *connect.Server, services ...string) {
 		}
 		return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 	}
+	list := func(*healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+		res := &healthpb.HealthListResponse{Statuses: make(map[string]*healthpb.HealthCheckResponse, len(known))}
+		for name := range known {
+			res.Statuses[name] = &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}
+		}
+		return res, nil
+	}
 	methods := healthpb.File_grpc_health_v1_health_proto.Services().ByName("Health").Methods()
 	server.Register(
-		connect.Method{
-			Spec: connect.Spec{
-				StreamType:       connect.StreamTypeUnary,
-				IdempotencyLevel: connect.IdempotencyNoSideEffects,
-				Schema:           methods.ByName("Check"),
-				Procedure:        "/" + healthServiceName + "/Check",
-			},
-			Handler: func(_ context.Context, _ connect.Spec, stream connect.ServerStream) error {
-				var req healthpb.HealthCheckRequest
-				if err := stream.Receive(&req); err != nil {
-					return err
-				}
-				res, err := check(&req)
-				if err != nil {
-					return err
-				}
-				return stream.Send(res)
-			},
-		},
-		connect.Method{
-			Spec: connect.Spec{
-				StreamType:       connect.StreamTypeUnary,
-				IdempotencyLevel: connect.IdempotencyNoSideEffects,
-				Schema:           methods.ByName("List"),
-				Procedure:        "/" + healthServiceName + "/List",
-			},
-			Handler: func(_ context.Context, _ connect.Spec, stream connect.ServerStream) error {
-				var req healthpb.HealthListRequest
-				if err := stream.Receive(&req); err != nil {
-					return err
-				}
-				res := &healthpb.HealthListResponse{Statuses: make(map[string]*healthpb.HealthCheckResponse, len(known))}
-				for name := range known {
-					res.Statuses[name] = &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}
-				}
-				return stream.Send(res)
-			},
-		},
+		unaryMethod(methods.ByName("Check"), check),
+		unaryMethod(methods.ByName("List"), list),
 		connect.Method{
 			Spec: connect.Spec{
 				StreamType: connect.StreamTypeServer,
@@ -91,4 +63,27 @@ func registerHealth(server *connect.Server, services ...string) {
 			},
 		},
 	)
+}
+
+// unaryMethod serves fn as the side-effect-free unary method md.
+func unaryMethod[Req, Res any, PReq interface{ *Req }](md protoreflect.MethodDescriptor, fn func(PReq) (Res, error)) connect.Method {
+	return connect.Method{
+		Spec: connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+			Schema:           md,
+			Procedure:        "/" + string(md.Parent().FullName()) + "/" + string(md.Name()),
+		},
+		Handler: func(_ context.Context, _ connect.Spec, stream connect.ServerStream) error {
+			req := PReq(new(Req))
+			if err := stream.Receive(req); err != nil {
+				return err
+			}
+			res, err := fn(req)
+			if err != nil {
+				return err
+			}
+			return stream.Send(res)
+		},
+	}
 }
