@@ -2,10 +2,10 @@ package service
 
 import (
 	"context"
-
-	"connectrpc.com/connect/v2"
 	"errors"
 	"io"
+
+	"connectrpc.com/connect/v2"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"

@@ -100,7 +100,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		logger.Info("using Fastly", "api_url", baseURL)
 	}
 
+	hc := upstream.NewHTTPClient(64)
 	kv, err := upstream.NewClient(upstream.Config{
+		HTTPClient:    hc,
 		BaseURL:       baseURL,
 		Token:         token,
 		MaxValueBytes: cfg.MaxValueBytes,
@@ -124,6 +126,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		cfg.Ready(ln.Addr())
 	}
 	serveErr := gateway.Serve(ctx, ln, srv, cfg.Server, logger)
+	// No RPC uses the upstream any more; idle pooled connections would hold
+	// the local store's shutdown for its whole grace period.
+	hc.CloseIdleConnections()
 	stopStore()
 	return errors.Join(serveErr, eg.Wait())
 }

@@ -96,10 +96,18 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server, cfg ServerCon
 func endReadsOnCancel(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
+		ended := make(chan struct{})
 		stop := context.AfterFunc(r.Context(), func() {
+			defer close(ended)
 			_ = rc.SetReadDeadline(time.Now())
 		})
-		defer stop()
+		defer func() {
+			// w must not be touched once the handler has returned: wait
+			// for a SetReadDeadline already under way.
+			if !stop() {
+				<-ended
+			}
+		}()
 		next.ServeHTTP(w, r)
 	})
 }

@@ -189,9 +189,9 @@ func testShutdownStreams(t *testing.T) {
 		}
 	})
 
-	// Wait until both streams are clearly under way: the upload has sent
-	// far more than HTTP/2's windows hold, so kvgate is writing it, and
-	// the enumeration has delivered several pages.
+	// Wait until both streams are clearly under way: the upload has sent a
+	// good number of messages, and the enumeration has delivered several
+	// pages.
 	const wantSentMsgs, wantRecvMsgs = 200, 10
 	underWay := time.Now()
 	for sentMsgs.Load() < wantSentMsgs || recvMsgs.Load() < wantRecvMsgs {
@@ -207,7 +207,8 @@ func testShutdownStreams(t *testing.T) {
 				drainStreamTimeout, sentMsgs.Load(), recvMsgs.Load())
 		}
 	}
-	// And kvgate has written some of the upload, not just buffered it.
+	// And kvgate has written some of the upload, not just buffered it in
+	// HTTP/2's flow-control windows.
 	waitStored(ctx, t, kv, uploadStore, drainUploadKey(0))
 	t.Logf("before SIGTERM (after %v): upload sent %d messages, its first item is stored; enumeration received %d messages",
 		time.Since(underWay).Round(time.Millisecond), sentMsgs.Load(), recvMsgs.Load())
