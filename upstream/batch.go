@@ -66,7 +66,11 @@ func ttlSeconds(ttl time.Duration) int64 {
 	if ttl <= 0 {
 		return 0
 	}
-	return int64((ttl + time.Second - 1) / time.Second)
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second != 0 {
+		secs++ // without overflowing near the largest Duration
+	}
+	return secs
 }
 
 // BatchLineError is Fastly's report of one bad line of a batch.

@@ -61,13 +61,21 @@ func CheckKey(key string) error {
 }
 
 // CheckMetadata reports why Fastly would refuse metadata: more than 2000
-// bytes, or a CR or LF (it travels as an HTTP header value).
+// bytes, a CR or LF, or another control character but tab. It travels as
+// an HTTP header value, where those are not allowed, so an item written
+// with one (through a batch, which carries metadata in JSON) could not be
+// read back.
 func CheckMetadata(metadata string) error {
 	if len(metadata) > MaxMetadataBytes {
 		return fmt.Errorf("is %d bytes; the limit is %d", len(metadata), MaxMetadataBytes)
 	}
 	if strings.ContainsAny(metadata, "\r\n") {
 		return errors.New("must not contain CR or LF")
+	}
+	for i := range len(metadata) {
+		if c := metadata[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return fmt.Errorf("must not contain the control character %U", rune(c))
+		}
 	}
 	if !utf8.ValidString(metadata) {
 		return errors.New("must be valid UTF-8")

@@ -340,7 +340,7 @@ type PutItemRequest struct {
 	// value limit (25 MiB unless configured otherwise).
 	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	// The item's metadata, sent as Fastly's `metadata` header: at most 2000
-	// bytes, no CR or LF. Fastly replaces the metadata on every write,
+	// bytes, no CR, LF or other control characters but tab. Fastly replaces the metadata on every write,
 	// including appends and prepends, so leaving it empty clears it.
 	Metadata string `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// How the write combines with an existing item: overwrite (default), add,
@@ -960,7 +960,7 @@ type BatchItem struct {
 	// The value; at most the server's value limit (25 MiB unless configured
 	// otherwise).
 	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	// The item's metadata: at most 2000 bytes, no CR or LF. Every write
+	// The item's metadata: at most 2000 bytes, no CR, LF or other control characters but tab. Every write
 	// replaces the metadata; empty clears it.
 	Metadata string `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Ask Fastly to delete the item after this long: whole seconds, greater

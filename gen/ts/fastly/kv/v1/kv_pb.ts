@@ -149,7 +149,7 @@ export type PutItemRequest = Message<"fastly.kv.v1.PutItemRequest"> & {
 
   /**
    * The item's metadata, sent as Fastly's `metadata` header: at most 2000
-   * bytes, no CR or LF. Fastly replaces the metadata on every write,
+   * bytes, no CR, LF or other control characters but tab. Fastly replaces the metadata on every write,
    * including appends and prepends, so leaving it empty clears it.
    *
    * @generated from field: string metadata = 4;
@@ -501,7 +501,7 @@ export type BatchItem = Message<"fastly.kv.v1.BatchItem"> & {
   value: Uint8Array;
 
   /**
-   * The item's metadata: at most 2000 bytes, no CR or LF. Every write
+   * The item's metadata: at most 2000 bytes, no CR, LF or other control characters but tab. Every write
    * replaces the metadata; empty clears it.
    *
    * @generated from field: string metadata = 3;
