@@ -464,11 +464,14 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	// A write's 429 can also spend the budget: wait for whichever ends
+	// later, or the retry would be refused unsent.
+	now := time.Now()
 	return &StatusError{
 		Op:           cl.op,
 		Status:       resp.StatusCode,
 		Precondition: cl.cond,
-		RetryAfter:   retryAfter(resp.Header, time.Now()),
+		RetryAfter:   max(retryAfter(resp.Header, now), c.budget.wait(cl.method, now)),
 		Body:         strings.TrimSpace(string(body)),
 		Attempts:     attempt,
 	}

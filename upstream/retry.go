@@ -210,6 +210,20 @@ func (b *rateBudget) update(method string, h http.Header) {
 	}
 }
 
+// wait is how long a write stays refused: the time to the reset while the
+// budget is spent, else zero. Reads are never refused.
+func (b *rateBudget) wait(method string, now time.Time) time.Duration {
+	if isRead(method) {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.remaining != 0 || !now.Before(b.reset) {
+		return 0
+	}
+	return b.reset.Sub(now)
+}
+
 // check refuses a write while the budget is spent and not yet reset.
 func (b *rateBudget) check(op Op, method string, now time.Time) error {
 	if isRead(method) {

@@ -1,0 +1,221 @@
+package soak
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect/v2/connecthttp"
+
+	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/service"
+	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
+)
+
+var (
+	flagItems  = flag.Int("soak.items", 10_000, "items the soak uploads through BatchPutItems")
+	flagUnary  = flag.Int("soak.unary", 1_000, "unary calls the soak makes while the upload runs")
+	flagFaults = flag.String("soak.faults", defaultFaults, "faults the local store injects during the soak (a localstore.ParseFaults spec)")
+)
+
+// defaultFaults answers 10% of requests 429, 500 or 503, drops 1% of the
+// connections (half after applying the request, half before), cuts 0.5%
+// of the response bodies, and adds up to 1ms of jitter, with a fixed seed.
+//
+// The 429s are few on purpose. The local store answers each with
+// Fastly-RateLimit-Remaining: 0 and a reset at the next whole second after
+// Retry-After, and kvgate then refuses every write, of every caller, until
+// that reset (RESOURCE_EXHAUSTED, not sent): by design, one 429 stops all
+// writes for 1 to 2 seconds. At 3% of requests the soak would spend its
+// time waiting, and most writes would fail without reaching the store.
+const defaultFaults = "jitter=1ms,drop-before=0.005,429=0.005,503=0.05,500=0.045,drop=0.005,drop-mid-body=0.005,seed=20261110"
+
+const storeID = "soak"
+
+// stuckCall is how long a unary call may run before the soak logs (once)
+// where every goroutine is, to show what the call waits for: calls take
+// milliseconds and retries add at most about 100ms, so this takes a stuck
+// call or a starved machine. It is not a failure: the soak asserts no
+// timings.
+const stuckCall = 5 * time.Second
+
+// TestSoak uploads -soak.items items through BatchPutItems on several
+// streams while several callers make -soak.unary unary calls (overwrites,
+// reads, listings, deletes and appends), all through the faults of
+// -soak.faults. Then, with the faults off, it reads the store directly and
+// compares it with what kvgate acknowledged: nothing acknowledged is
+// missing or wrong, no failure went unreported, no append was applied
+// twice or applied after failing definitely. Finally it shuts the stack
+// down and checks that its goroutines are gone.
+func TestSoak(t *testing.T) {
+	items, calls := *flagItems, *flagUnary
+	faults, err := localstore.ParseFaults(*flagFaults)
+	if err != nil {
+		t.Fatalf("-soak.faults: %v", err)
+	}
+
+	// Registered first, so it runs last: after kvtest's own cleanups have
+	// stopped kvgate and closed the upstream server.
+	baseline := runtime.NumGoroutine()
+	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
+
+	logs := newLogCounter()
+	logger := slog.New(logs)
+	st := kvtest.Start(t, kvtest.Options{
+		Retry:  upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},
+		Batch:  service.BatchConfig{MaxLines: 500, Concurrency: 4},
+		Store:  localstore.Options{Logger: logger},
+		Logger: logger,
+	})
+	ctx := t.Context()
+	// The store exists once it holds an item; listings of a store that
+	// does not are NOT_FOUND.
+	if err := st.Client.PutItem(ctx, storeID, "soak-seed", []byte("seed"), upstream.PutOptions{}); err != nil {
+		t.Fatalf("seeding the store: %v", err)
+	}
+
+	upHTTP, unaryHTTP := kvtest.H2CClient(), kvtest.H2CClient()
+	upClient := st.NewClient(upHTTP, connecthttp.WithGRPC())
+	unaryClient := st.NewClient(unaryHTTP, connecthttp.WithGRPC())
+	p := &problems{t: t}
+	up := newUploader(items, upClient, p)
+	var unaryStats tally
+	callers := make([]*caller, unaryCallers)
+	for c := range callers {
+		callers[c] = newCaller(c, unaryClient, up, &unaryStats, p)
+	}
+
+	// The load runs until it is done or until a margin before the test's
+	// deadline, kept for the checks.
+	loadCtx := ctx
+	if d, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		loadCtx, cancel = context.WithDeadline(ctx, d.Add(-max(time.Until(d)/5, 30*time.Second)))
+		defer cancel()
+	}
+	requestsBefore := st.Requests()
+	st.Store.SetFaults(faults)
+	t.Logf("soak: %d items on %d streams, %d unary calls from %d callers; faults %q", items, uploadWorkers, calls, unaryCallers, faults.String())
+	start := time.Now()
+	var wg sync.WaitGroup
+	var uploadTook time.Duration
+	wg.Go(func() {
+		up.run(loadCtx)
+		uploadTook = time.Since(start)
+	})
+	for c, cl := range callers {
+		share := calls / unaryCallers
+		if c < calls%unaryCallers {
+			share++
+		}
+		wg.Go(func() { cl.run(loadCtx, share) })
+	}
+	// A ticker that notices when the whole process stalls (a loaded
+	// machine), to tell that apart from slow calls, and dumps every
+	// goroutine once when a unary call has been running for stuckCall.
+	stopTicker := make(chan struct{})
+	var maxLag, lagAt time.Duration
+	var stuckDump string
+	ticker := make(chan struct{})
+	go func() {
+		defer close(ticker)
+		for {
+			t0 := time.Now()
+			select {
+			case <-stopTicker:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if lag := time.Since(t0) - 50*time.Millisecond; lag > maxLag {
+				maxLag, lagAt = lag, t0.Sub(start)
+			}
+			if stuckDump != "" {
+				continue
+			}
+			for _, cl := range callers {
+				if since := cl.inFlight.Load(); since != 0 && time.Since(time.Unix(0, since)) > stuckCall {
+					stacks := allStacks()
+					stuckDump = fmt.Sprintf("caller %d's call has been running for %v at +%v; the goroutines then, by state and function:%s",
+						cl.id, time.Since(time.Unix(0, since)).Round(time.Millisecond), time.Since(start).Round(time.Millisecond), stackSummary(stacks))
+					if testing.Verbose() {
+						stuckDump += "\nevery goroutine:\n" + string(stacks)
+					}
+					break
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	loadTook := time.Since(start)
+	close(stopTicker)
+	<-ticker
+	t.Logf("the longest stall of a 50ms timer during the load: %v at +%v", maxLag.Round(time.Millisecond), lagAt.Round(time.Millisecond))
+	if stuckDump != "" {
+		t.Logf("a stuck call: %s", stuckDump)
+	}
+	st.Store.SetFaults(localstore.Faults{})
+	injected := st.Store.InjectedFaults()
+
+	// Figures of the load.
+	t.Logf("load: %v (upload %v)", loadTook.Round(time.Millisecond), uploadTook.Round(time.Millisecond))
+	t.Logf("injected faults: 429=%d 503=%d 500=%d dropped-before-handling=%d dropped-after-applying=%d dropped-mid-body=%d (total %d)",
+		injected.RateLimited, injected.Unavailable, injected.ServerError,
+		injected.DroppedBeforeHandling, injected.DroppedBeforeResponse, injected.DroppedMidBody,
+		injected.RateLimited+injected.Unavailable+injected.ServerError+injected.DroppedBeforeHandling+injected.DroppedBeforeResponse+injected.DroppedMidBody)
+	var kinds []string
+	for k := localstore.RequestOther; k <= localstore.RequestBatch; k++ {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, st.Store.Count(k)))
+	}
+	t.Logf("upstream requests during the load: %d (all time by kind: %s)", st.Requests()-requestsBefore, strings.Join(kinds, " "))
+	t.Logf("upload: rounds per stream %v, items left unaccounted per stream %v", up.rounds, up.left)
+	t.Logf("upload accounting: %s", up.stats.String())
+	var waited time.Duration
+	for _, cl := range callers {
+		waited += cl.waited
+		t.Logf("caller %d: %v, of which %v waiting as RetryInfo asked; slowest call %v (%s) at +%v",
+			cl.id, cl.took.Round(time.Millisecond), cl.waited.Round(time.Millisecond), cl.slowest.Round(time.Millisecond), cl.slowestCall, cl.slowestAt.Round(time.Millisecond))
+	}
+	t.Logf("unary calls: %s; the callers waited %v in all as RetryInfo asked", unaryStats.String(), waited.Round(time.Millisecond))
+	rpcs, warns, errs, dropped := logs.snapshot()
+	t.Logf("kvgate RPC log: %s", formatCounts(rpcs))
+	for _, w := range warns {
+		t.Logf("kvgate log: %s", w)
+	}
+	if dropped > 0 {
+		t.Logf("kvgate log: %d more warnings or errors not kept", dropped)
+	}
+	for _, e := range errs {
+		t.Errorf("kvgate or the store logged an error: %s", e)
+	}
+	for w, left := range up.left {
+		if left > 0 {
+			t.Errorf("upload stream %d still had %d items unaccounted for after %d rounds (load ctx: %v)", w, left, up.rounds[w], loadCtx.Err())
+		}
+	}
+
+	// The comparison, with the faults off, through the direct REST client.
+	verifyStart := time.Now()
+	present, upFigures := up.verify(ctx, st.Client)
+	var unaryFigures tally
+	for _, cl := range callers {
+		cl.verify(ctx, st.Client, &unaryFigures)
+	}
+	t.Logf("verify: %v; %d of %d upload items in the store (%s)", time.Since(verifyStart).Round(time.Millisecond), present, items, upFigures)
+	t.Logf("verify unary keys: %s", unaryFigures.String())
+	t.Logf("problems: %s", p.summary())
+
+	// Shut down; the goroutine check runs after kvtest's cleanups.
+	if err := st.Shutdown(); err != nil {
+		t.Errorf("kvgate shutdown: %v", err)
+	}
+	upHTTP.CloseIdleConnections()
+	unaryHTTP.CloseIdleConnections()
+	t.Logf("soak took %v", time.Since(start).Round(time.Millisecond))
+}
