@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -183,5 +186,42 @@ func TestHealth(t *testing.T) {
 		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
 			t.Errorf("%s %s = %d %s; want %d containing %s", tc.method, tc.body, resp.StatusCode, body, tc.status, tc.want)
 		}
+	}
+}
+
+// TestLongStreamOutlivesReadHeaderTimeout guards against a Go regression
+// (golang/go#80876) in which ReadHeaderTimeout, with no ReadTimeout, cut
+// healthy cleartext HTTP/2 connections: a stream lasting several times the
+// header timeout must run to its end.
+func TestLongStreamOutlivesReadHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{ReadHeaderTimeout: 50 * time.Millisecond})
+	client := st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())
+	items := make([]*kvv1.BatchItem, 8)
+	for i := range items {
+		items[i] = &kvv1.BatchItem{Key: fmt.Sprintf("k%d", i)}
+	}
+	if _, err := client.PutItems(t.Context(), &kvv1.PutItemsRequest{StoreId: "s", Items: items}); err != nil {
+		t.Fatal(err)
+	}
+	st.Store.SetFaults(localstore.Faults{Latency: 60 * time.Millisecond}) // 8 pages of 1 take ~8x the timeout
+	stream, err := client.StreamKeys(t.Context(), &kvv1.StreamKeysRequest{StoreId: "s", PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	n := 0
+	for {
+		msg, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d keys: %v", n, err)
+		}
+		n += len(msg.GetKeys())
+	}
+	if n != len(items) {
+		t.Fatalf("streamed %d keys, want %d", n, len(items))
 	}
 }

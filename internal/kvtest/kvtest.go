@@ -42,9 +42,9 @@ type Options struct {
 	// Retry is the upstream retry policy. Tests that want no retries set
 	// MaxAttempts to 1; the zero value keeps the defaults.
 	Retry upstream.RetryPolicy
-	// ShutdownTimeout is kvgate's grace period on Shutdown; the default
-	// when zero.
-	ShutdownTimeout time.Duration
+	// ShutdownTimeout is kvgate's grace period on Shutdown, and
+	// ReadHeaderTimeout its server's; the defaults when zero.
+	ShutdownTimeout, ReadHeaderTimeout time.Duration
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
@@ -117,6 +117,9 @@ func Start(tb testing.TB, opts Options) *Stack {
 	cfg := gateway.DefaultServerConfig()
 	if opts.ShutdownTimeout > 0 {
 		cfg.ShutdownTimeout = opts.ShutdownTimeout
+	}
+	if opts.ReadHeaderTimeout > 0 {
+		cfg.ReadHeaderTimeout = opts.ReadHeaderTimeout
 	}
 	srv := gateway.NewServer(handler, cfg, logger)
 	srv.RegisterOnShutdown(svc.Drain)
