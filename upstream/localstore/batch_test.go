@@ -546,22 +546,8 @@ func TestBatchPersistence(t *testing.T) {
 	before := map[string]*upstream.Item{}
 	var maxGen uint64
 	func() {
-		store, err := localstore.Open(localstore.Options{Dir: dir, Now: clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := httptest.NewServer(store.Handler())
-		defer func() {
-			srv.Close()
-			if err := store.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-		}()
-		c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := &harness{store: store, srv: srv, c: c}
+		h := openHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+		defer h.close(t)
 		resp, body := h.batch(t, strings.Join([]string{
 			line("a", "alpha", `"metadata":"ma"`),
 			line("b/c", "beta"),

@@ -58,6 +58,15 @@ type harness struct {
 
 func newHarness(t *testing.T, opts localstore.Options) *harness {
 	t.Helper()
+	h := openHarness(t, opts)
+	t.Cleanup(func() { h.close(t) })
+	return h
+}
+
+// openHarness opens a store and serves it, for tests that close and reopen
+// it themselves (newHarness closes it when the test ends).
+func openHarness(t *testing.T, opts localstore.Options) *harness {
+	t.Helper()
 	store, err := localstore.Open(opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -67,14 +76,16 @@ func newHarness(t *testing.T, opts localstore.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Cleanups run last-in first-out: stop serving before closing the file.
-	t.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	t.Cleanup(srv.Close)
 	return &harness{store: store, srv: srv, c: c}
+}
+
+// close stops serving, then closes the store's file.
+func (h *harness) close(t *testing.T) {
+	t.Helper()
+	h.srv.Close()
+	if err := h.store.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
 }
 
 // eachBackend runs fn against the in-memory and the bbolt backend: the HTTP
@@ -1197,28 +1208,14 @@ func TestPersistence(t *testing.T) {
 	before := map[string]*upstream.Item{}
 	var maxGen uint64
 	func() {
-		store, err := localstore.Open(localstore.Options{Dir: dir, Now: clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := httptest.NewServer(store.Handler())
-		defer func() {
-			srv.Close()
-			if err := store.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-		}()
-		c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := &harness{store: store, srv: srv, c: c}
+		h := openHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+		defer h.close(t)
 		for _, it := range items {
 			h.put(t, it.key, it.value, upstream.PutOptions{Metadata: it.meta, TimeToLive: it.ttl})
 			clock.Advance(time.Second)
 		}
 		h.put(t, "deleted", "x", upstream.PutOptions{})
-		if err := c.DeleteItem(t.Context(), storeID, "deleted", upstream.DeleteOptions{}); err != nil {
+		if err := h.c.DeleteItem(t.Context(), storeID, "deleted", upstream.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		for _, it := range items {
