@@ -13,9 +13,6 @@ import (
 	"time"
 )
 
-// OpBatch is the batch upsert call.
-const OpBatch Op = "batch put"
-
 // BatchLine is one item of a batch PUT. Fastly's batch lines are plain
 // upserts: they carry no add, append, prepend or generation check.
 type BatchLine struct {

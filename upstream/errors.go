@@ -16,6 +16,7 @@ const (
 	OpPut    Op = "put item"
 	OpDelete Op = "delete item"
 	OpList   Op = "list keys"
+	OpBatch  Op = "batch put"
 )
 
 // Precondition says which condition a request carried, so that a 412
@@ -81,6 +82,21 @@ type ResponseError struct {
 func (e *ResponseError) Error() string {
 	return fmt.Sprintf("fastly %s: unreadable response: %s", e.Op, e.Reason)
 }
+
+// UnknownOutcomeError is a write that must not be replayed and failed in a
+// way that leaves open whether the upstream applied it: the connection
+// broke after the request was sent, or the upstream answered with a server
+// error. The caller has to read the item to find out.
+type UnknownOutcomeError struct {
+	Op  Op
+	Err error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return "fastly " + string(e.Op) + ": outcome unknown: " + e.Err.Error()
+}
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
 
 // retryAfter reads how long the upstream asked the caller to wait: the
 // standard Retry-After header (seconds or an HTTP date), else Fastly's

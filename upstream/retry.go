@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
 )
 
@@ -85,21 +83,6 @@ func notSent(err error) bool {
 	return errors.As(err, &dnsErr)
 }
 
-// UnknownOutcomeError is a write that must not be replayed and failed in a
-// way that leaves open whether the upstream applied it: the connection
-// broke after the request was sent, or the upstream answered with a server
-// error. The caller has to read the item to find out.
-type UnknownOutcomeError struct {
-	Op  Op
-	Err error
-}
-
-func (e *UnknownOutcomeError) Error() string {
-	return "fastly " + string(e.Op) + ": outcome unknown: " + e.Err.Error()
-}
-
-func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
-
 // decide reports whether a failed attempt is tried again, and after how
 // long. It gives up when the attempts are spent, the wait is longer than
 // MaxDelay (the caller should see Retry-After), or the wait would end past
@@ -172,74 +155,5 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// rateBudget tracks Fastly's write budget from the Fastly-RateLimit-*
-// headers of write responses, so that once it is spent writes fail fast
-// (a 429 not sent) instead of spending the caller's deadline on requests
-// Fastly will refuse. Reads are not rate-limited and never checked.
-type rateBudget struct {
-	mu        sync.Mutex
-	remaining int64 // -1 when unknown
-	reset     time.Time
-}
-
-func newRateBudget() *rateBudget { return &rateBudget{remaining: -1} }
-
-func isRead(method string) bool { return method == http.MethodGet || method == http.MethodHead }
-
-// update records the budget a write's response reports.
-func (b *rateBudget) update(method string, h http.Header) {
-	if isRead(method) {
-		return
-	}
-	rem := h.Get("Fastly-RateLimit-Remaining")
-	if rem == "" {
-		return
-	}
-	n, err := strconv.ParseInt(rem, 10, 64)
-	if err != nil {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.remaining = n
-	if epoch, err := strconv.ParseInt(h.Get("Fastly-RateLimit-Reset"), 10, 64); err == nil {
-		b.reset = time.Unix(epoch, 0)
-	}
-}
-
-// wait is how long a write stays refused: the time to the reset while the
-// budget is spent, else zero. Reads are never refused.
-func (b *rateBudget) wait(method string, now time.Time) time.Duration {
-	if isRead(method) {
-		return 0
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.remaining != 0 || !now.Before(b.reset) {
-		return 0
-	}
-	return b.reset.Sub(now)
-}
-
-// check refuses a write while the budget is spent and not yet reset.
-func (b *rateBudget) check(op Op, method string, now time.Time) error {
-	if isRead(method) {
-		return nil
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.remaining != 0 {
-		return nil
-	}
-	if !now.Before(b.reset) {
-		b.remaining = -1 // a new window: unknown until the next answer
-		return nil
-	}
-	return &StatusError{
-		Op: op, Status: http.StatusTooManyRequests, RetryAfter: b.reset.Sub(now), NotSent: true,
-		Body: "Fastly's write budget is spent until its reset; not sent",
 	}
 }

@@ -1,0 +1,148 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// call is one REST call, built afresh for every attempt.
+type call struct {
+	op     Op
+	method string
+	path   string
+	query  url.Values
+	header http.Header
+	body   []byte
+	// cond is what the request is conditional on, for reading a 412.
+	cond Precondition
+	// replay says whether a failed attempt may be sent again.
+	replay replay
+	// read consumes a success response's body; nil drains it. An error it
+	// returns that is not a *ResponseError or *StatusError is a transport
+	// failure.
+	read func(*http.Response) error
+	// acceptStatus, when set, hands non-success statuses it accepts to
+	// read too (the batch endpoint reports bad lines on a 400).
+	acceptStatus func(int) bool
+	// mayHaveApplied is set once a retried attempt may have reached the
+	// upstream and been applied.
+	mayHaveApplied bool
+}
+
+func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
+	target := c.base + cl.path
+	if len(cl.query) > 0 {
+		target += "?" + cl.query.Encode()
+	}
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, target, body)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: building request: %w", err)
+	}
+	for k, v := range cl.header {
+		req.Header[k] = v
+	}
+	if c.token != "" {
+		req.Header.Set("Fastly-Key", c.token)
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	return req, nil
+}
+
+// maxErrorBody bounds how much of an error body is kept for logs.
+const maxErrorBody = 512
+
+// run makes the call, retrying failed attempts the retry policy allows
+// within the caller's deadline. It returns nil, the context's error, a
+// *StatusError, a *TransportError, a *ResponseError or an
+// *UnknownOutcomeError.
+func (c *Client) run(ctx context.Context, cl *call) error {
+	for attempt := 1; ; attempt++ {
+		err := c.attempt(ctx, cl, attempt)
+		if err == nil {
+			return nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		wait, again := c.retry.decide(ctx, cl.replay, err, attempt)
+		if !again {
+			return unknownIfUnsafe(cl.op, cl.replay, err)
+		}
+		if !certainlyNotApplied(err) {
+			cl.mayHaveApplied = true
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// attempt sends the call once.
+func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
+	if err := c.budget.check(cl.op, cl.method, time.Now()); err != nil {
+		return err
+	}
+	req, err := c.newRequest(ctx, cl)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	c.budget.update(cl.method, resp.Header)
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if ok || (cl.acceptStatus != nil && cl.acceptStatus(resp.StatusCode)) {
+		if cl.read == nil {
+			// The status already said the call succeeded; a broken (empty)
+			// body after it does not undo that.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			return nil
+		}
+		err := cl.read(resp)
+		var se *StatusError
+		var re *ResponseError
+		switch {
+		case err == nil, errors.As(err, &re):
+			return err
+		case errors.As(err, &se):
+			se.Attempts = attempt
+			return se
+		}
+		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	// A write's 429 can also spend the budget: wait for whichever ends
+	// later, or the retry would be refused unsent.
+	now := time.Now()
+	return &StatusError{
+		Op:           cl.op,
+		Status:       resp.StatusCode,
+		Precondition: cl.cond,
+		RetryAfter:   max(retryAfter(resp.Header, now), c.budget.wait(cl.method, now)),
+		Body:         strings.TrimSpace(string(body)),
+		Attempts:     attempt,
+	}
+}
+
+// unwrapURLError drops *url.Error's wrapping, whose text carries the URL
+// (and so the key) into logs.
+func unwrapURLError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
+}
