@@ -166,13 +166,7 @@ func (c *Client) PutBatch(ctx context.Context, storeID string, body []byte) (*Ba
 			// line errors, so the caller cannot count on it.
 			return parseErr
 		}
-		now := time.Now()
-		return &StatusError{
-			Op:         OpBatch,
-			Status:     resp.StatusCode,
-			RetryAfter: max(retryAfter(resp.Header, now), c.budget.wait(http.MethodPut, now)),
-			Body:       strings.TrimSpace(string(raw[:min(len(raw), maxErrorBody)])),
-		}
+		return c.statusError(cl, resp, raw)
 	}
 	if err := c.run(ctx, cl); err != nil {
 		return nil, err

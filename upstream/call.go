@@ -20,10 +20,11 @@ type call struct {
 	query  url.Values
 	header http.Header
 	body   []byte
-	// cond is what the request is conditional on, for reading a 412.
-	cond Precondition
-	// replay says whether a failed attempt may be sent again.
-	replay replay
+	// precondition is what the request is conditional on, for reading a
+	// 412.
+	precondition Precondition
+	// retryRule says whether a failed attempt may be sent again.
+	retryRule retryRule
 	// read consumes a success response's body; nil drains it. An error it
 	// returns that is not a *ResponseError or *StatusError is a transport
 	// failure.
@@ -75,9 +76,9 @@ func (c *Client) run(ctx context.Context, cl *call) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
-		wait, again := c.retry.decide(ctx, cl.replay, err, attempt)
+		wait, again := c.retry.decide(ctx, cl.retryRule, err, attempt)
 		if !again {
-			return unknownIfUnsafe(cl.op, cl.replay, err)
+			return unknownIfUnsafe(cl.op, cl.retryRule, err)
 		}
 		if !certainlyNotApplied(err) {
 			cl.mayHaveApplied = true
@@ -125,16 +126,23 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	se := c.statusError(cl, resp, body)
+	se.Attempts = attempt
+	return se
+}
+
+// statusError builds the *StatusError for a non-success answer to cl whose
+// body starts with body; the caller sets Attempts.
+func (c *Client) statusError(cl *call, resp *http.Response, body []byte) *StatusError {
 	// A write's 429 can also spend the budget: wait for whichever ends
 	// later, or the retry would be refused unsent.
 	now := time.Now()
 	return &StatusError{
 		Op:           cl.op,
 		Status:       resp.StatusCode,
-		Precondition: cl.cond,
+		Precondition: cl.precondition,
 		RetryAfter:   max(retryAfter(resp.Header, now), c.budget.wait(cl.method, now)),
-		Body:         strings.TrimSpace(string(body)),
-		Attempts:     attempt,
+		Body:         strings.TrimSpace(string(body[:min(len(body), maxErrorBody)])),
 	}
 }
 

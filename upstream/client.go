@@ -22,20 +22,26 @@ import (
 // DefaultBaseURL is Fastly's API endpoint.
 const DefaultBaseURL = "https://api.fastly.com"
 
+// DefaultMaxIdleConns is the maxConns of the HTTP client a [Config]
+// without one gets, and the value to pass [NewHTTPClient] for the same pool.
+const DefaultMaxIdleConns = 64
+
 // Config configures a Client.
 type Config struct {
-	// BaseURL is the API endpoint, DefaultBaseURL when empty.
+	// BaseURL is the API endpoint, [DefaultBaseURL] when empty.
 	BaseURL string
 	// Token is sent as the Fastly-Key header. The local store ignores it.
 	Token string
-	// HTTPClient makes the requests; NewHTTPClient(64) when nil.
+	// HTTPClient makes the requests; NewHTTPClient(DefaultMaxIdleConns)
+	// when nil.
 	HTTPClient *http.Client
 	// UserAgent is sent as User-Agent.
 	UserAgent string
-	// MaxValueBytes bounds the value a GET reads; DefaultMaxValueBytes when
+	// MaxValueBytes bounds the value a GET reads; [DefaultMaxValueBytes] when
 	// zero. A larger value fails rather than exhausting memory.
 	MaxValueBytes int64
-	// Retry is the retry policy; its defaults when zero.
+	// Retry is the retry policy; [DefaultRetryPolicy] fills the fields
+	// left zero.
 	Retry RetryPolicy
 }
 
@@ -70,7 +76,7 @@ func NewClient(cfg Config) (*Client, error) {
 		budget:    newRateBudget(),
 	}
 	if c.hc == nil {
-		c.hc = NewHTTPClient(64)
+		c.hc = NewHTTPClient(DefaultMaxIdleConns)
 	}
 	if c.userAgent == "" {
 		c.userAgent = "kvgate"
@@ -242,13 +248,13 @@ func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte,
 	switch opts.Mode {
 	case PutAdd:
 		cl.query.Set("add", "true")
-		cl.cond, cl.replay = PreconditionAbsent, replayUnsent
+		cl.precondition, cl.retryRule = PreconditionAbsent, retryIfNotApplied
 	case PutAppend:
 		cl.query.Set("append", "true")
-		cl.replay = replayUnsent
+		cl.retryRule = retryIfNotApplied
 	case PutPrepend:
 		cl.query.Set("prepend", "true")
-		cl.replay = replayUnsent
+		cl.retryRule = retryIfNotApplied
 	}
 	if opts.BackgroundFetch {
 		cl.query.Set("background_fetch", "true")
@@ -256,7 +262,7 @@ func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte,
 	cl.header.Set("Content-Type", "application/octet-stream")
 	if opts.IfGenerationMatch != nil {
 		cl.header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
-		cl.cond, cl.replay = PreconditionGeneration, replayUnsent
+		cl.precondition, cl.retryRule = PreconditionGeneration, retryIfNotApplied
 	}
 	if opts.Metadata != "" {
 		cl.header.Set("Metadata", opts.Metadata)
@@ -278,11 +284,11 @@ func (c *Client) DeleteItem(ctx context.Context, storeID, key string, opts Delet
 	}
 	if opts.IfGenerationMatch != nil {
 		cl.header.Set("If-Generation-Match", strconv.FormatUint(*opts.IfGenerationMatch, 10))
-		cl.cond, cl.replay = PreconditionGeneration, replayUnsent
+		cl.precondition, cl.retryRule = PreconditionGeneration, retryIfNotApplied
 	}
 	err := c.run(ctx, cl)
 	var se *StatusError
-	if errors.As(err, &se) && se.Status == http.StatusNotFound && cl.mayHaveApplied && cl.replay == replaySafe {
+	if errors.As(err, &se) && se.Status == http.StatusNotFound && cl.mayHaveApplied && cl.retryRule == retryAlways {
 		// An earlier attempt may have deleted it; either way it is gone.
 		return nil
 	}

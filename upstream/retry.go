@@ -10,27 +10,39 @@ import (
 )
 
 // RetryPolicy says how often and how patiently a failed call is tried
-// again. Only calls that are safe to replay are retried; see replay.
+// again. A write that must not be applied twice is retried only when it
+// certainly was not applied; see [retryIfNotApplied].
 type RetryPolicy struct {
-	// MaxAttempts counts the first try; 1 turns retries off. 4 when zero.
+	// MaxAttempts counts the first try; 1 turns retries off. Zero or less
+	// takes [DefaultRetryPolicy]'s.
 	MaxAttempts int
 	// BaseDelay is the first backoff; it doubles per attempt, with jitter.
-	// 100ms when zero.
+	// Zero or less takes [DefaultRetryPolicy]'s.
 	BaseDelay time.Duration
 	// MaxDelay caps one backoff, and the longest Retry-After the client
-	// waits out itself; a longer one is handed to the caller. 5s when zero.
+	// waits out itself; a longer one is handed to the caller. Zero or less
+	// takes [DefaultRetryPolicy]'s.
 	MaxDelay time.Duration
 }
 
+// DefaultRetryPolicy is the policy a [Config] without one gets: 4
+// attempts, backoff from 100ms, and at most 5s of waiting between two.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}
+}
+
+// withDefaults fills the fields left zero (or negative) from
+// [DefaultRetryPolicy].
 func (p RetryPolicy) withDefaults() RetryPolicy {
+	def := DefaultRetryPolicy()
 	if p.MaxAttempts <= 0 {
-		p.MaxAttempts = 4
+		p.MaxAttempts = def.MaxAttempts
 	}
 	if p.BaseDelay <= 0 {
-		p.BaseDelay = 100 * time.Millisecond
+		p.BaseDelay = def.BaseDelay
 	}
 	if p.MaxDelay <= 0 {
-		p.MaxDelay = 5 * time.Second
+		p.MaxDelay = def.MaxDelay
 	}
 	return p
 }
@@ -46,22 +58,23 @@ func (p RetryPolicy) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// replay says when a call that failed may be sent again.
-type replay int
+// retryRule says when a call that failed may be sent again.
+type retryRule int
 
 const (
-	// replaySafe calls have the same effect sent twice: reads, overwrites,
-	// plain deletes and batch upserts.
-	replaySafe replay = iota
-	// replayUnsent calls must not be applied twice (append, prepend) or
-	// would misreport if they were (add, compare-and-set): they are retried
-	// only when the upstream certainly did not apply them, a 429 or a
-	// connection that was never made. Any other failure leaves their
+	// retryAlways calls have the same effect sent twice: reads, overwrites,
+	// plain deletes and batch upserts. Any failure the policy deems
+	// passing is retried, whether or not the upstream applied the call.
+	retryAlways retryRule = iota
+	// retryIfNotApplied calls must not be applied twice (append, prepend)
+	// or would misreport if they were (add, compare-and-set): they are
+	// retried only when the upstream certainly did not apply them, a 429
+	// or a connection that was never made. Any other failure leaves their
 	// outcome unknown.
-	replayUnsent
+	retryIfNotApplied
 )
 
-// retryableStatus reports statuses worth another try of a replay-safe
+// retryableStatus reports statuses worth another try of a [retryAlways]
 // call: rate limiting and server-side failures that tend to pass.
 func retryableStatus(status int) bool {
 	switch status {
@@ -72,9 +85,9 @@ func retryableStatus(status int) bool {
 	return false
 }
 
-// notSent reports a transport failure that happened before the request
-// could reach the upstream: the connection was never made.
-func notSent(err error) bool {
+// neverConnected reports a transport failure that happened before the
+// request could reach the upstream: the connection was never made.
+func neverConnected(err error) bool {
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return true
@@ -87,7 +100,7 @@ func notSent(err error) bool {
 // long. It gives up when the attempts are spent, the wait is longer than
 // MaxDelay (the caller should see Retry-After), or the wait would end past
 // the caller's deadline.
-func (p RetryPolicy) decide(ctx context.Context, rp replay, err error, attempt int) (time.Duration, bool) {
+func (p RetryPolicy) decide(ctx context.Context, rule retryRule, err error, attempt int) (time.Duration, bool) {
 	if attempt >= p.MaxAttempts {
 		return 0, false
 	}
@@ -96,7 +109,7 @@ func (p RetryPolicy) decide(ctx context.Context, rp replay, err error, attempt i
 	var te *TransportError
 	switch {
 	case errors.As(err, &se):
-		if se.NotSent || !retryableStatus(se.Status) || (rp == replayUnsent && se.Status != http.StatusTooManyRequests) {
+		if se.NotSent || !retryableStatus(se.Status) || (rule == retryIfNotApplied && se.Status != http.StatusTooManyRequests) {
 			return 0, false
 		}
 		if se.RetryAfter > p.MaxDelay {
@@ -104,7 +117,7 @@ func (p RetryPolicy) decide(ctx context.Context, rp replay, err error, attempt i
 		}
 		wait = max(wait, se.RetryAfter)
 	case errors.As(err, &te):
-		if rp == replayUnsent && !notSent(te.Err) {
+		if rule == retryIfNotApplied && !neverConnected(te.Err) {
 			return 0, false
 		}
 	default:
@@ -125,14 +138,13 @@ func certainlyNotApplied(err error) bool {
 		return se.NotSent || se.Status == http.StatusTooManyRequests
 	}
 	var te *TransportError
-	return errors.As(err, &te) && notSent(te.Err)
+	return errors.As(err, &te) && neverConnected(te.Err)
 }
 
-// unknownIfUnsafe turns the final failure of a call that must not be
-// replayed into an UnknownOutcomeError when the upstream may have applied
-// it.
-func unknownIfUnsafe(op Op, rp replay, err error) error {
-	if rp != replayUnsent {
+// unknownIfUnsafe turns the final failure of a [retryIfNotApplied] call
+// into an [UnknownOutcomeError] when the upstream may have applied it.
+func unknownIfUnsafe(op Op, rule retryRule, err error) error {
+	if rule != retryIfNotApplied {
 		return err
 	}
 	var se *StatusError
@@ -140,7 +152,7 @@ func unknownIfUnsafe(op Op, rp replay, err error) error {
 		return &UnknownOutcomeError{Op: op, Err: err}
 	}
 	var te *TransportError
-	if errors.As(err, &te) && !notSent(te.Err) {
+	if errors.As(err, &te) && !neverConnected(te.Err) {
 		return &UnknownOutcomeError{Op: op, Err: err}
 	}
 	return err

@@ -77,6 +77,9 @@ func TestBackoffBounds(t *testing.T) {
 func TestRetryPolicyWithDefaults(t *testing.T) {
 	t.Parallel()
 	def := RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}
+	if got := DefaultRetryPolicy(); got != def {
+		t.Errorf("DefaultRetryPolicy() = %+v, want %+v", got, def)
+	}
 	tests := []struct {
 		in, want RetryPolicy
 	}{
@@ -104,52 +107,52 @@ func TestDecide(t *testing.T) {
 	transport := func(err error) error { return &TransportError{Op: OpPut, Err: err} }
 	tests := []struct {
 		name     string
-		rp       replay
+		rule     retryRule
 		err      error
 		attempt  int
 		again    bool
 		minWait  time.Duration
 		deadline time.Duration // 0: no deadline
 	}{
-		{name: "safe 503", rp: replaySafe, err: status(503), attempt: 1, again: true},
-		{name: "safe 500", rp: replaySafe, err: status(500), attempt: 2, again: true},
-		{name: "safe 502", rp: replaySafe, err: status(502), attempt: 1, again: true},
-		{name: "safe 504", rp: replaySafe, err: status(504), attempt: 1, again: true},
-		{name: "safe 429", rp: replaySafe, err: status(429), attempt: 3, again: true},
-		{name: "safe 503 attempts spent", rp: replaySafe, err: status(503), attempt: 4},
-		{name: "safe 503 past the attempts", rp: replaySafe, err: status(503), attempt: 5},
-		{name: "safe 400", rp: replaySafe, err: status(400), attempt: 1},
-		{name: "safe 404", rp: replaySafe, err: status(404), attempt: 1},
-		{name: "safe 412", rp: replaySafe, err: status(412), attempt: 1},
-		{name: "safe 501", rp: replaySafe, err: status(501), attempt: 1},
-		{name: "safe 307", rp: replaySafe, err: status(307), attempt: 1},
-		{name: "safe 429 not sent", rp: replaySafe, err: &StatusError{Status: 429, NotSent: true, RetryAfter: time.Millisecond}, attempt: 1},
-		{name: "safe 429 Retry-After within MaxDelay", rp: replaySafe, err: &StatusError{Status: 429, RetryAfter: 40 * time.Millisecond}, attempt: 1, again: true, minWait: 40 * time.Millisecond},
-		{name: "safe 503 Retry-After at MaxDelay", rp: replaySafe, err: &StatusError{Status: 503, RetryAfter: 50 * time.Millisecond}, attempt: 1, again: true, minWait: 50 * time.Millisecond},
-		{name: "safe 429 Retry-After beyond MaxDelay", rp: replaySafe, err: &StatusError{Status: 429, RetryAfter: 51 * time.Millisecond}, attempt: 1},
-		{name: "safe transport EOF", rp: replaySafe, err: transport(io.EOF), attempt: 1, again: true},
-		{name: "safe transport dial", rp: replaySafe, err: transport(dialErr()), attempt: 3, again: true},
-		{name: "safe transport attempts spent", rp: replaySafe, err: transport(io.EOF), attempt: 4},
-		{name: "safe response error", rp: replaySafe, err: &ResponseError{Op: OpGet, Reason: "x"}, attempt: 1},
-		{name: "safe plain error", rp: replaySafe, err: errors.New("building request"), attempt: 1},
-		{name: "safe context canceled", rp: replaySafe, err: context.Canceled, attempt: 1},
-		{name: "unsent 429", rp: replayUnsent, err: status(429), attempt: 1, again: true},
-		{name: "unsent 429 attempts spent", rp: replayUnsent, err: status(429), attempt: 4},
-		{name: "unsent 500", rp: replayUnsent, err: status(500), attempt: 1},
-		{name: "unsent 502", rp: replayUnsent, err: status(502), attempt: 1},
-		{name: "unsent 503", rp: replayUnsent, err: status(503), attempt: 1},
-		{name: "unsent 504", rp: replayUnsent, err: status(504), attempt: 1},
-		{name: "unsent 412", rp: replayUnsent, err: status(412), attempt: 1},
-		{name: "unsent transport EOF", rp: replayUnsent, err: transport(io.EOF), attempt: 1},
-		{name: "unsent transport reset", rp: replayUnsent, err: transport(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), attempt: 1},
-		{name: "unsent transport write", rp: replayUnsent, err: transport(&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}), attempt: 1},
-		{name: "unsent transport dial", rp: replayUnsent, err: transport(dialErr()), attempt: 1, again: true},
-		{name: "unsent transport dns", rp: replayUnsent, err: transport(&net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "api.fastly.com"}}), attempt: 2, again: true},
-		{name: "unsent transport bare dns", rp: replayUnsent, err: transport(&net.DNSError{Err: "no such host", Name: "api.fastly.com"}), attempt: 1, again: true},
-		{name: "unsent transport dial attempts spent", rp: replayUnsent, err: transport(dialErr()), attempt: 4},
-		{name: "deadline before the wait ends", rp: replaySafe, err: status(503), attempt: 1, deadline: time.Millisecond / 4},
-		{name: "deadline before Retry-After", rp: replaySafe, err: &StatusError{Status: 503, RetryAfter: 40 * time.Millisecond}, attempt: 1, deadline: 20 * time.Millisecond},
-		{name: "deadline after the wait", rp: replaySafe, err: status(503), attempt: 1, again: true, deadline: time.Minute},
+		{name: "safe 503", rule: retryAlways, err: status(503), attempt: 1, again: true},
+		{name: "safe 500", rule: retryAlways, err: status(500), attempt: 2, again: true},
+		{name: "safe 502", rule: retryAlways, err: status(502), attempt: 1, again: true},
+		{name: "safe 504", rule: retryAlways, err: status(504), attempt: 1, again: true},
+		{name: "safe 429", rule: retryAlways, err: status(429), attempt: 3, again: true},
+		{name: "safe 503 attempts spent", rule: retryAlways, err: status(503), attempt: 4},
+		{name: "safe 503 past the attempts", rule: retryAlways, err: status(503), attempt: 5},
+		{name: "safe 400", rule: retryAlways, err: status(400), attempt: 1},
+		{name: "safe 404", rule: retryAlways, err: status(404), attempt: 1},
+		{name: "safe 412", rule: retryAlways, err: status(412), attempt: 1},
+		{name: "safe 501", rule: retryAlways, err: status(501), attempt: 1},
+		{name: "safe 307", rule: retryAlways, err: status(307), attempt: 1},
+		{name: "safe 429 not sent", rule: retryAlways, err: &StatusError{Status: 429, NotSent: true, RetryAfter: time.Millisecond}, attempt: 1},
+		{name: "safe 429 Retry-After within MaxDelay", rule: retryAlways, err: &StatusError{Status: 429, RetryAfter: 40 * time.Millisecond}, attempt: 1, again: true, minWait: 40 * time.Millisecond},
+		{name: "safe 503 Retry-After at MaxDelay", rule: retryAlways, err: &StatusError{Status: 503, RetryAfter: 50 * time.Millisecond}, attempt: 1, again: true, minWait: 50 * time.Millisecond},
+		{name: "safe 429 Retry-After beyond MaxDelay", rule: retryAlways, err: &StatusError{Status: 429, RetryAfter: 51 * time.Millisecond}, attempt: 1},
+		{name: "safe transport EOF", rule: retryAlways, err: transport(io.EOF), attempt: 1, again: true},
+		{name: "safe transport dial", rule: retryAlways, err: transport(dialErr()), attempt: 3, again: true},
+		{name: "safe transport attempts spent", rule: retryAlways, err: transport(io.EOF), attempt: 4},
+		{name: "safe response error", rule: retryAlways, err: &ResponseError{Op: OpGet, Reason: "x"}, attempt: 1},
+		{name: "safe plain error", rule: retryAlways, err: errors.New("building request"), attempt: 1},
+		{name: "safe context canceled", rule: retryAlways, err: context.Canceled, attempt: 1},
+		{name: "unsent 429", rule: retryIfNotApplied, err: status(429), attempt: 1, again: true},
+		{name: "unsent 429 attempts spent", rule: retryIfNotApplied, err: status(429), attempt: 4},
+		{name: "unsent 500", rule: retryIfNotApplied, err: status(500), attempt: 1},
+		{name: "unsent 502", rule: retryIfNotApplied, err: status(502), attempt: 1},
+		{name: "unsent 503", rule: retryIfNotApplied, err: status(503), attempt: 1},
+		{name: "unsent 504", rule: retryIfNotApplied, err: status(504), attempt: 1},
+		{name: "unsent 412", rule: retryIfNotApplied, err: status(412), attempt: 1},
+		{name: "unsent transport EOF", rule: retryIfNotApplied, err: transport(io.EOF), attempt: 1},
+		{name: "unsent transport reset", rule: retryIfNotApplied, err: transport(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), attempt: 1},
+		{name: "unsent transport write", rule: retryIfNotApplied, err: transport(&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)}), attempt: 1},
+		{name: "unsent transport dial", rule: retryIfNotApplied, err: transport(dialErr()), attempt: 1, again: true},
+		{name: "unsent transport dns", rule: retryIfNotApplied, err: transport(&net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "api.fastly.com"}}), attempt: 2, again: true},
+		{name: "unsent transport bare dns", rule: retryIfNotApplied, err: transport(&net.DNSError{Err: "no such host", Name: "api.fastly.com"}), attempt: 1, again: true},
+		{name: "unsent transport dial attempts spent", rule: retryIfNotApplied, err: transport(dialErr()), attempt: 4},
+		{name: "deadline before the wait ends", rule: retryAlways, err: status(503), attempt: 1, deadline: time.Millisecond / 4},
+		{name: "deadline before Retry-After", rule: retryAlways, err: &StatusError{Status: 503, RetryAfter: 40 * time.Millisecond}, attempt: 1, deadline: 20 * time.Millisecond},
+		{name: "deadline after the wait", rule: retryAlways, err: status(503), attempt: 1, again: true, deadline: time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,7 +163,7 @@ func TestDecide(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
 				defer cancel()
 			}
-			wait, again := p.decide(ctx, tt.rp, tt.err, tt.attempt)
+			wait, again := p.decide(ctx, tt.rule, tt.err, tt.attempt)
 			if again != tt.again {
 				t.Fatalf("decide(%v, attempt %d) again = %v, want %v", tt.err, tt.attempt, again, tt.again)
 			}
@@ -181,31 +184,31 @@ func TestUnknownIfUnsafe(t *testing.T) {
 	transport := func(err error) error { return &TransportError{Op: OpPut, Err: err} }
 	tests := []struct {
 		name    string
-		rp      replay
+		rule    retryRule
 		err     error
 		unknown bool
 	}{
-		{"safe 503", replaySafe, status(503), false},
-		{"safe EOF", replaySafe, transport(io.EOF), false},
-		{"unsent 500", replayUnsent, status(500), true},
-		{"unsent 502", replayUnsent, status(502), true},
-		{"unsent 503", replayUnsent, status(503), true},
-		{"unsent 504", replayUnsent, status(504), true},
-		{"unsent 429", replayUnsent, status(429), false},
-		{"unsent 429 not sent", replayUnsent, &StatusError{Status: 429, NotSent: true}, false},
-		{"unsent 412", replayUnsent, status(412), false},
-		{"unsent 404", replayUnsent, status(404), false},
-		{"unsent EOF", replayUnsent, transport(io.EOF), true},
-		{"unsent reset", replayUnsent, transport(&net.OpError{Op: "read", Err: syscall.ECONNRESET}), true},
-		{"unsent dial", replayUnsent, transport(dialErr()), false},
-		{"unsent dns", replayUnsent, transport(&net.DNSError{Err: "no such host"}), false},
-		{"unsent response error", replayUnsent, &ResponseError{Op: OpPut, Reason: "x"}, false},
-		{"unsent canceled", replayUnsent, context.Canceled, false},
+		{"safe 503", retryAlways, status(503), false},
+		{"safe EOF", retryAlways, transport(io.EOF), false},
+		{"unsent 500", retryIfNotApplied, status(500), true},
+		{"unsent 502", retryIfNotApplied, status(502), true},
+		{"unsent 503", retryIfNotApplied, status(503), true},
+		{"unsent 504", retryIfNotApplied, status(504), true},
+		{"unsent 429", retryIfNotApplied, status(429), false},
+		{"unsent 429 not sent", retryIfNotApplied, &StatusError{Status: 429, NotSent: true}, false},
+		{"unsent 412", retryIfNotApplied, status(412), false},
+		{"unsent 404", retryIfNotApplied, status(404), false},
+		{"unsent EOF", retryIfNotApplied, transport(io.EOF), true},
+		{"unsent reset", retryIfNotApplied, transport(&net.OpError{Op: "read", Err: syscall.ECONNRESET}), true},
+		{"unsent dial", retryIfNotApplied, transport(dialErr()), false},
+		{"unsent dns", retryIfNotApplied, transport(&net.DNSError{Err: "no such host"}), false},
+		{"unsent response error", retryIfNotApplied, &ResponseError{Op: OpPut, Reason: "x"}, false},
+		{"unsent canceled", retryIfNotApplied, context.Canceled, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := unknownIfUnsafe(OpPut, tt.rp, tt.err)
+			got := unknownIfUnsafe(OpPut, tt.rule, tt.err)
 			ue, isUnknown := got.(*UnknownOutcomeError)
 			if isUnknown != tt.unknown {
 				t.Fatalf("unknownIfUnsafe(%v) = %v (%T), want unknown = %v", tt.err, got, got, tt.unknown)
