@@ -104,7 +104,10 @@ type batchResponse struct {
 
 // ParseBatchResponse reads a batch endpoint body leniently: an empty body
 // has no line errors; an error entry without a usable index is an error of
-// the response as a whole.
+// the response as a whole. [Client.PutBatch] reads its answers with it. It
+// is exported on purpose, so that a server standing in for Fastly (the
+// local store's tests) can check its answers read the way the client
+// reads them.
 func ParseBatchResponse(body []byte) (*BatchResult, error) {
 	res := &BatchResult{}
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -156,7 +159,7 @@ func (c *Client) PutBatch(ctx context.Context, storeID string, body []byte) (*Ba
 			return err
 		}
 		parsed, parseErr := ParseBatchResponse(raw)
-		ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+		ok := success(resp.StatusCode)
 		switch {
 		case parseErr == nil && (ok || len(parsed.LineErrors) > 0):
 			res = parsed

@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// call is one REST call, built afresh for every attempt.
+// call is one REST call; its request is built afresh for every attempt
+// (see [Client.newRequest]), so a retry sends the same request again.
 type call struct {
 	op     Op
 	method string
@@ -26,7 +27,7 @@ type call struct {
 	// retryRule says whether a failed attempt may be sent again.
 	retryRule retryRule
 	// read consumes a success response's body; nil drains it. An error it
-	// returns that is not a *ResponseError or *StatusError is a transport
+	// returns that is not a [ResponseError] or [StatusError] is a transport
 	// failure.
 	read func(*http.Response) error
 	// acceptStatus, when set, hands non-success statuses it accepts to
@@ -63,10 +64,17 @@ func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error
 // maxErrorBody bounds how much of an error body is kept for logs.
 const maxErrorBody = 512
 
+// maxDrain bounds how much of an unread body is discarded so that the
+// connection can be reused; a longer one closes it.
+const maxDrain = 64 << 10
+
+// success reports a 2xx status.
+func success(status int) bool { return status >= 200 && status < 300 }
+
 // run makes the call, retrying failed attempts the retry policy allows
 // within the caller's deadline. It returns nil, the context's error, a
-// *StatusError, a *TransportError, a *ResponseError or an
-// *UnknownOutcomeError.
+// [StatusError], a [TransportError], a [ResponseError] or an
+// [UnknownOutcomeError].
 func (c *Client) run(ctx context.Context, cl *call) error {
 	for attempt := 1; ; attempt++ {
 		err := c.attempt(ctx, cl, attempt)
@@ -104,12 +112,11 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 	}
 	defer resp.Body.Close()
 	c.budget.update(cl.method, resp.Header)
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
-	if ok || (cl.acceptStatus != nil && cl.acceptStatus(resp.StatusCode)) {
+	if success(resp.StatusCode) || (cl.acceptStatus != nil && cl.acceptStatus(resp.StatusCode)) {
 		if cl.read == nil {
 			// The status already said the call succeeded; a broken (empty)
 			// body after it does not undo that.
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 			return nil
 		}
 		err := cl.read(resp)
@@ -125,14 +132,14 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain)) // keep the connection reusable
 	se := c.statusError(cl, resp, body)
 	se.Attempts = attempt
 	return se
 }
 
-// statusError builds the *StatusError for a non-success answer to cl whose
-// body starts with body; the caller sets Attempts.
+// statusError builds the [StatusError] for a non-success answer to cl
+// whose body starts with body; the caller sets Attempts.
 func (c *Client) statusError(cl *call, resp *http.Response, body []byte) *StatusError {
 	// A write's 429 can also spend the budget: wait for whichever ends
 	// later, or the retry would be refused unsent.

@@ -238,7 +238,7 @@ func (c *Client) readValue(resp *http.Response) ([]byte, error) {
 // PutItem inserts or updates one item. Fastly's answer carries no
 // generation, so none is returned. A plain overwrite is retried; an add,
 // append, prepend or compare-and-set is retried only when Fastly certainly
-// did not apply it, and otherwise fails with an *UnknownOutcomeError when
+// did not apply it, and otherwise fails with an [UnknownOutcomeError] when
 // it may have.
 func (c *Client) PutItem(ctx context.Context, storeID, key string, value []byte, opts PutOptions) error {
 	cl := &call{
@@ -339,7 +339,10 @@ func (c *Client) ListKeys(ctx context.Context, storeID string, opts ListOptions)
 }
 
 // ParseListResponse decodes a list endpoint body. A missing or empty
-// meta.next_cursor marks the last page.
+// meta.next_cursor marks the last page. [Client.ListKeys] reads its pages
+// with it. It is exported on purpose, so that a server standing in for
+// Fastly (the local store's tests) can check its pages read the way the
+// client reads them.
 func ParseListResponse(r io.Reader) (*KeyPage, error) {
 	var body listResponse
 	if err := json.NewDecoder(r).Decode(&body); err != nil {
