@@ -117,8 +117,6 @@ func (f *wireFake) client(t *testing.T, mutate func(*upstream.Config)) *upstream
 	return c
 }
 
-func refOf[T any](v T) *T { return &v }
-
 // clientCall is one client call, for tables that run every operation.
 type clientCall struct {
 	name string
@@ -207,11 +205,11 @@ func TestPutWireForm(t *testing.T) {
 		{name: "add with background fetch", opts: upstream.PutOptions{Mode: upstream.PutAdd, BackgroundFetch: true}, wantQuery: "add=true&background_fetch=true"},
 		// Generation 0 is a real condition ("must not exist"), so a set
 		// pointer to 0 must be sent, unlike go-fastly's "send when ≠0".
-		{name: "generation zero", opts: upstream.PutOptions{IfGenerationMatch: refOf(uint64(0))}, wantGen: "0"},
-		{name: "recorded generation", opts: upstream.PutOptions{IfGenerationMatch: refOf(uint64(1750707679010223))}, wantGen: "1750707679010223"},
+		{name: "generation zero", opts: upstream.PutOptions{IfGenerationMatch: new(uint64(0))}, wantGen: "0"},
+		{name: "recorded generation", opts: upstream.PutOptions{IfGenerationMatch: new(uint64(1750707679010223))}, wantGen: "1750707679010223"},
 		// The SDKs type this as i32 (reference §0.13); the full u64 range
 		// must survive.
-		{name: "max generation", opts: upstream.PutOptions{IfGenerationMatch: refOf(uint64(18446744073709551615))}, wantGen: "18446744073709551615"},
+		{name: "max generation", opts: upstream.PutOptions{IfGenerationMatch: new(uint64(18446744073709551615))}, wantGen: "18446744073709551615"},
 		{name: "metadata", opts: upstream.PutOptions{Metadata: "meta"}, wantMeta: "meta"},
 		{name: "metadata with spaces and unicode", opts: upstream.PutOptions{Metadata: `{"k": "ключ"}`}, wantMeta: `{"k": "ключ"}`},
 		{name: "ttl whole seconds", opts: upstream.PutOptions{TimeToLive: time.Minute}, wantTTL: "60"},
@@ -221,7 +219,7 @@ func TestPutWireForm(t *testing.T) {
 		{
 			name: "everything",
 			opts: upstream.PutOptions{
-				Mode: upstream.PutAppend, BackgroundFetch: true, IfGenerationMatch: refOf(uint64(7)),
+				Mode: upstream.PutAppend, BackgroundFetch: true, IfGenerationMatch: new(uint64(7)),
 				Metadata: "m", TimeToLive: 2 * time.Hour,
 			},
 			wantQuery: "append=true&background_fetch=true", wantGen: "7", wantMeta: "m", wantTTL: "7200",
@@ -336,9 +334,9 @@ func TestDeleteWireForm(t *testing.T) {
 	}{
 		{name: "plain"},
 		{name: "force", opts: upstream.DeleteOptions{Force: true}, wantQuery: "force=true"},
-		{name: "generation zero", opts: upstream.DeleteOptions{IfGenerationMatch: refOf(uint64(0))}, wantGen: "0"},
-		{name: "max generation", opts: upstream.DeleteOptions{IfGenerationMatch: refOf(uint64(18446744073709551615))}, wantGen: "18446744073709551615"},
-		{name: "force and generation", opts: upstream.DeleteOptions{Force: true, IfGenerationMatch: refOf(uint64(5))}, wantQuery: "force=true", wantGen: "5"},
+		{name: "generation zero", opts: upstream.DeleteOptions{IfGenerationMatch: new(uint64(0))}, wantGen: "0"},
+		{name: "max generation", opts: upstream.DeleteOptions{IfGenerationMatch: new(uint64(18446744073709551615))}, wantGen: "18446744073709551615"},
+		{name: "force and generation", opts: upstream.DeleteOptions{Force: true, IfGenerationMatch: new(uint64(5))}, wantQuery: "force=true", wantGen: "5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -721,16 +719,16 @@ func TestStatusErrors(t *testing.T) {
 			return c.PutItem(ctx, "s", "k", []byte("v"), upstream.PutOptions{Mode: upstream.PutAdd})
 		}},
 		{"put generation", upstream.OpPut, upstream.PreconditionGeneration, func(ctx context.Context, c *upstream.Client) error {
-			return c.PutItem(ctx, "s", "k", []byte("v"), upstream.PutOptions{IfGenerationMatch: refOf(uint64(3))})
+			return c.PutItem(ctx, "s", "k", []byte("v"), upstream.PutOptions{IfGenerationMatch: new(uint64(3))})
 		}},
 		{"put generation zero", upstream.OpPut, upstream.PreconditionGeneration, func(ctx context.Context, c *upstream.Client) error {
-			return c.PutItem(ctx, "s", "k", []byte("v"), upstream.PutOptions{IfGenerationMatch: refOf(uint64(0))})
+			return c.PutItem(ctx, "s", "k", []byte("v"), upstream.PutOptions{IfGenerationMatch: new(uint64(0))})
 		}},
 		{"delete", upstream.OpDelete, upstream.PreconditionNone, func(ctx context.Context, c *upstream.Client) error {
 			return c.DeleteItem(ctx, "s", "k", upstream.DeleteOptions{})
 		}},
 		{"delete generation", upstream.OpDelete, upstream.PreconditionGeneration, func(ctx context.Context, c *upstream.Client) error {
-			return c.DeleteItem(ctx, "s", "k", upstream.DeleteOptions{Force: true, IfGenerationMatch: refOf(uint64(3))})
+			return c.DeleteItem(ctx, "s", "k", upstream.DeleteOptions{Force: true, IfGenerationMatch: new(uint64(3))})
 		}},
 		{"list", upstream.OpList, upstream.PreconditionNone, func(ctx context.Context, c *upstream.Client) error {
 			_, err := c.ListKeys(ctx, "s", upstream.ListOptions{})

@@ -282,8 +282,6 @@ func listCall(opts upstream.ListOptions) replayCall {
 	}}
 }
 
-func genOf(g uint64) *uint64 { return &g }
-
 // clientRecordings are the current recordings of item calls, each with the
 // client calls that go-fastly's TestClient_KVStore made to produce it.
 var clientRecordings = []struct {
@@ -313,7 +311,7 @@ var clientRecordings = []struct {
 	}},
 	{"get-item-round-2", []replayCall{getCall("apple")}},
 	{"insert-item-generation-match-failure", []replayCall{
-		putCall("apple", "", upstream.PutOptions{IfGenerationMatch: genOf(1750707679010223)}, upstream.PreconditionGeneration),
+		putCall("apple", "", upstream.PutOptions{IfGenerationMatch: new(uint64(1750707679010223))}, upstream.PreconditionGeneration),
 	}},
 	{"insert-item-append", []replayCall{
 		putCall("apple", "suffix", upstream.PutOptions{Mode: upstream.PutAppend}, upstream.PreconditionNone),
@@ -323,7 +321,7 @@ var clientRecordings = []struct {
 		deleteCall("apple23", upstream.DeleteOptions{Force: true}, upstream.PreconditionNone),
 	}},
 	{"delete-item-generation-match-failure", []replayCall{
-		deleteCall("apple", upstream.DeleteOptions{IfGenerationMatch: genOf(1750707679477774)}, upstream.PreconditionGeneration),
+		deleteCall("apple", upstream.DeleteOptions{IfGenerationMatch: new(uint64(1750707679477774))}, upstream.PreconditionGeneration),
 	}},
 	{"cleanup", []replayCall{
 		listCall(upstream.ListOptions{Consistency: upstream.Eventual}),

@@ -399,105 +399,130 @@ func FuzzBatchLineRoundTrip(f *testing.F) {
 	store := fzNewBatchStore(f)
 	f.Fuzz(func(t *testing.T, key string, value []byte, metadata string, ttl int64, bg bool) {
 		bl := upstream.BatchLine{Key: key, Value: value, Metadata: metadata, TimeToLive: time.Duration(ttl), BackgroundFetch: bg}
-		const prefix = "previous line\n"
-		out := upstream.AppendBatchLine([]byte(prefix), bl)
-		if !bytes.HasPrefix(out, []byte(prefix)) {
-			t.Fatalf("AppendBatchLine changed what dst held: %q", out)
-		}
-		line := out[len(prefix):]
-		if n := upstream.BatchLineSize(bl); n != len(line) {
-			t.Fatalf("BatchLineSize = %d, AppendBatchLine wrote %d bytes: %q", n, len(line), line)
-		}
-		if !bytes.HasSuffix(line, []byte("\n")) || bytes.Count(line, []byte("\n")) != 1 || bytes.ContainsRune(line, '\r') {
-			t.Fatalf("not exactly one line ending in LF: %q", line)
-		}
-
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(line, &fields); err != nil {
-			t.Fatalf("line %q is not a JSON object: %v", line, err)
-		}
-		var got struct {
-			Key             *string `json:"key"`
-			Value           *string `json:"value"`
-			Metadata        *string `json:"metadata"`
-			TimeToLiveSec   *int64  `json:"time_to_live_sec"`
-			BackgroundFetch *bool   `json:"background_fetch"`
-		}
-		if err := json.Unmarshal(line, &got); err != nil {
-			t.Fatalf("line %q does not decode: %v", line, err)
-		}
-		wantFields := 2
-		if got.Key == nil || *got.Key != fzJSONString(key) {
-			t.Fatalf("line %q: key decodes to %v, want %q", line, got.Key, fzJSONString(key))
-		}
-		if utf8.ValidString(key) && *got.Key != key {
-			t.Fatalf("line %q: the UTF-8 key %q came back as %q", line, key, *got.Key)
-		}
-		if got.Value == nil {
-			t.Fatalf("line %q has no value", line)
-		}
-		if v, err := base64.StdEncoding.Strict().DecodeString(*got.Value); err != nil || !bytes.Equal(v, value) {
-			t.Fatalf("line %q: value decodes to %q, %v; want %q", line, v, err, value)
-		}
-		if metadata == "" {
-			if got.Metadata != nil {
-				t.Fatalf("line %q carries metadata for none", line)
-			}
-		} else {
-			wantFields++
-			if got.Metadata == nil || *got.Metadata != fzJSONString(metadata) {
-				t.Fatalf("line %q: metadata decodes to %v, want %q", line, got.Metadata, fzJSONString(metadata))
-			}
-		}
-		if secs := fzCeilSeconds(time.Duration(ttl)); secs == 0 {
-			if got.TimeToLiveSec != nil {
-				t.Fatalf("line %q carries a TTL for %v", line, time.Duration(ttl))
-			}
-		} else {
-			wantFields++
-			if got.TimeToLiveSec == nil || *got.TimeToLiveSec != secs {
-				t.Fatalf("line %q: time_to_live_sec for a TTL of %dns is %v, want %d (rounded up)", line, ttl, got.TimeToLiveSec, secs)
-			}
-		}
-		if bg {
-			wantFields++
-			if got.BackgroundFetch == nil || !*got.BackgroundFetch {
-				t.Fatalf("line %q: background_fetch is %v, want true", line, got.BackgroundFetch)
-			}
-		} else if got.BackgroundFetch != nil {
-			t.Fatalf("line %q carries background_fetch for false", line)
-		}
-		if len(fields) != wantFields {
-			t.Fatalf("line %q has %d fields, want %d", line, len(fields), wantFields)
-		}
-
+		line := fzAppendOneBatchLine(t, bl)
+		fzCheckBatchLineFields(t, line, bl)
 		// The local store takes the line whenever the item is valid.
 		if upstream.CheckKey(key) != nil || upstream.CheckMetadata(metadata) != nil {
 			return
 		}
-		rec := store.serve(http.MethodPut, "/resources/stores/kv/fz/batch", line)
-		if rec.Code != http.StatusOK {
-			t.Fatalf("the local store refused the valid line %q: %d %s", line, rec.Code, rec.Body)
+		store.checkBatchWrite(t, line, bl)
+	})
+}
+
+// fzAppendOneBatchLine appends bl after an earlier line, checks that
+// AppendBatchLine kept what was there and wrote exactly one LF-terminated
+// line of BatchLineSize bytes, and returns that line.
+func fzAppendOneBatchLine(t *testing.T, bl upstream.BatchLine) []byte {
+	t.Helper()
+	const prefix = "previous line\n"
+	out := upstream.AppendBatchLine([]byte(prefix), bl)
+	if !bytes.HasPrefix(out, []byte(prefix)) {
+		t.Fatalf("AppendBatchLine changed what dst held: %q", out)
+	}
+	line := out[len(prefix):]
+	if n := upstream.BatchLineSize(bl); n != len(line) {
+		t.Fatalf("BatchLineSize = %d, AppendBatchLine wrote %d bytes: %q", n, len(line), line)
+	}
+	if !bytes.HasSuffix(line, []byte("\n")) || bytes.Count(line, []byte("\n")) != 1 || bytes.ContainsRune(line, '\r') {
+		t.Fatalf("not exactly one line ending in LF: %q", line)
+	}
+	return line
+}
+
+// fzCheckBatchLineFields checks that line decodes to bl and carries no
+// other field: key and metadata as encoding/json coerces them to UTF-8, the
+// value through base64, the TTL rounded up to whole seconds, and the
+// optional fields only when set.
+func fzCheckBatchLineFields(t *testing.T, line []byte, bl upstream.BatchLine) {
+	t.Helper()
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(line, &fields); err != nil {
+		t.Fatalf("line %q is not a JSON object: %v", line, err)
+	}
+	var got struct {
+		Key             *string `json:"key"`
+		Value           *string `json:"value"`
+		Metadata        *string `json:"metadata"`
+		TimeToLiveSec   *int64  `json:"time_to_live_sec"`
+		BackgroundFetch *bool   `json:"background_fetch"`
+	}
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatalf("line %q does not decode: %v", line, err)
+	}
+	wantFields := 2
+	if got.Key == nil || *got.Key != fzJSONString(bl.Key) {
+		t.Fatalf("line %q: key decodes to %v, want %q", line, got.Key, fzJSONString(bl.Key))
+	}
+	if utf8.ValidString(bl.Key) && *got.Key != bl.Key {
+		t.Fatalf("line %q: the UTF-8 key %q came back as %q", line, bl.Key, *got.Key)
+	}
+	if got.Value == nil {
+		t.Fatalf("line %q has no value", line)
+	}
+	if v, err := base64.StdEncoding.Strict().DecodeString(*got.Value); err != nil || !bytes.Equal(v, bl.Value) {
+		t.Fatalf("line %q: value decodes to %q, %v; want %q", line, v, err, bl.Value)
+	}
+	if bl.Metadata == "" {
+		if got.Metadata != nil {
+			t.Fatalf("line %q carries metadata for none", line)
 		}
-		rec = store.serve(http.MethodGet, "/resources/stores/kv/fz/keys/"+url.PathEscape(key), nil)
-		if rec.Code != http.StatusOK {
-			t.Fatalf("GET of the batch-written key %q: %d %s", key, rec.Code, rec.Body)
+	} else {
+		wantFields++
+		if got.Metadata == nil || *got.Metadata != fzJSONString(bl.Metadata) {
+			t.Fatalf("line %q: metadata decodes to %v, want %q", line, got.Metadata, fzJSONString(bl.Metadata))
 		}
-		if !bytes.Equal(rec.Body.Bytes(), value) {
-			t.Fatalf("GET of %q = %q, want %q", key, rec.Body.Bytes(), value)
+	}
+	if secs := fzCeilSeconds(bl.TimeToLive); secs == 0 {
+		if got.TimeToLiveSec != nil {
+			t.Fatalf("line %q carries a TTL for %v", line, bl.TimeToLive)
 		}
-		for name, vs := range rec.Header() {
-			for _, v := range vs {
-				if !fzFieldValueOK(v) {
-					t.Fatalf("GET of %q answers header %s: %q, which is not a valid field value", key, name, v)
-				}
+	} else {
+		wantFields++
+		if got.TimeToLiveSec == nil || *got.TimeToLiveSec != secs {
+			t.Fatalf("line %q: time_to_live_sec for a TTL of %dns is %v, want %d (rounded up)", line, int64(bl.TimeToLive), got.TimeToLiveSec, secs)
+		}
+	}
+	if bl.BackgroundFetch {
+		wantFields++
+		if got.BackgroundFetch == nil || !*got.BackgroundFetch {
+			t.Fatalf("line %q: background_fetch is %v, want true", line, got.BackgroundFetch)
+		}
+	} else if got.BackgroundFetch != nil {
+		t.Fatalf("line %q carries background_fetch for false", line)
+	}
+	if len(fields) != wantFields {
+		t.Fatalf("line %q has %d fields, want %d", line, len(fields), wantFields)
+	}
+}
+
+// checkBatchWrite sends line, which holds the valid item bl, to the local
+// store's batch endpoint and checks that the store accepts it and then
+// serves the item back with valid headers.
+func (s *fzBatchStore) checkBatchWrite(t *testing.T, line []byte, bl upstream.BatchLine) {
+	t.Helper()
+	key := bl.Key
+	rec := s.serve(http.MethodPut, "/resources/stores/kv/fz/batch", line)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("the local store refused the valid line %q: %d %s", line, rec.Code, rec.Body)
+	}
+	rec = s.serve(http.MethodGet, "/resources/stores/kv/fz/keys/"+url.PathEscape(key), nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET of the batch-written key %q: %d %s", key, rec.Code, rec.Body)
+	}
+	if !bytes.Equal(rec.Body.Bytes(), bl.Value) {
+		t.Fatalf("GET of %q = %q, want %q", key, rec.Body.Bytes(), bl.Value)
+	}
+	for name, vs := range rec.Header() {
+		for _, v := range vs {
+			if !fzFieldValueOK(v) {
+				t.Fatalf("GET of %q answers header %s: %q, which is not a valid field value", key, name, v)
 			}
 		}
-		if md := rec.Header().Get("Metadata"); md != metadata {
-			t.Fatalf("GET of %q: Metadata %q, want %q", key, md, metadata)
-		}
-		if _, err := strconv.ParseUint(rec.Header().Get("Generation"), 10, 64); err != nil {
-			t.Fatalf("GET of %q: Generation %q is not decimal", key, rec.Header().Get("Generation"))
-		}
-	})
+	}
+	if md := rec.Header().Get("Metadata"); md != bl.Metadata {
+		t.Fatalf("GET of %q: Metadata %q, want %q", key, md, bl.Metadata)
+	}
+	if _, err := strconv.ParseUint(rec.Header().Get("Generation"), 10, 64); err != nil {
+		t.Fatalf("GET of %q: Generation %q is not decimal", key, rec.Header().Get("Generation"))
+	}
 }

@@ -250,10 +250,10 @@ var rtUnsafeCalls = []rtCall{
 	rtPut("put add", upstream.PutOptions{Mode: upstream.PutAdd}),
 	rtAppend,
 	rtPut("put prepend", upstream.PutOptions{Mode: upstream.PutPrepend}),
-	rtPut("put if-generation-match", upstream.PutOptions{IfGenerationMatch: refOf(uint64(7))}),
-	rtPut("put if-generation-match 0", upstream.PutOptions{IfGenerationMatch: refOf(uint64(0))}),
-	rtDelete("delete if-generation-match", upstream.DeleteOptions{IfGenerationMatch: refOf(uint64(7))}),
-	rtDelete("delete force if-generation-match", upstream.DeleteOptions{Force: true, IfGenerationMatch: refOf(uint64(7))}),
+	rtPut("put if-generation-match", upstream.PutOptions{IfGenerationMatch: new(uint64(7))}),
+	rtPut("put if-generation-match 0", upstream.PutOptions{IfGenerationMatch: new(uint64(0))}),
+	rtDelete("delete if-generation-match", upstream.DeleteOptions{IfGenerationMatch: new(uint64(7))}),
+	rtDelete("delete force if-generation-match", upstream.DeleteOptions{Force: true, IfGenerationMatch: new(uint64(7))}),
 }
 
 // rtWriteCalls are every kind of write, for the write budget.
@@ -261,9 +261,9 @@ var rtWriteCalls = []rtCall{
 	rtPlainPut,
 	rtAppend,
 	rtPut("put add", upstream.PutOptions{Mode: upstream.PutAdd}),
-	rtPut("put if-generation-match", upstream.PutOptions{IfGenerationMatch: refOf(uint64(7))}),
+	rtPut("put if-generation-match", upstream.PutOptions{IfGenerationMatch: new(uint64(7))}),
 	rtPlainDelete,
-	rtDelete("delete if-generation-match", upstream.DeleteOptions{IfGenerationMatch: refOf(uint64(7))}),
+	rtDelete("delete if-generation-match", upstream.DeleteOptions{IfGenerationMatch: new(uint64(7))}),
 	rtBatch,
 }
 
@@ -689,7 +689,7 @@ func TestRetryDeleteNotFound(t *testing.T) {
 		t.Parallel()
 		var applied atomic.Bool
 		s := newRTServer(t, rtDeleteThenDrop(&applied), notFound)
-		err := s.client(t, rtPolicy).DeleteItem(t.Context(), "s", rtKey, upstream.DeleteOptions{IfGenerationMatch: refOf(uint64(7))})
+		err := s.client(t, rtPolicy).DeleteItem(t.Context(), "s", rtKey, upstream.DeleteOptions{IfGenerationMatch: new(uint64(7))})
 		wantUnknownOutcome(t, err, upstream.OpDelete)
 		wantAttempts(t, s, 1)
 	})
