@@ -5,55 +5,31 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 )
 
-// faultKinds routes a request the way Handler does, to find its kind for
-// Faults.Kinds. Handler counts requests by kind before withFaults runs but
-// does not pass the kind on, so the patterns are repeated here; the
-// Kinds tests check both agree on every kind of request.
-var faultKinds = sync.OnceValue(func() *http.ServeMux {
-	mux := http.NewServeMux()
-	for _, r := range []struct {
-		pattern string
-		kind    RequestKind
-	}{
-		{"GET /resources/stores/kv/{store}/keys", RequestList},
-		{"GET /resources/stores/kv/{store}/keys/{key...}", RequestGet},
-		{"HEAD /resources/stores/kv/{store}/keys/{key...}", RequestHead},
-		{"PUT /resources/stores/kv/{store}/keys/{key...}", RequestPut},
-		{"DELETE /resources/stores/kv/{store}/keys/{key...}", RequestDelete},
-		{"PUT /resources/stores/kv/{store}/batch", RequestBatch},
-	} {
-		mux.Handle(r.pattern, &route{kind: r.kind})
+// applyFaults serves a request of the given kind through next with the
+// current faults: the delay first, then the failure drawn for it, if any.
+func (s *Store) applyFaults(w http.ResponseWriter, r *http.Request, kind RequestKind, next http.Handler) {
+	f := s.faults.Load()
+	if !f.active() || (f.Kinds != 0 && !f.Kinds.Has(kind)) {
+		next.ServeHTTP(w, r)
+		return
 	}
-	return mux
-})
-
-// withFaults applies the current faults to each request around next.
-func (s *Store) withFaults(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f := s.faults.Load()
-		if !f.active() || (f.Kinds != 0 && !f.Kinds.Has(kindOf(faultKinds(), r))) {
-			next.ServeHTTP(w, r)
+	ff, delay, o := s.draw()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			// The client is gone, or the server is shutting down; the
+			// answer is for the latter.
+			writeError(w, http.StatusServiceUnavailable, "Request cancelled", "the request ended during the injected latency")
 			return
 		}
-		ff, delay, o := s.draw()
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				// The client is gone, or the server is shutting down; the
-				// answer is for the latter.
-				writeError(w, http.StatusServiceUnavailable, "Request cancelled", "the request ended during the injected latency")
-				return
-			}
-		}
-		s.serveFault(&ff, o, next, w, r)
-	})
+	}
+	s.serveFault(&ff, o, next, w, r)
 }
 
 // serveFault injects failure o into a request, or none, and handles it.

@@ -641,31 +641,34 @@ func TestFaultSlowBodyCancelled(t *testing.T) {
 	}
 }
 
-// TestFaultKinds checks Faults.Kinds picks requests as Count classifies
-// them: for each kind, a 500 at rate 1 limited to it hits exactly the
-// requests counted as that kind, and no other.
+// TestFaultKinds checks Faults.Kinds through Store.Handler: with a 500 at
+// rate 1 limited to one kind, every request of that kind fails and every
+// other request is answered as usual.
 func TestFaultKinds(t *testing.T) {
 	t.Parallel()
 	item := itemTarget("k")
-	requests := []struct{ method, target, body string }{
-		{http.MethodPut, item, "v"},
-		{http.MethodGet, item, ""},
-		{http.MethodHead, item, ""},
-		{http.MethodGet, listTarget, ""},
-		{http.MethodGet, listTarget + "?prefix=k", ""},
-		{http.MethodPut, batchTarget(storeID), line("b", "v")},
-		{http.MethodPut, batchTarget("elsewhere"), ""},
-		{http.MethodGet, itemTarget("a#b"), ""},
-		{http.MethodGet, itemTarget("a/b/c"), ""},
-		{http.MethodDelete, item, ""},
-		{http.MethodGet, batchTarget(storeID), ""},
-		{http.MethodPost, batchTarget(storeID), "x"},
-		{http.MethodPost, item, "x"},
-		{http.MethodGet, "/not/an/endpoint", ""},
-		{http.MethodGet, listTarget + "/a/../b", ""},
-		{http.MethodGet, listTarget + "/..", ""},
-		{http.MethodPut, listTarget, "x"},
-		{http.MethodGet, "/resources/stores/kv/" + storeID + "/keys/", ""},
+	requests := []struct {
+		method, target, body string
+		kind                 localstore.RequestKind
+	}{
+		{http.MethodPut, item, "v", localstore.RequestPut},
+		{http.MethodGet, item, "", localstore.RequestGet},
+		{http.MethodHead, item, "", localstore.RequestHead},
+		{http.MethodGet, listTarget, "", localstore.RequestList},
+		{http.MethodGet, listTarget + "?prefix=k", "", localstore.RequestList},
+		{http.MethodPut, batchTarget(storeID), line("b", "v"), localstore.RequestBatch},
+		{http.MethodPut, batchTarget("elsewhere"), "", localstore.RequestBatch},
+		{http.MethodGet, itemTarget("a#b"), "", localstore.RequestGet},
+		{http.MethodGet, itemTarget("a/b/c"), "", localstore.RequestGet},
+		{http.MethodDelete, item, "", localstore.RequestDelete},
+		{http.MethodGet, batchTarget(storeID), "", localstore.RequestOther},
+		{http.MethodPost, batchTarget(storeID), "x", localstore.RequestOther},
+		{http.MethodPost, item, "x", localstore.RequestOther},
+		{http.MethodGet, "/not/an/endpoint", "", localstore.RequestOther},
+		{http.MethodGet, listTarget + "/a/../b", "", localstore.RequestOther},
+		{http.MethodGet, listTarget + "/..", "", localstore.RequestOther},
+		{http.MethodPut, listTarget, "x", localstore.RequestOther},
+		{http.MethodGet, "/resources/stores/kv/" + storeID + "/keys/", "", localstore.RequestGet}, // an empty key
 	}
 	for kind := localstore.RequestOther; kind <= localstore.RequestBatch; kind++ {
 		t.Run(kind.String(), func(t *testing.T) {
@@ -673,26 +676,28 @@ func TestFaultKinds(t *testing.T) {
 			fs := newFaultServer(t, protoHTTP1, localstore.Options{
 				Faults: localstore.Faults{ServerError: 1, Kinds: localstore.KindsOf(kind)},
 			})
-			hits := 0
+			var hits int64
 			for _, rq := range requests {
-				before := fs.store.Count(kind)
 				res := fs.do(t, rq.method, rq.target, nil, rq.body)
 				if res.err != nil || res.readErr != nil {
 					t.Fatalf("%s %s: %v %v", rq.method, rq.target, res.err, res.readErr)
 				}
-				counted := fs.store.Count(kind) > before
-				if failed := res.resp.StatusCode == http.StatusInternalServerError; failed != counted {
-					t.Errorf("%s %s = %d, counted as %v: %v", rq.method, rq.target, res.resp.StatusCode, kind, counted)
+				failed := res.resp.StatusCode == http.StatusInternalServerError
+				if want := rq.kind == kind; failed != want {
+					t.Errorf("%s %s = %d; a %v request, faults limited to %v", rq.method, rq.target, res.resp.StatusCode, rq.kind, kind)
 				}
-				if counted {
+				if rq.kind == kind {
 					hits++
 				}
 			}
-			if got := fs.store.InjectedFaults().ServerError; got != int64(hits) {
+			if hits == 0 {
+				t.Fatalf("no request of kind %v was sent", kind)
+			}
+			if got := fs.store.InjectedFaults().ServerError; got != hits {
 				t.Errorf("InjectedFaults().ServerError = %d, want %d", got, hits)
 			}
-			if hits == 0 {
-				t.Errorf("no request of kind %v was sent", kind)
+			if got := fs.store.Count(kind); got != hits {
+				t.Errorf("Count(%v) = %d, want %d", kind, got, hits)
 			}
 		})
 	}

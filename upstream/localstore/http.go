@@ -76,7 +76,7 @@ func (s *Store) Handler() http.Handler {
 	} {
 		mux.Handle(r.pattern, &r.route)
 	}
-	serve := s.withFaults(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Fastly's API answers every item call uncached.
 		w.Header().Set("Cache-Control", "no-store")
 		// ServeMux would redirect a "." or ".." segment to a cleaned path
@@ -86,14 +86,15 @@ func (s *Store) Handler() http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := kindOf(mux, r)
 		s.requests.Add(1)
-		s.counts[kindOf(mux, r)].Add(1)
+		s.counts[kind].Add(1)
 		if s.onRequest != nil {
 			s.onRequest(r)
 		}
-		serve.ServeHTTP(w, r)
+		s.applyFaults(w, r, kind, serve)
 	})
 }
 
