@@ -9,47 +9,139 @@ import (
 	"time"
 )
 
-// The keys of a fault spec, in the order Faults.String writes them.
-const (
-	keyLatency            = "latency"
-	keyJitter             = "jitter"
-	keyDropBeforeHandling = "drop-before"
-	keyRateLimited        = "429"
-	keyUnavailable        = "503"
-	keyServerError        = "500"
-	keyDropBeforeResponse = "drop"
-	keyDropMidBody        = "drop-mid-body"
-	keyRetryAfter         = "retry-after"
-	keySlowBody           = "slow-body"
-	keyKinds              = "kinds"
-	keySeed               = "seed"
-)
+// faultSpecKey is one key of a fault spec: the form of its value, what it
+// sets, how ParseFaults reads it into a Faults and how Faults.String
+// writes it back ("" when the field injects nothing).
+type faultSpecKey struct {
+	key    string
+	value  string
+	help   string
+	parse  func(f *Faults, value string) error
+	format func(f Faults) string
+}
+
+// faultSpecKeys are the keys of a fault spec, in the order Faults.String
+// writes them.
+var faultSpecKeys = []faultSpecKey{
+	durationKey("latency", "delay before each request is handled", func(f *Faults) *time.Duration { return &f.Latency }),
+	durationKey("jitter", "random extra delay, less than this", func(f *Faults) *time.Duration { return &f.Jitter }),
+	rateKey("drop-before", "share of requests dropped without being applied", func(f *Faults) *float64 { return &f.DropBeforeHandling }),
+	rateKey("429", "share of requests answered 429", func(f *Faults) *float64 { return &f.RateLimited }),
+	rateKey("503", "share of requests answered 503", func(f *Faults) *float64 { return &f.Unavailable }),
+	rateKey("500", "share of requests answered 500", func(f *Faults) *float64 { return &f.ServerError }),
+	rateKey("drop", "share of requests applied, then dropped without an answer", func(f *Faults) *float64 { return &f.DropBeforeResponse }),
+	rateKey("drop-mid-body", "share of requests applied, then dropped halfway through the response body", func(f *Faults) *float64 { return &f.DropMidBody }),
+	durationKey("retry-after", "wait the 429 and 503 answers ask for (a 429 asks for 1s when unset)", func(f *Faults) *time.Duration { return &f.RetryAfter }),
+	durationKey("slow-body", "delay before each "+strconv.Itoa(SlowBodyPiece)+"-byte piece of a response body", func(f *Faults) *time.Duration { return &f.SlowBody }),
+	{
+		key:   "kinds",
+		value: "KIND+KIND",
+		help:  "inject faults only into requests of these kinds: " + strings.Join(requestKindNames[:], ", "),
+		parse: func(f *Faults, v string) (err error) {
+			f.Kinds, err = parseKinds(v)
+			return err
+		},
+		format: func(f Faults) string { return (f.Kinds & allKinds).String() },
+	},
+	{
+		key:   "seed",
+		value: "N",
+		help:  "seed of the random draws, an unsigned 64-bit decimal; random when unset",
+		parse: func(f *Faults, v string) error {
+			seed, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return errors.New("not an unsigned 64-bit decimal")
+			}
+			f.Seed = seed
+			return nil
+		},
+		format: func(f Faults) string {
+			if f.Seed == 0 {
+				return ""
+			}
+			return strconv.FormatUint(f.Seed, 10)
+		},
+	},
+}
+
+// allKinds is the set of every RequestKind.
+const allKinds = KindSet(1<<numRequestKinds - 1)
+
+// durationKey is a spec key for a duration field.
+func durationKey(key, help string, field func(*Faults) *time.Duration) faultSpecKey {
+	return faultSpecKey{
+		key: key, value: "DUR", help: help,
+		parse: func(f *Faults, v string) (err error) {
+			*field(f), err = parseFaultDuration(v)
+			return err
+		},
+		format: func(f Faults) string {
+			if d := *field(&f); d > 0 {
+				return d.String()
+			}
+			return ""
+		},
+	}
+}
+
+// rateKey is a spec key for a failure rate.
+func rateKey(key, help string, field func(*Faults) *float64) faultSpecKey {
+	return faultSpecKey{
+		key: key, value: "RATE", help: help,
+		parse: func(f *Faults, v string) (err error) {
+			*field(f), err = parseRate(v)
+			return err
+		},
+		format: func(f Faults) string {
+			if p := rate(*field(&f)); p > 0 {
+				return strconv.FormatFloat(p, 'g', -1, 64)
+			}
+			return ""
+		},
+	}
+}
+
+// FaultSpecKeys returns the keys ParseFaults reads, in the order
+// Faults.String writes them.
+func FaultSpecKeys() []string {
+	keys := make([]string, len(faultSpecKeys))
+	for i, k := range faultSpecKeys {
+		keys[i] = k.key
+	}
+	return keys
+}
+
+// FaultSpecHelp describes the keys ParseFaults reads, one line each
+// ("latency=DUR  delay before ..."), in the order of FaultSpecKeys.
+func FaultSpecHelp() string {
+	var b strings.Builder
+	for i, k := range faultSpecKeys {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%-19s %s", k.key+"="+k.value, k.help)
+	}
+	return b.String()
+}
+
+func lookupFaultSpecKey(key string) (faultSpecKey, bool) {
+	for _, k := range faultSpecKeys {
+		if k.key == key {
+			return k, true
+		}
+	}
+	return faultSpecKey{}, false
+}
 
 // ParseFaults reads faults from a spec such as
 //
 //	latency=20ms,jitter=5ms,429=0.05,500=0.02,503=0.03,drop=0.01,seed=42
 //
-// for a command-line flag. A spec is a comma-separated list of key=value
-// pairs, each key at most once, spaces around pairs ignored; the empty
-// spec is no faults. The keys:
-//
-//	latency=DUR        Faults.Latency
-//	jitter=DUR         Faults.Jitter
-//	drop-before=RATE   Faults.DropBeforeHandling (dropped, not applied)
-//	429=RATE           Faults.RateLimited
-//	503=RATE           Faults.Unavailable
-//	500=RATE           Faults.ServerError
-//	drop=RATE          Faults.DropBeforeResponse (applied, then dropped)
-//	drop-mid-body=RATE Faults.DropMidBody
-//	retry-after=DUR    Faults.RetryAfter
-//	slow-body=DUR      Faults.SlowBody
-//	kinds=KIND+KIND    Faults.Kinds: other, list, get, head, put, delete, batch
-//	seed=N             Faults.Seed, an unsigned 64-bit decimal
-//
-// DUR is a time.ParseDuration duration, not negative ("0" is allowed);
-// RATE is a decimal in [0, 1]. The rates must add up to at most 1. An
-// unknown key, a repeated one or a bad value is an error that names the
-// key. Faults.String writes a spec ParseFaults reads back.
+// a comma-separated list of key=value pairs, each key at most once; the
+// empty spec is no faults. [FaultSpecHelp] describes the keys. DUR is a
+// non-negative [time.ParseDuration] duration, RATE a decimal in [0, 1],
+// and the rates add up to at most 1. An error names the key at fault.
+// [Faults.String] writes a spec ParseFaults reads back.
 func ParseFaults(spec string) (Faults, error) {
 	var f Faults
 	if strings.TrimSpace(spec) == "" {
@@ -70,39 +162,11 @@ func ParseFaults(spec string) (Faults, error) {
 			return Faults{}, fmt.Errorf("fault spec: %s given twice", key)
 		}
 		seen[key] = true
-		var err error
-		switch key {
-		case keyLatency:
-			f.Latency, err = parseFaultDuration(value)
-		case keyJitter:
-			f.Jitter, err = parseFaultDuration(value)
-		case keyDropBeforeHandling:
-			f.DropBeforeHandling, err = parseRate(value)
-		case keyRateLimited:
-			f.RateLimited, err = parseRate(value)
-		case keyUnavailable:
-			f.Unavailable, err = parseRate(value)
-		case keyServerError:
-			f.ServerError, err = parseRate(value)
-		case keyDropBeforeResponse:
-			f.DropBeforeResponse, err = parseRate(value)
-		case keyDropMidBody:
-			f.DropMidBody, err = parseRate(value)
-		case keyRetryAfter:
-			f.RetryAfter, err = parseFaultDuration(value)
-		case keySlowBody:
-			f.SlowBody, err = parseFaultDuration(value)
-		case keyKinds:
-			f.Kinds, err = parseKinds(value)
-		case keySeed:
-			f.Seed, err = strconv.ParseUint(value, 10, 64)
-			if err != nil {
-				err = errors.New("not an unsigned 64-bit decimal")
-			}
-		default:
-			return Faults{}, fmt.Errorf("fault spec: unknown key %q (want latency, jitter, drop-before, 429, 503, 500, drop, drop-mid-body, retry-after, slow-body, kinds or seed)", key)
+		k, ok := lookupFaultSpecKey(key)
+		if !ok {
+			return Faults{}, fmt.Errorf("fault spec: unknown key %q (want %s)", key, orList(FaultSpecKeys()))
 		}
-		if err != nil {
+		if err := k.parse(&f, value); err != nil {
 			return Faults{}, fmt.Errorf("fault spec: %s=%q: %w", key, value, err)
 		}
 	}
@@ -115,6 +179,15 @@ func ParseFaults(spec string) (Faults, error) {
 		return Faults{}, fmt.Errorf("fault spec %q: the rates add up to %g, more than 1", spec, sum)
 	}
 	return f, nil
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	last := len(words) - 1
+	return strings.Join(words[:last], ", ") + " or " + words[last]
 }
 
 func parseFaultDuration(v string) (time.Duration, error) {
@@ -141,7 +214,7 @@ func parseKinds(v string) (KindSet, error) {
 	for name := range strings.SplitSeq(v, "+") {
 		k, ok := kindByName(strings.TrimSpace(name))
 		if !ok {
-			return 0, fmt.Errorf("unknown request kind %q (want %s)", name, KindSet(1<<numRequestKinds-1))
+			return 0, fmt.Errorf("unknown request kind %q (want %s)", name, allKinds)
 		}
 		ks |= KindsOf(k)
 	}
@@ -157,43 +230,15 @@ func kindByName(name string) (RequestKind, bool) {
 	return 0, false
 }
 
-// String writes f as a spec for ParseFaults, with the keys in the order
-// ParseFaults documents and only the fields that inject something (and a
-// non-zero seed); rates are clamped to [0, 1]. The zero Faults is "".
+// String writes f as a spec for ParseFaults, with the keys in the order of
+// FaultSpecKeys and only the fields that inject something (and a non-zero
+// seed); rates are clamped to [0, 1]. The zero Faults is "".
 func (f Faults) String() string {
-	var b strings.Builder
-	add := func(key, value string) {
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(key + "=" + value)
-	}
-	dur := func(key string, d time.Duration) {
-		if d > 0 {
-			add(key, d.String())
+	var pairs []string
+	for _, k := range faultSpecKeys {
+		if v := k.format(f); v != "" {
+			pairs = append(pairs, k.key+"="+v)
 		}
 	}
-	rates := f.rates()
-	prob := func(key string, o outcome) {
-		if rates[o] > 0 {
-			add(key, strconv.FormatFloat(rates[o], 'g', -1, 64))
-		}
-	}
-	dur(keyLatency, f.Latency)
-	dur(keyJitter, f.Jitter)
-	prob(keyDropBeforeHandling, outcomeDropBeforeHandling)
-	prob(keyRateLimited, outcomeRateLimited)
-	prob(keyUnavailable, outcomeUnavailable)
-	prob(keyServerError, outcomeServerError)
-	prob(keyDropBeforeResponse, outcomeDropBeforeResponse)
-	prob(keyDropMidBody, outcomeDropMidBody)
-	dur(keyRetryAfter, f.RetryAfter)
-	dur(keySlowBody, f.SlowBody)
-	if ks := f.Kinds & (1<<numRequestKinds - 1); ks != 0 {
-		add(keyKinds, ks.String())
-	}
-	if f.Seed != 0 {
-		add(keySeed, strconv.FormatUint(f.Seed, 10))
-	}
-	return b.String()
+	return strings.Join(pairs, ",")
 }
