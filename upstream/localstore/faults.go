@@ -8,102 +8,52 @@ import (
 	"time"
 )
 
-// Faults is the trouble the store injects into requests, so clients can be
-// tested against a slow or failing upstream. The zero value injects
-// nothing, and so does the zero value of each field.
-//
-// # Failures
-//
-// Each request suffers at most one of the failures, drawn when it arrives
-// from the store's random source (see Seed): one uniform number in [0, 1)
-// is compared with the rates, added up in the order below (drop before
-// handling, 429, 503, 500, drop before the response, drop mid-body). So
-// each rate is the share of requests that suffer that failure, as long as
-// the rates add up to at most 1; when they add up to more, the later ones
-// get what is left. A rate below 0 (or NaN) counts as 0, one above 1 as 1.
-//
-// The failures decided before handling (DropBeforeHandling, RateLimited,
-// Unavailable, ServerError) leave the store as it was: the request is
-// never applied and its body is not read. A request that suffers
-// DropBeforeResponse or DropMidBody is applied before its connection is
-// dropped. Store.InjectedFaults counts the failures.
-//
-// A dropped HTTP/1 connection is closed by hijacking it; an HTTP/2 stream
-// is reset by panicking with http.ErrAbortHandler, which net/http turns
-// into RST_STREAM without logging. A middleware that recovers panics
-// around Store.Handler would turn the latter into its own answer.
-//
-// Go's HTTP/1 Transport itself resends an idempotent request (GET, HEAD,
-// or one with an Idempotency-Key) once, on a new connection, when a
-// reused connection closes before any response: such a request can meet
-// a drop twice and be counted twice.
-//
-// # Kinds
-//
-// Kinds limits every fault, latency included, to requests of the given
-// kinds; the others pass untouched and take no random draw.
+// Faults is the trouble the store injects into requests, for testing
+// clients against a slow or failing upstream; the zero value of each field
+// injects nothing. A request suffers at most one failure: its rate is the
+// share of requests that suffer it, clamped to [0, 1], with the rates taken
+// in field order. Failures before handling leave the store unchanged;
+// DropBeforeResponse and DropMidBody come after the request is applied.
 type Faults struct {
-	// Latency delays every request by this long before it is handled,
-	// measured on the real clock (Options.Now only drives expiry). A
-	// request whose context ends during the delay, because its client gave
-	// up, is not handled at all. Zero or negative adds no delay.
-	//
-	// Go's HTTP/1 server notices a client going away only once the request
-	// body has been read, so a cancelled request with an unread body (a
-	// PUT, a batch) waits out the delay; one without a body (GET, HEAD,
-	// DELETE, a listing) stops waiting at once.
+	// Latency delays every request before it is handled, on the real clock.
+	// A request whose context ends during the delay is answered 503 and not
+	// handled.
 	Latency time.Duration
-	// Jitter adds a uniformly random delay in [0, Jitter) to Latency, drawn
-	// per request. Zero or negative adds none.
+	// Jitter adds a random delay in [0, Jitter) to Latency, per request.
 	Jitter time.Duration
 
 	// DropBeforeHandling is the rate of requests whose connection is
-	// dropped (closed, or the HTTP/2 stream reset) without an answer and
-	// without the request being applied.
+	// dropped (or HTTP/2 stream reset) with no answer, not applied.
 	DropBeforeHandling float64
-	// RateLimited is the rate of requests answered 429 with a JSON body
-	// and the headers Retry-After (RetryAfter in whole seconds, rounded
-	// up), Fastly-RateLimit-Remaining: 0 and Fastly-RateLimit-Reset (the
-	// UTC epoch second RetryAfter from now, rounded up).
+	// RateLimited is the rate of requests answered 429 with Retry-After,
+	// Fastly-RateLimit-Remaining: 0 and Fastly-RateLimit-Reset headers.
 	RateLimited float64
-	// Unavailable is the rate of requests answered 503 with a JSON body,
-	// and Retry-After when RetryAfter is positive.
+	// Unavailable is the rate of requests answered 503, with Retry-After
+	// when RetryAfter is positive.
 	Unavailable float64
-	// ServerError is the rate of requests answered 500 with a JSON body.
+	// ServerError is the rate of requests answered 500.
 	ServerError float64
-	// DropBeforeResponse is the rate of requests that are applied but
-	// whose connection is then dropped without any response: the unknown
-	// outcome a client must not answer by blindly resending an append or
-	// prepend. The handler writes its answer into a buffer that is thrown
-	// away.
+	// DropBeforeResponse is the rate of requests that are applied and then
+	// dropped with no answer: an unknown outcome for the client.
 	DropBeforeResponse float64
-	// DropMidBody is the rate of requests whose response, when it has a
-	// body (a GET's value, a listing, a batch answer, an error's JSON), is
-	// cut: the status, the headers and the first half of the body (rounded
-	// down, so possibly nothing of a one-byte body) are sent, then the
-	// connection is dropped. The request is applied. A request drawn for
-	// it whose response has no body (a PUT, a DELETE, a HEAD, a 412) is
-	// answered normally and not counted.
+	// DropMidBody is the rate of requests that are applied and whose
+	// response is dropped after half its body; a response without a body is
+	// sent whole and not counted.
 	DropMidBody float64
 
-	// RetryAfter is the wait the 429 and 503 answers ask for. A 429 says
-	// one second when it is zero or negative; a 503 then says nothing.
+	// RetryAfter is the wait the 429 and 503 answers ask for, in whole
+	// seconds rounded up; a 429 asks for one second when it is not positive.
 	RetryAfter time.Duration
-	// SlowBody makes every response body the store writes (not those of
-	// the injected failures) trickle: the headers are sent at once, then
-	// the body in pieces of SlowBodyPiece bytes, each after a delay of
-	// SlowBody, so a body of n bytes takes ceil(n/SlowBodyPiece) delays. If the request's context ends meanwhile, the rest is not sent
-	// and the connection is dropped. Zero or negative sends bodies at once.
+	// SlowBody sends the store's own response bodies in pieces of
+	// SlowBodyPiece bytes, each after this delay.
 	SlowBody time.Duration
 
-	// Kinds limits the faults to requests of these kinds; zero means every
-	// request.
+	// Kinds limits every fault, latency included, to requests of these
+	// kinds; the empty set means every request.
 	Kinds KindSet
-	// Seed seeds the random source that draws failures and jitter. Store
-	// reseeds it whenever the faults are set (by Open or SetFaults), so a
-	// given seed and a given order of requests reproduce the same faults
-	// (concurrent requests draw in the order they arrive). Zero seeds it
-	// randomly.
+	// Seed seeds the random draws whenever the faults are set, so a seed
+	// and an order of requests reproduce the same faults; zero draws a
+	// random seed.
 	Seed uint64
 }
 

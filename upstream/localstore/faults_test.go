@@ -22,7 +22,7 @@ import (
 )
 
 // TestLatency checks Faults.Latency delays requests by at least its
-// duration, whether set in Options or at run time, on every kind of
+// duration, whether set in Config or at run time, on every kind of
 // request, and that the answers are otherwise unchanged. Only the lower
 // bound is asserted: a loaded machine may be slower, never faster.
 func TestLatency(t *testing.T) {
@@ -30,13 +30,13 @@ func TestLatency(t *testing.T) {
 	const latency = 50 * time.Millisecond
 	tests := []struct {
 		name string
-		// atOpen sets the latency in Options; otherwise SetFaults does.
+		// atOpen sets the latency in Config; otherwise SetFaults does.
 		atOpen       bool
 		method, path string
 		body         string
 		want         int
 	}{
-		{"Options, GET", true, http.MethodGet, itemTarget("k"), "", http.StatusOK},
+		{"Config, GET", true, http.MethodGet, itemTarget("k"), "", http.StatusOK},
 		{"SetFaults, GET", false, http.MethodGet, itemTarget("k"), "", http.StatusOK},
 		{"SetFaults, missing key", false, http.MethodGet, itemTarget("missing"), "", http.StatusNotFound},
 		{"SetFaults, PUT", false, http.MethodPut, itemTarget("k2"), "v", http.StatusOK},
@@ -47,7 +47,7 @@ func TestLatency(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var opts localstore.Options
+			var opts localstore.Config
 			if tt.atOpen {
 				opts.Faults = localstore.Faults{Latency: latency}
 			}
@@ -79,7 +79,7 @@ func TestLatency(t *testing.T) {
 func TestLatencyCancelled(t *testing.T) {
 	t.Parallel()
 	arrived := make(chan struct{}, 1)
-	store, err := localstore.Open(localstore.Options{OnRequest: func(r *http.Request) {
+	store, err := localstore.Open(localstore.Config{OnRequest: func(r *http.Request) {
 		if r.Method == http.MethodDelete {
 			arrived <- struct{}{}
 		}
@@ -185,7 +185,7 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func newFaultServer(t *testing.T, proto string, opts localstore.Options) *faultServer {
+func newFaultServer(t *testing.T, proto string, opts localstore.Config) *faultServer {
 	t.Helper()
 	store, err := localstore.Open(opts)
 	if err != nil {
@@ -384,7 +384,7 @@ func TestFaultAnswers(t *testing.T) {
 			for _, rq := range faultWrites {
 				t.Run(tt.name+"/"+proto+"/"+rq.name, func(t *testing.T) {
 					t.Parallel()
-					fs := newFaultServer(t, proto, localstore.Options{})
+					fs := newFaultServer(t, proto, localstore.Config{})
 					fs.setUp(t)
 					fs.store.SetFaults(tt.faults)
 					start := time.Now()
@@ -454,7 +454,7 @@ func TestFaultDrops(t *testing.T) {
 			for _, rq := range faultWrites {
 				t.Run(tt.name+"/"+proto+"/"+rq.name, func(t *testing.T) {
 					t.Parallel()
-					fs := newFaultServer(t, proto, localstore.Options{})
+					fs := newFaultServer(t, proto, localstore.Config{})
 					fs.setUp(t)
 					fs.store.SetFaults(tt.faults)
 					res := fs.do(t, rq.method, rq.target, nil, rq.body)
@@ -488,7 +488,7 @@ func TestFaultDropMidBody(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{})
+			fs := newFaultServer(t, proto, localstore.Config{})
 			fs.must(t, http.MethodPut, itemTarget("big"), big, http.StatusOK)
 			fs.must(t, http.MethodPut, itemTarget("one"), "x", http.StatusOK)
 			for i := range 50 {
@@ -569,7 +569,7 @@ func TestFaultSlowBody(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{Faults: localstore.Faults{SlowBody: delay}})
+			fs := newFaultServer(t, proto, localstore.Config{Faults: localstore.Faults{SlowBody: delay}})
 			fs.must(t, http.MethodPut, itemTarget("k"), value, http.StatusOK)
 			fs.must(t, http.MethodPut, itemTarget("k2"), "v", http.StatusOK)
 			for _, rq := range []struct {
@@ -607,7 +607,7 @@ func TestFaultSlowBodyCancelled(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{})
+			fs := newFaultServer(t, proto, localstore.Config{})
 			fs.must(t, http.MethodPut, itemTarget("k"), strings.Repeat("v", 10*localstore.SlowBodyPiece), http.StatusOK)
 			fs.store.SetFaults(localstore.Faults{SlowBody: 2 * time.Minute})
 			ctx, cancel := context.WithCancel(t.Context())
@@ -672,7 +672,7 @@ func TestFaultKinds(t *testing.T) {
 	for kind := localstore.RequestOther; kind <= localstore.RequestBatch; kind++ {
 		t.Run(kind.String(), func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, protoHTTP1, localstore.Options{
+			fs := newFaultServer(t, protoHTTP1, localstore.Config{
 				Faults: localstore.Faults{ServerError: 1, Kinds: localstore.KindsOf(kind)},
 			})
 			var hits int64
@@ -725,7 +725,7 @@ func TestFaultsSeeded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			run := func(seed uint64) []string {
-				fs := newFaultServer(t, protoHTTP1, localstore.Options{})
+				fs := newFaultServer(t, protoHTTP1, localstore.Config{})
 				f := tt.faults
 				f.Seed = seed
 				fs.store.SetFaults(f)
@@ -792,7 +792,7 @@ func TestFaultsSeeded(t *testing.T) {
 // clients saw.
 func TestFaultsConcurrent(t *testing.T) {
 	t.Parallel()
-	fs := newFaultServer(t, protoH2, localstore.Options{})
+	fs := newFaultServer(t, protoH2, localstore.Config{})
 	fs.must(t, http.MethodPut, itemTarget("k"), strings.Repeat("v", 100), http.StatusOK)
 	mixes := []localstore.Faults{
 		{DropBeforeHandling: 0.1, RateLimited: 0.1, Unavailable: 0.1, ServerError: 0.1, DropBeforeResponse: 0.1, DropMidBody: 0.1},
@@ -868,7 +868,7 @@ func TestFaultsConcurrent(t *testing.T) {
 // request, Kinds included, and that Faults returns what was set.
 func TestSetFaultsAtRunTime(t *testing.T) {
 	t.Parallel()
-	fs := newFaultServer(t, protoH2C, localstore.Options{})
+	fs := newFaultServer(t, protoH2C, localstore.Config{})
 	fs.setUp(t)
 	steps := []struct {
 		faults           localstore.Faults
@@ -903,7 +903,7 @@ func TestSetFaultsAtRunTime(t *testing.T) {
 func TestJitter(t *testing.T) {
 	t.Parallel()
 	const latency = 20 * time.Millisecond
-	fs := newFaultServer(t, protoHTTP1, localstore.Options{})
+	fs := newFaultServer(t, protoHTTP1, localstore.Config{})
 	fs.setUp(t)
 	fs.store.SetFaults(localstore.Faults{Latency: latency, Jitter: 20 * time.Millisecond, Seed: 7})
 	for range 5 {

@@ -60,7 +60,7 @@ type route struct {
 
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.h(w, r) }
 
-// Handler serves the KV Store item and batch endpoints.
+// Handler serves the KV Store item, listing and batch endpoints.
 func (s *Store) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range []struct {
@@ -380,7 +380,7 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	var after string
 	if c := q.Get("cursor"); c != "" {
 		var ok bool
-		if after, ok = decodeCursor(c); !ok {
+		if after, ok = decodeFastlyCursor(c); !ok {
 			badRequest(w, "invalid cursor")
 			return
 		}
@@ -394,7 +394,7 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 		keys = []string{}
 	}
 	if more && len(keys) > 0 {
-		meta.NextCursor = encodeCursor(keys[len(keys)-1])
+		meta.NextCursor = encodeFastlyCursor(keys[len(keys)-1])
 	}
 	body, err := json.Marshal(listBody{Data: keys, Meta: meta})
 	if err != nil {
@@ -405,17 +405,18 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// encodeCursor makes a cursor the way Fastly's appear to be made: standard
-// base64 of a protobuf message whose field 1 is the last key returned. A
-// cursor names a key, not a position, so paging stays correct while keys
-// are written during an enumeration.
-func encodeCursor(lastKey string) string {
+// encodeFastlyCursor makes a listing cursor the way Fastly's appear to be
+// made: standard base64 of a protobuf message whose field 1 is the last key
+// returned. A cursor names a key, not a position, so paging stays correct
+// while keys are written during an enumeration.
+func encodeFastlyCursor(lastKey string) string {
 	b := protowire.AppendTag(nil, 1, protowire.BytesType)
 	b = protowire.AppendString(b, lastKey)
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func decodeCursor(cursor string) (string, bool) {
+// decodeFastlyCursor reads the last key back from a cursor.
+func decodeFastlyCursor(cursor string) (string, bool) {
 	b, err := base64.StdEncoding.DecodeString(cursor)
 	if err != nil {
 		return "", false
