@@ -531,7 +531,7 @@ func TestBatchGenerations(t *testing.T) {
 					t.Errorf("after: generation %d, not above the batch's %d", g, last)
 				}
 				// A compare-and-set with a batch generation works.
-				h.put(t, "k0", "cas", upstream.PutOptions{IfGenerationMatch: refOf(last)})
+				h.put(t, "k0", "cas", upstream.PutOptions{IfGenerationMatch: new(last)})
 			})
 		})
 	}

@@ -209,8 +209,6 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int) {
 	}
 }
 
-func refOf[T any](v T) *T { return &v }
-
 // TestGenerationsIncrease checks that every write, to any key, gets a
 // generation larger than all earlier ones, even when the clock stands still
 // or steps back: compare-and-set relies on a generation never repeating.
@@ -256,7 +254,7 @@ func TestGenerationsIncrease(t *testing.T) {
 					clock.Advance(cl.step)
 				}
 				// A compare-and-set with the latest generation works.
-				h.put(t, "a", "v", upstream.PutOptions{IfGenerationMatch: refOf(last)})
+				h.put(t, "a", "v", upstream.PutOptions{IfGenerationMatch: new(last)})
 			})
 		})
 	}
@@ -322,7 +320,7 @@ func TestIfGenerationMatch(t *testing.T) {
 					h.put(t, "k", "old", upstream.PutOptions{})
 					cur = h.get(t, "k").Generation
 				}
-				cond := refOf(tt.gen(cur))
+				cond := new(tt.gen(cur))
 				var err error
 				if tt.delete {
 					err = h.c.DeleteItem(t.Context(), storeID, "k", upstream.DeleteOptions{IfGenerationMatch: cond})
@@ -504,7 +502,7 @@ func TestTTL(t *testing.T) {
 			}
 		}},
 		{name: "generation 0 matches after expiry", at: ttl, check: func(t *testing.T, h *harness) {
-			h.put(t, "k", "again", upstream.PutOptions{IfGenerationMatch: refOf(uint64(0))})
+			h.put(t, "k", "again", upstream.PutOptions{IfGenerationMatch: new(uint64(0))})
 		}},
 		{name: "append starts afresh after expiry", at: ttl, check: func(t *testing.T, h *harness) {
 			h.put(t, "k", "tail", upstream.PutOptions{Mode: upstream.PutAppend})
@@ -1168,7 +1166,7 @@ func TestConcurrentWriters(t *testing.T) {
 					}
 					n, _ := strconv.Atoi(string(item.Value))
 					err = h.c.PutItem(context.Background(), storeID, "counter", []byte(strconv.Itoa(n+1)),
-						upstream.PutOptions{IfGenerationMatch: refOf(item.Generation)})
+						upstream.PutOptions{IfGenerationMatch: new(item.Generation)})
 					if se, ok := errors.AsType[*upstream.StatusError](err); ok && se.Status == http.StatusPreconditionFailed {
 						continue // lost the race; read again
 					}
