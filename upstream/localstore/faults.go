@@ -10,10 +10,11 @@ import (
 
 // Faults is the trouble the store injects into requests, for testing
 // clients against a slow or failing upstream; the zero value of each field
-// injects nothing. A request suffers at most one failure: its rate is the
-// share of requests that suffer it, clamped to [0, 1], with the rates taken
-// in field order. Failures before handling leave the store unchanged;
-// DropBeforeResponse and DropMidBody come after the request is applied.
+// injects nothing. A request suffers at most one failure, each rate being
+// the share of requests that suffer it (clamped to [0, 1]; past a sum of 1,
+// later fields get what is left). DropBeforeHandling, RateLimited,
+// Unavailable and ServerError leave the store unchanged; DropBeforeResponse
+// and DropMidBody apply the request first. [Store.InjectedFaults] counts them.
 type Faults struct {
 	// Latency delays every request before it is handled, on the real clock.
 	// A request whose context ends during the delay is answered 503 and not
@@ -45,7 +46,7 @@ type Faults struct {
 	// seconds rounded up; a 429 asks for one second when it is not positive.
 	RetryAfter time.Duration
 	// SlowBody sends the store's own response bodies in pieces of
-	// SlowBodyPiece bytes, each after this delay.
+	// [SlowBodyPiece] bytes, each after this delay.
 	SlowBody time.Duration
 
 	// Kinds limits every fault, latency included, to requests of these

@@ -36,7 +36,7 @@ type Config struct {
 	// this bounds the memory a batch takes (to a small multiple of it).
 	MaxBatchBytes int64
 	// Faults are injected into every request from the start;
-	// Store.SetFaults changes them at run time.
+	// [Store.SetFaults] changes them at run time.
 	Faults Faults
 	// OnRequest, when set, is called with every request as it arrives:
 	// after it is counted and before any injected latency or handling. It
