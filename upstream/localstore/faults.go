@@ -50,7 +50,8 @@ type Faults struct {
 	SlowBody time.Duration
 
 	// Kinds limits every fault, latency included, to requests of these
-	// kinds; the empty set means every request.
+	// kinds; other requests pass untouched and take no random draw. The
+	// empty set means every request.
 	Kinds KindSet
 	// Seed seeds the random draws whenever the faults are set, so a seed
 	// and an order of requests reproduce the same faults; zero draws a
