@@ -1,38 +1,5 @@
 package localstore
 
-// The batch endpoint: PUT /resources/stores/kv/{store}/batch.
-//
-// The body is NDJSON, sent by Fastly's clients as application/x-ndjson
-// (any Content-Type, or none, is accepted: Fastly's CLI sends whatever it
-// is given). Each line is one JSON object:
-//
-//	{"key":"k","value":"VkFMVUU=","metadata":"m","time_to_live_sec":60,"background_fetch":true}
-//
-//   - key: string, required, must pass upstream.CheckKey.
-//   - value: string, required, standard base64 with padding and zero
-//     trailing bits ([base64.StdEncoding] in strict mode, which is also
-//     what Rust's base64 STANDARD engine accepts [INF: Fastly's API is
-//     not known to use it]). "" is an empty value. At most MaxValueBytes
-//     once decoded.
-//   - metadata: string, optional, must pass upstream.CheckMetadata.
-//     Absent (or null) clears the item's metadata, as every write does.
-//   - time_to_live_sec: integer > 0, optional; absent (or null) clears the
-//     item's time to live.
-//   - background_fetch: bool, optional, accepted and ignored.
-//
-// Other fields are ignored. Field names are matched exactly (not
-// case-insensitively as encoding/json would). Spaces, tabs and a CR around
-// a line are tolerated (the recording indents its second line by four
-// spaces), blank lines are skipped, and the last line need not end in a
-// newline. Lines must be UTF-8.
-//
-// Errors. index is the 0-based position of the line among the non-blank
-// lines. key is the line's key; it is empty, as Fastly's schema says it is
-// "if the line or one of its fields could not be parsed", when the line is
-// not a JSON object, has no key, or has a known field of the wrong JSON
-// type. code is always the string "400". See the package doc for why a
-// batch with any bad line applies none.
-
 import (
 	"bufio"
 	"bytes"
@@ -78,6 +45,12 @@ type batchError struct {
 	Reason string `json:"reason"`
 }
 
+// handleBatch serves PUT /resources/stores/kv/{store}/batch, whose NDJSON
+// body holds one item per line (see parseBatchLine). A batch is all or
+// nothing: when every line is valid all are applied in one transaction, in
+// order, and the answer is Fastly's recorded success; otherwise the answer
+// is 400 listing every bad line by its index among the non-blank lines, and
+// nothing is applied. A body over Config.MaxBatchBytes is refused with 413.
 func (s *Store) handleBatch(w http.ResponseWriter, r *http.Request) {
 	store := r.PathValue("store")
 	if store == "" {
@@ -211,9 +184,16 @@ func readLine(br *bufio.Reader, limit int, buf []byte) (line []byte, tooLong boo
 	}
 }
 
-// parseBatchLine parses one non-blank line, without surrounding
-// whitespace. It returns the item, or the key to report (empty when the
-// line could not be parsed) and why the line is refused.
+// parseBatchLine parses one non-blank line, without surrounding whitespace:
+//
+//	{"key":"k","value":"VkFMVUU=","metadata":"m","time_to_live_sec":60,"background_fetch":true}
+//
+// key (see [upstream.CheckKey]) and value (strict padded standard base64 of
+// at most maxValue bytes) are required. metadata (see [upstream.CheckMetadata])
+// and time_to_live_sec (above 0) are optional; absent or null clears them,
+// as every write does. background_fetch and unknown fields are ignored;
+// names match exactly. It returns the item, or the key to report (empty
+// when the line or a known field does not parse) and why the line is refused.
 func parseBatchLine(line []byte, maxValue int64) (it batchItem, key, reason string) {
 	if !utf8.Valid(line) {
 		return it, "", "line is not valid UTF-8"

@@ -129,7 +129,7 @@ func TestBatchRecorded(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				resp, body := h.raw(t, req.Method, batchTarget(storeID), req.Headers, io.MultiReader(strings.NewReader(req.Body)))
 				wantBatchOK(t, resp, body)
@@ -199,7 +199,7 @@ func TestBatchLines(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				h.put(t, "keep", "old", upstream.PutOptions{Metadata: "m"})
 				for _, chunked := range []bool{false, true} {
@@ -293,7 +293,7 @@ func TestBatchLineErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				h.put(t, "keep", "old", upstream.PutOptions{Metadata: "m"})
 				before := h.get(t, "keep")
@@ -329,7 +329,7 @@ func TestBatchStoreCreation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				resp, body := h.batch(t, tt.body, false)
 				if resp.StatusCode != tt.wantStatus {
@@ -351,7 +351,7 @@ func TestBatchStoreCreation(t *testing.T) {
 // existing item, as every write does.
 func TestBatchTTLAndMetadata(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		clock := newClock()
 		opts.Now = clock.Now
 		h := newHarness(t, opts)
@@ -397,7 +397,7 @@ func TestBatchTTLAndMetadata(t *testing.T) {
 // batch, instead of wrapping around into an expiry in the past.
 func TestHugeTTL(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		clock := newClock()
 		opts.Now = clock.Now
 		h := newHarness(t, opts)
@@ -442,7 +442,7 @@ func TestBatchTooLarge(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, localstore.Options{MaxBatchBytes: limit})
+			h := newHarness(t, localstore.Config{MaxBatchBytes: limit})
 			resp, body := h.batch(t, tt.body, tt.chunked)
 			if tt.want == http.StatusOK {
 				wantBatchOK(t, resp, body)
@@ -462,7 +462,7 @@ func TestBatchTooLarge(t *testing.T) {
 func TestBatchValueLimit(t *testing.T) {
 	t.Parallel()
 	const limit = 16
-	h := newHarness(t, localstore.Options{MaxValueBytes: limit})
+	h := newHarness(t, localstore.Config{MaxValueBytes: limit})
 	v := func(n int) string { return strings.Repeat("v", n) }
 
 	resp, body := h.batch(t, line("at", v(limit)), true)
@@ -500,7 +500,7 @@ func TestBatchGenerations(t *testing.T) {
 	} {
 		t.Run(cl.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				clock := newClock()
 				if cl.fake {
 					opts.Now = clock.Now
@@ -531,7 +531,7 @@ func TestBatchGenerations(t *testing.T) {
 					t.Errorf("after: generation %d, not above the batch's %d", g, last)
 				}
 				// A compare-and-set with a batch generation works.
-				h.put(t, "k0", "cas", upstream.PutOptions{IfGenerationMatch: refOf(last)})
+				h.put(t, "k0", "cas", upstream.PutOptions{IfGenerationMatch: new(last)})
 			})
 		})
 	}
@@ -546,7 +546,7 @@ func TestBatchPersistence(t *testing.T) {
 	before := map[string]*upstream.Item{}
 	var maxGen uint64
 	func() {
-		h := openHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+		h := openHarness(t, localstore.Config{Dir: dir, Now: clock.Now})
 		defer h.close(t)
 		resp, body := h.batch(t, strings.Join([]string{
 			line("a", "alpha", `"metadata":"ma"`),
@@ -561,7 +561,7 @@ func TestBatchPersistence(t *testing.T) {
 		}
 	}()
 
-	h := newHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+	h := newHarness(t, localstore.Config{Dir: dir, Now: clock.Now})
 	for k, want := range before {
 		got := h.get(t, k)
 		if !bytes.Equal(got.Value, want.Value) || got.Metadata != want.Metadata ||
@@ -583,7 +583,7 @@ func TestBatchPersistence(t *testing.T) {
 // backends (on bbolt in one transaction; durations are not asserted).
 func TestBatchManyLines(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		const n = 1000
 		var b strings.Builder
@@ -610,7 +610,7 @@ func TestBatchManyLines(t *testing.T) {
 // all of it or none of it.
 func TestBatchIsAtomicForReaders(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		const n = 500
 		var b strings.Builder
@@ -669,7 +669,7 @@ func TestRequestCounts(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var seen []string
-	store, err := localstore.Open(localstore.Options{OnRequest: func(r *http.Request) {
+	store, err := localstore.Open(localstore.Config{OnRequest: func(r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, r.Method+" "+r.URL.EscapedPath())

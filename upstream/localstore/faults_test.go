@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -23,7 +22,7 @@ import (
 )
 
 // TestLatency checks Faults.Latency delays requests by at least its
-// duration, whether set in Options or at run time, on every kind of
+// duration, whether set in Config or at run time, on every kind of
 // request, and that the answers are otherwise unchanged. Only the lower
 // bound is asserted: a loaded machine may be slower, never faster.
 func TestLatency(t *testing.T) {
@@ -31,13 +30,13 @@ func TestLatency(t *testing.T) {
 	const latency = 50 * time.Millisecond
 	tests := []struct {
 		name string
-		// atOpen sets the latency in Options; otherwise SetFaults does.
+		// atOpen sets the latency in Config; otherwise SetFaults does.
 		atOpen       bool
 		method, path string
 		body         string
 		want         int
 	}{
-		{"Options, GET", true, http.MethodGet, itemTarget("k"), "", http.StatusOK},
+		{"Config, GET", true, http.MethodGet, itemTarget("k"), "", http.StatusOK},
 		{"SetFaults, GET", false, http.MethodGet, itemTarget("k"), "", http.StatusOK},
 		{"SetFaults, missing key", false, http.MethodGet, itemTarget("missing"), "", http.StatusNotFound},
 		{"SetFaults, PUT", false, http.MethodPut, itemTarget("k2"), "v", http.StatusOK},
@@ -48,7 +47,7 @@ func TestLatency(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var opts localstore.Options
+			var opts localstore.Config
 			if tt.atOpen {
 				opts.Faults = localstore.Faults{Latency: latency}
 			}
@@ -80,7 +79,7 @@ func TestLatency(t *testing.T) {
 func TestLatencyCancelled(t *testing.T) {
 	t.Parallel()
 	arrived := make(chan struct{}, 1)
-	store, err := localstore.Open(localstore.Options{OnRequest: func(r *http.Request) {
+	store, err := localstore.Open(localstore.Config{OnRequest: func(r *http.Request) {
 		if r.Method == http.MethodDelete {
 			arrived <- struct{}{}
 		}
@@ -186,7 +185,7 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func newFaultServer(t *testing.T, proto string, opts localstore.Options) *faultServer {
+func newFaultServer(t *testing.T, proto string, opts localstore.Config) *faultServer {
 	t.Helper()
 	store, err := localstore.Open(opts)
 	if err != nil {
@@ -385,7 +384,7 @@ func TestFaultAnswers(t *testing.T) {
 			for _, rq := range faultWrites {
 				t.Run(tt.name+"/"+proto+"/"+rq.name, func(t *testing.T) {
 					t.Parallel()
-					fs := newFaultServer(t, proto, localstore.Options{})
+					fs := newFaultServer(t, proto, localstore.Config{})
 					fs.setUp(t)
 					fs.store.SetFaults(tt.faults)
 					start := time.Now()
@@ -455,7 +454,7 @@ func TestFaultDrops(t *testing.T) {
 			for _, rq := range faultWrites {
 				t.Run(tt.name+"/"+proto+"/"+rq.name, func(t *testing.T) {
 					t.Parallel()
-					fs := newFaultServer(t, proto, localstore.Options{})
+					fs := newFaultServer(t, proto, localstore.Config{})
 					fs.setUp(t)
 					fs.store.SetFaults(tt.faults)
 					res := fs.do(t, rq.method, rq.target, nil, rq.body)
@@ -489,7 +488,7 @@ func TestFaultDropMidBody(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{})
+			fs := newFaultServer(t, proto, localstore.Config{})
 			fs.must(t, http.MethodPut, itemTarget("big"), big, http.StatusOK)
 			fs.must(t, http.MethodPut, itemTarget("one"), "x", http.StatusOK)
 			for i := range 50 {
@@ -570,7 +569,7 @@ func TestFaultSlowBody(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{Faults: localstore.Faults{SlowBody: delay}})
+			fs := newFaultServer(t, proto, localstore.Config{Faults: localstore.Faults{SlowBody: delay}})
 			fs.must(t, http.MethodPut, itemTarget("k"), value, http.StatusOK)
 			fs.must(t, http.MethodPut, itemTarget("k2"), "v", http.StatusOK)
 			for _, rq := range []struct {
@@ -608,7 +607,7 @@ func TestFaultSlowBodyCancelled(t *testing.T) {
 	for _, proto := range faultProtocols {
 		t.Run(proto, func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, proto, localstore.Options{})
+			fs := newFaultServer(t, proto, localstore.Config{})
 			fs.must(t, http.MethodPut, itemTarget("k"), strings.Repeat("v", 10*localstore.SlowBodyPiece), http.StatusOK)
 			fs.store.SetFaults(localstore.Faults{SlowBody: 2 * time.Minute})
 			ctx, cancel := context.WithCancel(t.Context())
@@ -641,58 +640,63 @@ func TestFaultSlowBodyCancelled(t *testing.T) {
 	}
 }
 
-// TestFaultKinds checks Faults.Kinds picks requests as Count classifies
-// them: for each kind, a 500 at rate 1 limited to it hits exactly the
-// requests counted as that kind, and no other.
+// TestFaultKinds checks Faults.Kinds through Store.Handler: with a 500 at
+// rate 1 limited to one kind, every request of that kind fails and every
+// other request is answered as usual.
 func TestFaultKinds(t *testing.T) {
 	t.Parallel()
 	item := itemTarget("k")
-	requests := []struct{ method, target, body string }{
-		{http.MethodPut, item, "v"},
-		{http.MethodGet, item, ""},
-		{http.MethodHead, item, ""},
-		{http.MethodGet, listTarget, ""},
-		{http.MethodGet, listTarget + "?prefix=k", ""},
-		{http.MethodPut, batchTarget(storeID), line("b", "v")},
-		{http.MethodPut, batchTarget("elsewhere"), ""},
-		{http.MethodGet, itemTarget("a#b"), ""},
-		{http.MethodGet, itemTarget("a/b/c"), ""},
-		{http.MethodDelete, item, ""},
-		{http.MethodGet, batchTarget(storeID), ""},
-		{http.MethodPost, batchTarget(storeID), "x"},
-		{http.MethodPost, item, "x"},
-		{http.MethodGet, "/not/an/endpoint", ""},
-		{http.MethodGet, listTarget + "/a/../b", ""},
-		{http.MethodGet, listTarget + "/..", ""},
-		{http.MethodPut, listTarget, "x"},
-		{http.MethodGet, "/resources/stores/kv/" + storeID + "/keys/", ""},
+	requests := []struct {
+		method, target, body string
+		kind                 localstore.RequestKind
+	}{
+		{http.MethodPut, item, "v", localstore.RequestPut},
+		{http.MethodGet, item, "", localstore.RequestGet},
+		{http.MethodHead, item, "", localstore.RequestHead},
+		{http.MethodGet, listTarget, "", localstore.RequestList},
+		{http.MethodGet, listTarget + "?prefix=k", "", localstore.RequestList},
+		{http.MethodPut, batchTarget(storeID), line("b", "v"), localstore.RequestBatch},
+		{http.MethodPut, batchTarget("elsewhere"), "", localstore.RequestBatch},
+		{http.MethodGet, itemTarget("a#b"), "", localstore.RequestGet},
+		{http.MethodGet, itemTarget("a/b/c"), "", localstore.RequestGet},
+		{http.MethodDelete, item, "", localstore.RequestDelete},
+		{http.MethodGet, batchTarget(storeID), "", localstore.RequestOther},
+		{http.MethodPost, batchTarget(storeID), "x", localstore.RequestOther},
+		{http.MethodPost, item, "x", localstore.RequestOther},
+		{http.MethodGet, "/not/an/endpoint", "", localstore.RequestOther},
+		{http.MethodGet, listTarget + "/a/../b", "", localstore.RequestOther},
+		{http.MethodGet, listTarget + "/..", "", localstore.RequestOther},
+		{http.MethodPut, listTarget, "x", localstore.RequestOther},
+		{http.MethodGet, "/resources/stores/kv/" + storeID + "/keys/", "", localstore.RequestGet}, // an empty key
 	}
 	for kind := localstore.RequestOther; kind <= localstore.RequestBatch; kind++ {
 		t.Run(kind.String(), func(t *testing.T) {
 			t.Parallel()
-			fs := newFaultServer(t, protoHTTP1, localstore.Options{
+			fs := newFaultServer(t, protoHTTP1, localstore.Config{
 				Faults: localstore.Faults{ServerError: 1, Kinds: localstore.KindsOf(kind)},
 			})
-			hits := 0
+			var hits int64
 			for _, rq := range requests {
-				before := fs.store.Count(kind)
 				res := fs.do(t, rq.method, rq.target, nil, rq.body)
 				if res.err != nil || res.readErr != nil {
 					t.Fatalf("%s %s: %v %v", rq.method, rq.target, res.err, res.readErr)
 				}
-				counted := fs.store.Count(kind) > before
-				if failed := res.resp.StatusCode == http.StatusInternalServerError; failed != counted {
-					t.Errorf("%s %s = %d, counted as %v: %v", rq.method, rq.target, res.resp.StatusCode, kind, counted)
+				failed := res.resp.StatusCode == http.StatusInternalServerError
+				if want := rq.kind == kind; failed != want {
+					t.Errorf("%s %s = %d; a %v request, faults limited to %v", rq.method, rq.target, res.resp.StatusCode, rq.kind, kind)
 				}
-				if counted {
+				if rq.kind == kind {
 					hits++
 				}
 			}
-			if got := fs.store.InjectedFaults().ServerError; got != int64(hits) {
+			if hits == 0 {
+				t.Fatalf("no request of kind %v was sent", kind)
+			}
+			if got := fs.store.InjectedFaults().ServerError; got != hits {
 				t.Errorf("InjectedFaults().ServerError = %d, want %d", got, hits)
 			}
-			if hits == 0 {
-				t.Errorf("no request of kind %v was sent", kind)
+			if got := fs.store.Count(kind); got != hits {
+				t.Errorf("Count(%v) = %d, want %d", kind, got, hits)
 			}
 		})
 	}
@@ -721,7 +725,7 @@ func TestFaultsSeeded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			run := func(seed uint64) []string {
-				fs := newFaultServer(t, protoHTTP1, localstore.Options{})
+				fs := newFaultServer(t, protoHTTP1, localstore.Config{})
 				f := tt.faults
 				f.Seed = seed
 				fs.store.SetFaults(f)
@@ -788,7 +792,7 @@ func TestFaultsSeeded(t *testing.T) {
 // clients saw.
 func TestFaultsConcurrent(t *testing.T) {
 	t.Parallel()
-	fs := newFaultServer(t, protoH2, localstore.Options{})
+	fs := newFaultServer(t, protoH2, localstore.Config{})
 	fs.must(t, http.MethodPut, itemTarget("k"), strings.Repeat("v", 100), http.StatusOK)
 	mixes := []localstore.Faults{
 		{DropBeforeHandling: 0.1, RateLimited: 0.1, Unavailable: 0.1, ServerError: 0.1, DropBeforeResponse: 0.1, DropMidBody: 0.1},
@@ -864,7 +868,7 @@ func TestFaultsConcurrent(t *testing.T) {
 // request, Kinds included, and that Faults returns what was set.
 func TestSetFaultsAtRunTime(t *testing.T) {
 	t.Parallel()
-	fs := newFaultServer(t, protoH2C, localstore.Options{})
+	fs := newFaultServer(t, protoH2C, localstore.Config{})
 	fs.setUp(t)
 	steps := []struct {
 		faults           localstore.Faults
@@ -899,7 +903,7 @@ func TestSetFaultsAtRunTime(t *testing.T) {
 func TestJitter(t *testing.T) {
 	t.Parallel()
 	const latency = 20 * time.Millisecond
-	fs := newFaultServer(t, protoHTTP1, localstore.Options{})
+	fs := newFaultServer(t, protoHTTP1, localstore.Config{})
 	fs.setUp(t)
 	fs.store.SetFaults(localstore.Faults{Latency: latency, Jitter: 20 * time.Millisecond, Seed: 7})
 	for range 5 {
@@ -911,125 +915,5 @@ func TestJitter(t *testing.T) {
 		if res.err != nil || res.resp.StatusCode != http.StatusOK || string(res.body) != "a" {
 			t.Errorf("GET = %v %v %q", res.resp, res.err, res.body)
 		}
-	}
-}
-
-// TestParseFaults checks the flag syntax: every key, the round trip
-// through Faults.String, and the errors, which name the key at fault.
-func TestParseFaults(t *testing.T) {
-	t.Parallel()
-	good := []struct {
-		spec string
-		want localstore.Faults
-		// canon is what String writes; the spec itself when empty.
-		canon string
-	}{
-		{"", localstore.Faults{}, ""},
-		{"  ", localstore.Faults{}, ""},
-		{"latency=20ms", localstore.Faults{Latency: 20 * time.Millisecond}, ""},
-		{"latency=20ms,jitter=5ms,429=0.05,500=0.02,503=0.03,drop=0.01,drop-before=0.01,drop-mid-body=0.01,slow-body=1ms,retry-after=1s,seed=42",
-			localstore.Faults{
-				Latency: 20 * time.Millisecond, Jitter: 5 * time.Millisecond,
-				RateLimited: 0.05, ServerError: 0.02, Unavailable: 0.03,
-				DropBeforeResponse: 0.01, DropBeforeHandling: 0.01, DropMidBody: 0.01,
-				SlowBody: time.Millisecond, RetryAfter: time.Second, Seed: 42,
-			},
-			"latency=20ms,jitter=5ms,drop-before=0.01,429=0.05,503=0.03,500=0.02,drop=0.01,drop-mid-body=0.01,retry-after=1s,slow-body=1ms,seed=42"},
-		{" 429 = 1 , kinds = batch+list ", localstore.Faults{RateLimited: 1, Kinds: localstore.KindsOf(localstore.RequestBatch, localstore.RequestList)},
-			"429=1,kinds=list+batch"},
-		{"kinds=other+list+get+head+put+delete+batch,500=0.5",
-			localstore.Faults{ServerError: 0.5, Kinds: localstore.KindsOf(
-				localstore.RequestOther, localstore.RequestList, localstore.RequestGet, localstore.RequestHead,
-				localstore.RequestPut, localstore.RequestDelete, localstore.RequestBatch)},
-			"500=0.5,kinds=other+list+get+head+put+delete+batch"},
-		{"latency=0,500=0", localstore.Faults{}, ""},
-		{"latency=1h2m3.5s", localstore.Faults{Latency: time.Hour + 2*time.Minute + 3500*time.Millisecond}, "latency=1h2m3.5s"},
-		{"429=0.1,500=0.2,503=0.7", localstore.Faults{RateLimited: 0.1, ServerError: 0.2, Unavailable: 0.7}, "429=0.1,503=0.7,500=0.2"},
-		{"seed=18446744073709551615", localstore.Faults{Seed: 1<<64 - 1}, ""},
-		{"drop=1", localstore.Faults{DropBeforeResponse: 1}, ""},
-	}
-	for _, tt := range good {
-		t.Run(tt.spec, func(t *testing.T) {
-			t.Parallel()
-			got, err := localstore.ParseFaults(tt.spec)
-			if err != nil {
-				t.Fatalf("ParseFaults: %v", err)
-			}
-			if got != tt.want {
-				t.Errorf("ParseFaults = %+v, want %+v", got, tt.want)
-			}
-			canon := tt.canon
-			if canon == "" && tt.want != (localstore.Faults{}) {
-				canon = tt.spec
-			}
-			if s := got.String(); s != canon {
-				t.Errorf("String() = %q, want %q", s, canon)
-			}
-			back, err := localstore.ParseFaults(got.String())
-			if err != nil || back != got {
-				t.Errorf("ParseFaults(String()) = %+v, %v; want %+v", back, err, got)
-			}
-		})
-	}
-
-	bad := []struct{ spec, key string }{
-		{"latency", "latency"},
-		{"latency=fast", "latency"},
-		{"latency=-1ms", "latency"},
-		{"jitter=5", "jitter"},
-		{"429=1.5", "429"},
-		{"429=-0.1", "429"},
-		{"500=NaN", "500"},
-		{"503=half", "503"},
-		{"drop=2", "drop"},
-		{"drop-before=x", "drop-before"},
-		{"drop-mid-body=1e3", "drop-mid-body"},
-		{"slow-body=1", "slow-body"},
-		{"retry-after=-1s", "retry-after"},
-		{"seed=-1", "seed"},
-		{"seed=0x10", "seed"},
-		{"kinds=batch+puts", "kinds"},
-		{"kinds=", "kinds"},
-		{"latecy=20ms", "latecy"},
-		{"404=0.1", "404"},
-		{"latency=1ms,latency=2ms", "latency"},
-		{"latency=1ms,,500=0.1", ""},
-		{"429=0.6,500=0.6", ""},
-	}
-	for _, tt := range bad {
-		t.Run("bad "+tt.spec, func(t *testing.T) {
-			t.Parallel()
-			f, err := localstore.ParseFaults(tt.spec)
-			if err == nil {
-				t.Fatalf("ParseFaults(%q) = %+v, want an error", tt.spec, f)
-			}
-			if !strings.Contains(err.Error(), tt.key) {
-				t.Errorf("error %q does not name %q", err, tt.key)
-			}
-		})
-	}
-
-	// String writes only what has an effect, clamped.
-	odd := localstore.Faults{Latency: -time.Second, ServerError: 3, RateLimited: -1, Unavailable: math.NaN()}
-	if s := odd.String(); s != "500=1" {
-		t.Errorf("String() = %q, want 500=1", s)
-	}
-}
-
-// TestKindSet checks the set operations behind Faults.Kinds.
-func TestKindSet(t *testing.T) {
-	t.Parallel()
-	ks := localstore.KindsOf(localstore.RequestBatch, localstore.RequestGet, localstore.RequestGet, localstore.RequestKind(99))
-	for k := localstore.RequestKind(-1); k <= localstore.RequestBatch+1; k++ {
-		want := k == localstore.RequestBatch || k == localstore.RequestGet
-		if ks.Has(k) != want {
-			t.Errorf("Has(%v) = %v, want %v", k, ks.Has(k), want)
-		}
-	}
-	if s := ks.String(); s != "get+batch" {
-		t.Errorf("String() = %q, want get+batch", s)
-	}
-	if s := localstore.KindSet(0).String(); s != "" {
-		t.Errorf("empty String() = %q", s)
 	}
 }

@@ -36,7 +36,7 @@ const (
 // startLocalStore serves a fresh in-memory store over real HTTP.
 func startLocalStore(t *testing.T) *httptest.Server {
 	t.Helper()
-	store, err := localstore.Open(localstore.Options{})
+	store, err := localstore.Open(localstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

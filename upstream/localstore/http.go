@@ -60,7 +60,7 @@ type route struct {
 
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.h(w, r) }
 
-// Handler serves the KV Store item and batch endpoints.
+// Handler serves the KV Store item, listing and batch endpoints.
 func (s *Store) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range []struct {
@@ -76,7 +76,7 @@ func (s *Store) Handler() http.Handler {
 	} {
 		mux.Handle(r.pattern, &r.route)
 	}
-	serve := s.withFaults(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Fastly's API answers every item call uncached.
 		w.Header().Set("Cache-Control", "no-store")
 		// ServeMux would redirect a "." or ".." segment to a cleaned path
@@ -86,14 +86,15 @@ func (s *Store) Handler() http.Handler {
 			return
 		}
 		mux.ServeHTTP(w, r)
-	}))
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := kindOf(mux, r)
 		s.requests.Add(1)
-		s.counts[kindOf(mux, r)].Add(1)
+		s.counts[kind].Add(1)
 		if s.onRequest != nil {
 			s.onRequest(r)
 		}
-		serve.ServeHTTP(w, r)
+		s.applyFaults(w, r, kind, serve)
 	})
 }
 
@@ -379,7 +380,7 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	var after string
 	if c := q.Get("cursor"); c != "" {
 		var ok bool
-		if after, ok = decodeCursor(c); !ok {
+		if after, ok = decodeFastlyCursor(c); !ok {
 			badRequest(w, "invalid cursor")
 			return
 		}
@@ -393,7 +394,7 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 		keys = []string{}
 	}
 	if more && len(keys) > 0 {
-		meta.NextCursor = encodeCursor(keys[len(keys)-1])
+		meta.NextCursor = encodeFastlyCursor(keys[len(keys)-1])
 	}
 	body, err := json.Marshal(listBody{Data: keys, Meta: meta})
 	if err != nil {
@@ -404,17 +405,18 @@ func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// encodeCursor makes a cursor the way Fastly's appear to be made: standard
-// base64 of a protobuf message whose field 1 is the last key returned. A
-// cursor names a key, not a position, so paging stays correct while keys
-// are written during an enumeration.
-func encodeCursor(lastKey string) string {
+// encodeFastlyCursor makes a listing cursor the way Fastly's appear to be
+// made: standard base64 of a protobuf message whose field 1 is the last key
+// returned. A cursor names a key, not a position, so paging stays correct
+// while keys are written during an enumeration.
+func encodeFastlyCursor(lastKey string) string {
 	b := protowire.AppendTag(nil, 1, protowire.BytesType)
 	b = protowire.AppendString(b, lastKey)
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func decodeCursor(cursor string) (string, bool) {
+// decodeFastlyCursor reads the last key back from a cursor.
+func decodeFastlyCursor(cursor string) (string, bool) {
 	b, err := base64.StdEncoding.DecodeString(cursor)
 	if err != nil {
 		return "", false

@@ -1,45 +1,10 @@
-// Package localstore is a Fastly-compatible KV Store REST server. It serves
-// the item endpoints under /resources/stores/kv/ with the semantics Fastly's
-// recorded traffic and documentation show, persisting to a bbolt file (or
-// memory), so that kvgate and any other Fastly client can run without a
-// Fastly account.
+// Package localstore is a Fastly-compatible KV Store REST server: it serves
+// the item, listing and batch endpoints under /resources/stores/kv/ from a
+// bbolt file or from memory, so that Fastly clients run without a Fastly
+// account. Unlike on Fastly, a store id is created by its first write.
 //
-// The one deliberate difference from Fastly: a store id that was never
-// written to is created by its first write (a single PUT or a batch), where
-// Fastly needs the store to be created through its own endpoint first.
-//
-// # Batch
-//
-// PUT /resources/stores/kv/{store}/batch upserts the items of an NDJSON
-// body, one JSON object per line, as Fastly's batch endpoint does; see
-// batch.go for the line format. Where Fastly is silent the store chooses:
-//
-//   - A batch is all or nothing. When every line is valid, all are
-//     applied in one backend transaction, in line order, and the answer is
-//     Fastly's recorded 200 {"type":"","title":"success","errors":[]}.
-//     When any line is invalid, the answer is 400 listing every bad line
-//     ({"key","index","code":"400","reason"}) and no line is applied.
-//     Fastly does not document whether the good lines of such a batch are
-//     applied; kvgate resends the good lines itself, so either behaviour
-//     serves it, and atomicity is the one a test can rely on.
-//   - index is the 0-based position of the line among the non-blank lines
-//     of the body: blank (or whitespace-only) lines are skipped and not
-//     counted.
-//   - value must be standard base64 with padding (what Fastly's clients
-//     send); unpadded or URL-safe base64 is a line error.
-//   - A body over Options.MaxBatchBytes is refused with 413, and nothing is
-//     applied. A line longer than any valid line could be (a value of
-//     MaxValueBytes in base64 plus room for the key, metadata and other
-//     fields) is a line error, read to its end without being kept.
-//   - An empty body, or one of blank lines only, answers 200 and writes
-//     nothing (it does not create the store).
-//
-// # Faults
-//
-// Options.Faults and Store.SetFaults inject trouble into requests for tests
-// of clients: latency and jitter, 429, 500 and 503 answers, dropped
-// connections before or after a request is applied, bodies cut short or
-// sent slowly (see faults.go). ParseFaults reads them from a flag.
+// [Faults], set by [Config.Faults] or [Store.SetFaults], make the store
+// slow or failing, for testing clients; [ParseFaults] reads them from a flag.
 package localstore
 
 import (
@@ -53,8 +18,8 @@ import (
 	"github.com/kvgate/kvgate/upstream"
 )
 
-// Options configures a Store.
-type Options struct {
+// Config configures a Store.
+type Config struct {
 	// Dir is the data directory; empty keeps everything in memory.
 	Dir string
 	// MaxValueBytes is the largest value a write accepts;
@@ -71,7 +36,7 @@ type Options struct {
 	// this bounds the memory a batch takes (to a small multiple of it).
 	MaxBatchBytes int64
 	// Faults are injected into every request from the start;
-	// Store.SetFaults changes them at run time.
+	// [Store.SetFaults] changes them at run time.
 	Faults Faults
 	// OnRequest, when set, is called with every request as it arrives:
 	// after it is counted and before any injected latency or handling. It
@@ -80,7 +45,12 @@ type Options struct {
 	OnRequest func(*http.Request)
 }
 
-// DefaultMaxBatchBytes is the batch body limit when Options.MaxBatchBytes
+// Options is the former name of Config.
+//
+// Deprecated: use Config.
+type Options = Config
+
+// DefaultMaxBatchBytes is the batch body limit when Config.MaxBatchBytes
 // is zero. Fastly documents no limit; this one only bounds memory.
 const DefaultMaxBatchBytes = 256 << 20
 
@@ -96,18 +66,18 @@ type Store struct {
 	requests  atomic.Int64
 	counts    [numRequestKinds]atomic.Int64
 
-	// faultState is faults.go's random source and counters.
+	// faultState draws the failures and counts them.
 	faultState faultState
 }
 
-// Open opens the store in opts.Dir, or in memory when it is empty.
-func Open(opts Options) (*Store, error) {
+// Open opens the store in cfg.Dir, or in memory when it is empty.
+func Open(cfg Config) (*Store, error) {
 	s := &Store{
-		maxValue:  opts.MaxValueBytes,
-		maxBatch:  opts.MaxBatchBytes,
-		now:       opts.Now,
-		log:       opts.Logger,
-		onRequest: opts.OnRequest,
+		maxValue:  cfg.MaxValueBytes,
+		maxBatch:  cfg.MaxBatchBytes,
+		now:       cfg.Now,
+		log:       cfg.Logger,
+		onRequest: cfg.OnRequest,
 	}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
@@ -115,18 +85,18 @@ func Open(opts Options) (*Store, error) {
 	if s.maxBatch <= 0 {
 		s.maxBatch = DefaultMaxBatchBytes
 	}
-	s.SetFaults(opts.Faults)
+	s.SetFaults(cfg.Faults)
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if opts.Dir == "" {
+	if cfg.Dir == "" {
 		s.backend = newMemBackend()
 		return s, nil
 	}
-	b, err := openBolt(opts.Dir)
+	b, err := openBolt(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -142,8 +112,8 @@ func (s *Store) Close() error { return s.backend.close() }
 // over every RequestKind.
 func (s *Store) Requests() int64 { return s.requests.Load() }
 
-// errAbsent and the others are the outcomes the HTTP layer turns into
-// statuses.
+// errNotFound and errPrecondition are the outcomes the HTTP layer answers
+// with 404 and 412.
 var (
 	errNotFound     = errors.New("not found")
 	errPrecondition = errors.New("precondition failed")

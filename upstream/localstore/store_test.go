@@ -56,7 +56,7 @@ type harness struct {
 	c     *upstream.Client
 }
 
-func newHarness(t *testing.T, opts localstore.Options) *harness {
+func newHarness(t *testing.T, opts localstore.Config) *harness {
 	t.Helper()
 	h := openHarness(t, opts)
 	t.Cleanup(func() { h.close(t) })
@@ -65,7 +65,7 @@ func newHarness(t *testing.T, opts localstore.Options) *harness {
 
 // openHarness opens a store and serves it, for tests that close and reopen
 // it themselves (newHarness closes it when the test ends).
-func openHarness(t *testing.T, opts localstore.Options) *harness {
+func openHarness(t *testing.T, opts localstore.Config) *harness {
 	t.Helper()
 	store, err := localstore.Open(opts)
 	if err != nil {
@@ -90,14 +90,14 @@ func (h *harness) close(t *testing.T) {
 
 // eachBackend runs fn against the in-memory and the bbolt backend: the HTTP
 // semantics must not depend on where items are kept.
-func eachBackend(t *testing.T, fn func(t *testing.T, opts localstore.Options)) {
+func eachBackend(t *testing.T, fn func(t *testing.T, opts localstore.Config)) {
 	t.Helper()
 	for _, b := range []struct {
 		name string
-		opts func(t *testing.T) localstore.Options
+		opts func(t *testing.T) localstore.Config
 	}{
-		{"memory", func(*testing.T) localstore.Options { return localstore.Options{} }},
-		{"bbolt", func(t *testing.T) localstore.Options { return localstore.Options{Dir: t.TempDir()} }},
+		{"memory", func(*testing.T) localstore.Config { return localstore.Config{} }},
+		{"bbolt", func(t *testing.T) localstore.Config { return localstore.Config{Dir: t.TempDir()} }},
 	} {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
@@ -209,8 +209,6 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int) {
 	}
 }
 
-func refOf[T any](v T) *T { return &v }
-
 // TestGenerationsIncrease checks that every write, to any key, gets a
 // generation larger than all earlier ones, even when the clock stands still
 // or steps back: compare-and-set relies on a generation never repeating.
@@ -227,7 +225,7 @@ func TestGenerationsIncrease(t *testing.T) {
 	for i, cl := range clocks {
 		t.Run(cl.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				clock := newClock()
 				if i > 0 {
 					opts.Now = clock.Now
@@ -256,7 +254,7 @@ func TestGenerationsIncrease(t *testing.T) {
 					clock.Advance(cl.step)
 				}
 				// A compare-and-set with the latest generation works.
-				h.put(t, "a", "v", upstream.PutOptions{IfGenerationMatch: refOf(last)})
+				h.put(t, "a", "v", upstream.PutOptions{IfGenerationMatch: new(last)})
 			})
 		})
 	}
@@ -266,7 +264,7 @@ func TestGenerationsIncrease(t *testing.T) {
 // one with 412 and an empty body, as recorded (reference §0.4).
 func TestAdd(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		err := h.c.PutItem(t.Context(), storeID, "k", []byte("first"), upstream.PutOptions{Mode: upstream.PutAdd})
 		wantStatus(t, err, 0, 0)
@@ -314,7 +312,7 @@ func TestIfGenerationMatch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				h.put(t, "other", "x", upstream.PutOptions{}) // so the store exists either way
 				var cur uint64
@@ -322,7 +320,7 @@ func TestIfGenerationMatch(t *testing.T) {
 					h.put(t, "k", "old", upstream.PutOptions{})
 					cur = h.get(t, "k").Generation
 				}
-				cond := refOf(tt.gen(cur))
+				cond := new(tt.gen(cur))
 				var err error
 				if tt.delete {
 					err = h.c.DeleteItem(t.Context(), storeID, "k", upstream.DeleteOptions{IfGenerationMatch: cond})
@@ -377,7 +375,7 @@ func TestWriteModesAndMetadata(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				if tt.existing != nil {
 					h.put(t, "k", "old", *tt.existing)
@@ -397,7 +395,7 @@ func TestWriteModesAndMetadata(t *testing.T) {
 // Generation, Last-Modified, lengths, and no body on HEAD.
 func TestGetResponseHeaders(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		clock := newClock()
 		opts.Now = clock.Now
 		h := newHarness(t, opts)
@@ -504,7 +502,7 @@ func TestTTL(t *testing.T) {
 			}
 		}},
 		{name: "generation 0 matches after expiry", at: ttl, check: func(t *testing.T, h *harness) {
-			h.put(t, "k", "again", upstream.PutOptions{IfGenerationMatch: refOf(uint64(0))})
+			h.put(t, "k", "again", upstream.PutOptions{IfGenerationMatch: new(uint64(0))})
 		}},
 		{name: "append starts afresh after expiry", at: ttl, check: func(t *testing.T, h *harness) {
 			h.put(t, "k", "tail", upstream.PutOptions{Mode: upstream.PutAppend})
@@ -516,7 +514,7 @@ func TestTTL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				clock := newClock()
 				opts.Now = clock.Now
 				h := newHarness(t, opts)
@@ -535,7 +533,7 @@ func TestTTL(t *testing.T) {
 func TestTTLHeaderSpelling(t *testing.T) {
 	t.Parallel()
 	clock := newClock()
-	h := newHarness(t, localstore.Options{Now: clock.Now})
+	h := newHarness(t, localstore.Config{Now: clock.Now})
 	resp, body := h.raw(t, http.MethodPut, itemTarget("k"), http.Header{"time_to_live_sec": {"5"}}, strings.NewReader("v"))
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("PUT = %d %s", resp.StatusCode, body)
@@ -563,7 +561,7 @@ func TestDelete(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				h.put(t, "other", "x", upstream.PutOptions{})
 				if tt.exists {
@@ -593,7 +591,7 @@ func TestDelete(t *testing.T) {
 // TestDeleteThroughClient checks the client's view of the same outcomes.
 func TestDeleteThroughClient(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	err := h.c.DeleteItem(t.Context(), storeID, "missing", upstream.DeleteOptions{})
 	wantStatus(t, err, http.StatusNotFound, 0)
 	if se, _ := errors.AsType[*upstream.StatusError](err); se != nil && se.Op != upstream.OpDelete {
@@ -628,7 +626,7 @@ func TestListOrderPrefixLimit(t *testing.T) {
 		{name: "limit with prefix", opts: upstream.ListOptions{Prefix: "a", Limit: 2}, want: []string{"a", "a b"}, wantCursor: true},
 		{name: "limit equal to the count", opts: upstream.ListOptions{Limit: len(keys)}, want: sorted},
 	}
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		for _, k := range keys {
 			h.put(t, k, "v", upstream.PutOptions{})
@@ -662,7 +660,7 @@ type listBody struct {
 // last page, prefix echoed, consistency echoed only for eventual.
 func TestListWireShape(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	h.put(t, "apple", "v", upstream.PutOptions{})
 	h.put(t, "banana", "v", upstream.PutOptions{})
 	tests := []struct {
@@ -727,7 +725,7 @@ func TestListPaging(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%d keys by %d", tt.n, tt.limit), func(t *testing.T) {
 			t.Parallel()
-			eachBackend(t, func(t *testing.T, opts localstore.Options) {
+			eachBackend(t, func(t *testing.T, opts localstore.Config) {
 				h := newHarness(t, opts)
 				var want []string
 				for i := range tt.n {
@@ -788,7 +786,7 @@ func TestListPaging(t *testing.T) {
 // the rest of the listing, even when the cursor's own key is deleted.
 func TestListCursorSurvivesWrites(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		for i := range 10 {
 			h.put(t, fmt.Sprintf("k%02d", i), "v", upstream.PutOptions{})
@@ -826,7 +824,7 @@ func TestListCursorSurvivesWrites(t *testing.T) {
 // silently ignored.
 func TestListBadRequests(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	h.put(t, "k", "v", upstream.PutOptions{})
 	tests := []struct {
 		name  string
@@ -863,7 +861,7 @@ func TestListBadRequests(t *testing.T) {
 // while a store emptied by deletes still exists.
 func TestListMissingStore(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		_, err := h.c.ListKeys(t.Context(), "never-written", upstream.ListOptions{})
 		wantStatus(t, err, http.StatusNotFound, 0)
@@ -888,7 +886,7 @@ func TestListMissingStore(t *testing.T) {
 // items.
 func TestStoresAreSeparate(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		for _, s := range []string{"one", "two"} {
 			if err := h.c.PutItem(t.Context(), s, "k", []byte(s), upstream.PutOptions{}); err != nil {
@@ -913,7 +911,7 @@ func TestUnusualValidKeys(t *testing.T) {
 		"a/b c%", "users/42", "a//b", "a/", "x*", "[k]", "a:b", "ключ", "a+b=c", "%2F", "100%",
 		"a..b", ".a", strings.Repeat("k", upstream.MaxKeyBytes),
 	}
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		for i, k := range keys {
 			h.put(t, k, strconv.Itoa(i), upstream.PutOptions{Metadata: "m"})
@@ -964,7 +962,7 @@ func TestKeyRuleViolations(t *testing.T) {
 		"U+FFFE":          "\uFFFE",
 		"U+FFFF":          "\uFFFF",
 	}
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	for name, key := range keys {
 		for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
 			t.Run(name+"/"+method, func(t *testing.T) {
@@ -1014,7 +1012,7 @@ func TestValueTooLarge(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, localstore.Options{MaxValueBytes: limit})
+			h := newHarness(t, localstore.Config{MaxValueBytes: limit})
 			value := bytes.Repeat([]byte("v"), tt.size)
 			var body io.Reader = bytes.NewReader(value)
 			if tt.chunked {
@@ -1038,7 +1036,7 @@ func TestValueTooLarge(t *testing.T) {
 		})
 	}
 	// The client reports the 413 as a StatusError.
-	h := newHarness(t, localstore.Options{MaxValueBytes: limit})
+	h := newHarness(t, localstore.Config{MaxValueBytes: limit})
 	err := h.c.PutItem(t.Context(), storeID, "k", make([]byte, limit+1), upstream.PutOptions{})
 	wantStatus(t, err, http.StatusRequestEntityTooLarge, 0)
 }
@@ -1073,7 +1071,7 @@ func TestWriteBadRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, localstore.Options{})
+			h := newHarness(t, localstore.Config{})
 			h.put(t, "k", "old", upstream.PutOptions{Metadata: "meta"})
 			before := h.get(t, "k")
 			var body io.Reader
@@ -1093,7 +1091,7 @@ func TestWriteBadRequests(t *testing.T) {
 // TestMetadataLimit checks the 2000-byte metadata boundary end to end.
 func TestMetadataLimit(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	meta := strings.Repeat("m", upstream.MaxMetadataBytes)
 	h.put(t, "k", "v", upstream.PutOptions{Metadata: meta})
 	if got := h.get(t, "k").Metadata; got != meta {
@@ -1108,7 +1106,7 @@ func TestMetadataLimit(t *testing.T) {
 // was never forwarded.
 func TestRequestsCounter(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, localstore.Options{})
+	h := newHarness(t, localstore.Config{})
 	if n := h.store.Requests(); n != 0 {
 		t.Fatalf("fresh store counted %d requests", n)
 	}
@@ -1131,7 +1129,7 @@ func TestRequestsCounter(t *testing.T) {
 // loses no increment.
 func TestConcurrentWriters(t *testing.T) {
 	t.Parallel()
-	eachBackend(t, func(t *testing.T, opts localstore.Options) {
+	eachBackend(t, func(t *testing.T, opts localstore.Config) {
 		h := newHarness(t, opts)
 		const writers = 16
 		var wins, conflicts sync.WaitGroup
@@ -1168,7 +1166,7 @@ func TestConcurrentWriters(t *testing.T) {
 					}
 					n, _ := strconv.Atoi(string(item.Value))
 					err = h.c.PutItem(context.Background(), storeID, "counter", []byte(strconv.Itoa(n+1)),
-						upstream.PutOptions{IfGenerationMatch: refOf(item.Generation)})
+						upstream.PutOptions{IfGenerationMatch: new(item.Generation)})
 					if se, ok := errors.AsType[*upstream.StatusError](err); ok && se.Status == http.StatusPreconditionFailed {
 						continue // lost the race; read again
 					}
@@ -1208,7 +1206,7 @@ func TestPersistence(t *testing.T) {
 	before := map[string]*upstream.Item{}
 	var maxGen uint64
 	func() {
-		h := openHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+		h := openHarness(t, localstore.Config{Dir: dir, Now: clock.Now})
 		defer h.close(t)
 		for _, it := range items {
 			h.put(t, it.key, it.value, upstream.PutOptions{Metadata: it.meta, TimeToLive: it.ttl})
@@ -1228,7 +1226,7 @@ func TestPersistence(t *testing.T) {
 	// Reopen two hours before the first write: a clock that stepped
 	// back must not hand out an old generation again.
 	clock.Advance(-2 * time.Hour)
-	h := newHarness(t, localstore.Options{Dir: dir, Now: clock.Now})
+	h := newHarness(t, localstore.Config{Dir: dir, Now: clock.Now})
 	for _, it := range items {
 		got := h.get(t, it.key)
 		want := before[it.key]
