@@ -77,6 +77,23 @@ func grpcCode(err error) (codes.Code, string, bool) {
 	return st.Code(), st.Message(), ok
 }
 
+// kvSubtest is a named test against a shared kvgate.
+type kvSubtest struct {
+	name string
+	test func(*testing.T, kvv1.KVStoreServiceClient)
+}
+
+// runParallel runs each test as a parallel subtest of t, calling kv.
+func runParallel(t *testing.T, kv kvv1.KVStoreServiceClient, tests []kvSubtest) {
+	t.Helper()
+	for _, sub := range tests {
+		t.Run(sub.name, func(t *testing.T) {
+			t.Parallel()
+			sub.test(t, kv)
+		})
+	}
+}
+
 // TestGRPC drives kvgate with grpc-go, the reference gRPC implementation,
 // to prove kvgate's Connect-based server is wire-compatible with it:
 // framing, trailers, status codes and binary error details.
@@ -88,21 +105,13 @@ func TestGRPC(t *testing.T) {
 
 	// Each subtest writes to its own store id, so they run in parallel
 	// without seeing each other's keys.
-	for _, sub := range []struct {
-		name string
-		test func(*testing.T, kvv1.KVStoreServiceClient)
-	}{
+	runParallel(t, kv, []kvSubtest{
 		{"PutGetDelete", testGRPCPutGetDelete},
 		{"AddExistingKey", testGRPCAddExistingKey},
 		{"GenerationMismatch", testGRPCGenerationMismatch},
 		{"ListKeysPrefixWithSlash", testGRPCListKeysPrefixWithSlash},
 		{"InvalidKey", testGRPCInvalidKey},
-	} {
-		t.Run(sub.name, func(t *testing.T) {
-			t.Parallel()
-			sub.test(t, kv)
-		})
-	}
+	})
 	t.Run("Health", func(t *testing.T) {
 		t.Parallel()
 		testGRPCHealth(t, conn)

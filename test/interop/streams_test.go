@@ -136,10 +136,7 @@ func TestGRPCStreams(t *testing.T) {
 
 	// Each subtest writes to its own store id, so they run in parallel
 	// without seeing each other's keys.
-	for _, sub := range []struct {
-		name string
-		test func(*testing.T, kvv1.KVStoreServiceClient)
-	}{
+	runParallel(t, kv, []kvSubtest{
 		{"BatchPutItemsThenStreamKeys", testBatchPutItemsThenStreamKeys},
 		{"StreamKeysFullLastPage", testStreamKeysFullLastPage},
 		{"PutItems", testPutItems},
@@ -147,12 +144,7 @@ func TestGRPCStreams(t *testing.T) {
 		{"BatchPutItemsWithoutStoreID", testBatchPutItemsWithoutStoreID},
 		{"BatchPutItemsEmpty", testBatchPutItemsEmpty},
 		{"StreamKeysInvalidPageSize", testStreamKeysInvalidPageSize},
-	} {
-		t.Run(sub.name, func(t *testing.T) {
-			t.Parallel()
-			sub.test(t, kv)
-		})
-	}
+	})
 }
 
 // testBatchPutItemsThenStreamKeys writes a batch across several messages and
