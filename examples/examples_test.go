@@ -17,12 +17,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 )
 
 // cmdTimeout bounds each subprocess: generous, since `go run` may compile
@@ -211,7 +211,7 @@ func run(t *testing.T, dir string, env []string, name string, args ...string) re
 	// kill; WaitDelay stops Wait from hanging on its open pipes.
 	cmd.WaitDelay = 10 * time.Second
 	var stdout, stderr bytes.Buffer
-	combined := &lockedBuffer{}
+	combined := &testutil.LockedBuffer{}
 	cmd.Stdout = io.MultiWriter(&stdout, combined)
 	cmd.Stderr = io.MultiWriter(&stderr, combined)
 	err := cmd.Run()
@@ -225,23 +225,4 @@ func run(t *testing.T, dir string, env []string, name string, args ...string) re
 		combined: combined.String(),
 		err:      err,
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that stdout and stderr copiers may write
-// to concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

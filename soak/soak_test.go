@@ -67,20 +67,8 @@ func TestSoak(t *testing.T) {
 	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
 
 	logs := newLogCounter()
-	logger := slog.New(logs)
-	st := kvtest.Start(t, kvtest.Options{
-		Retry:  upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},
-		Batch:  service.BatchConfig{MaxLines: 500, Concurrency: 4},
-		Store:  localstore.Options{Logger: logger},
-		Logger: logger,
-	})
+	st := startSoakStack(t, logs)
 	ctx := t.Context()
-	// The store exists once it holds an item; listings of a store that
-	// does not are NOT_FOUND.
-	if err := st.Client.PutItem(ctx, storeID, "soak-seed", []byte("seed"), upstream.PutOptions{}); err != nil {
-		t.Fatalf("seeding the store: %v", err)
-	}
-
 	upHTTP, unaryHTTP := kvtest.H2CClient(), kvtest.H2CClient()
 	upClient := st.NewClient(upHTTP, connecthttp.WithGRPC())
 	unaryClient := st.NewClient(unaryHTTP, connecthttp.WithGRPC())
@@ -104,96 +92,15 @@ func TestSoak(t *testing.T) {
 	st.Store.SetFaults(faults)
 	t.Logf("soak: %d items on %d streams, %d unary calls from %d callers; faults %q", items, uploadWorkers, calls, unaryCallers, faults.String())
 	start := time.Now()
-	var wg sync.WaitGroup
-	var uploadTook time.Duration
-	wg.Go(func() {
-		up.run(loadCtx)
-		uploadTook = time.Since(start)
-	})
-	for c, cl := range callers {
-		share := calls / unaryCallers
-		if c < calls%unaryCallers {
-			share++
-		}
-		wg.Go(func() { cl.run(loadCtx, share) })
-	}
-	// A ticker that notices when the whole process stalls (a loaded
-	// machine), to tell that apart from slow calls, and dumps every
-	// goroutine once when a unary call has been running for stuckCall.
-	stopTicker := make(chan struct{})
-	var maxLag, lagAt time.Duration
-	var stuckDump string
-	ticker := make(chan struct{})
-	go func() {
-		defer close(ticker)
-		for {
-			t0 := time.Now()
-			select {
-			case <-stopTicker:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if lag := time.Since(t0) - 50*time.Millisecond; lag > maxLag {
-				maxLag, lagAt = lag, t0.Sub(start)
-			}
-			if stuckDump != "" {
-				continue
-			}
-			for _, cl := range callers {
-				if since := cl.inFlight.Load(); since != 0 && time.Since(time.Unix(0, since)) > stuckCall {
-					stacks := allStacks()
-					stuckDump = fmt.Sprintf("caller %d's call has been running for %v at +%v; the goroutines then, by state and function:%s",
-						cl.id, time.Since(time.Unix(0, since)).Round(time.Millisecond), time.Since(start).Round(time.Millisecond), stackSummary(stacks))
-					if testing.Verbose() {
-						stuckDump += "\nevery goroutine:\n" + string(stacks)
-					}
-					break
-				}
-			}
-		}
-	}()
-	wg.Wait()
+	watch := startWatchdog(start, callers)
+	uploadTook := runLoad(loadCtx, up, callers, calls)
 	loadTook := time.Since(start)
-	close(stopTicker)
-	<-ticker
-	t.Logf("the longest stall of a 50ms timer during the load: %v at +%v", maxLag.Round(time.Millisecond), lagAt.Round(time.Millisecond))
-	if stuckDump != "" {
-		t.Logf("a stuck call: %s", stuckDump)
-	}
+	watch.report(t)
 	st.Store.SetFaults(localstore.Faults{})
-	injected := st.Store.InjectedFaults()
 
-	// Figures of the load.
 	t.Logf("load: %v (upload %v)", loadTook.Round(time.Millisecond), uploadTook.Round(time.Millisecond))
-	t.Logf("injected faults: 429=%d 503=%d 500=%d dropped-before-handling=%d dropped-after-applying=%d dropped-mid-body=%d (total %d)",
-		injected.RateLimited, injected.Unavailable, injected.ServerError,
-		injected.DroppedBeforeHandling, injected.DroppedBeforeResponse, injected.DroppedMidBody,
-		injected.RateLimited+injected.Unavailable+injected.ServerError+injected.DroppedBeforeHandling+injected.DroppedBeforeResponse+injected.DroppedMidBody)
-	var kinds []string
-	for k := localstore.RequestOther; k <= localstore.RequestBatch; k++ {
-		kinds = append(kinds, fmt.Sprintf("%s=%d", k, st.Store.Count(k)))
-	}
-	t.Logf("upstream requests during the load: %d (all time by kind: %s)", st.Requests()-requestsBefore, strings.Join(kinds, " "))
-	t.Logf("upload: rounds per stream %v, items left unaccounted per stream %v", up.rounds, up.left)
-	t.Logf("upload accounting: %s", up.stats.String())
-	var waited time.Duration
-	for _, cl := range callers {
-		waited += cl.waited
-		t.Logf("caller %d: %v, of which %v waiting as RetryInfo asked; slowest call %v (%s) at +%v",
-			cl.id, cl.took.Round(time.Millisecond), cl.waited.Round(time.Millisecond), cl.slowest.Round(time.Millisecond), cl.slowestCall, cl.slowestAt.Round(time.Millisecond))
-	}
-	t.Logf("unary calls: %s; the callers waited %v in all as RetryInfo asked", unaryStats.String(), waited.Round(time.Millisecond))
-	rpcs, warns, errs, dropped := logs.snapshot()
-	t.Logf("kvgate RPC log: %s", formatCounts(rpcs))
-	for _, w := range warns {
-		t.Logf("kvgate log: %s", w)
-	}
-	if dropped > 0 {
-		t.Logf("kvgate log: %d more warnings or errors not kept", dropped)
-	}
-	for _, e := range errs {
-		t.Errorf("kvgate or the store logged an error: %s", e)
-	}
+	logLoadFigures(t, st, requestsBefore, up, callers, &unaryStats)
+	checkLogs(t, logs)
 	for w, left := range up.left {
 		if left > 0 {
 			t.Errorf("upload stream %d still had %d items unaccounted for after %d rounds (load ctx: %v)", w, left, up.rounds[w], loadCtx.Err())
@@ -218,4 +125,148 @@ func TestSoak(t *testing.T) {
 	upHTTP.CloseIdleConnections()
 	unaryHTTP.CloseIdleConnections()
 	t.Logf("soak took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// startSoakStack starts kvgate and the local store, both logging to logs,
+// with retries and batches sized for the soak, and seeds the store: it
+// exists once it holds an item, and listings of a store that does not are
+// NOT_FOUND.
+func startSoakStack(t *testing.T, logs *logCounter) *kvtest.Stack {
+	t.Helper()
+	logger := slog.New(logs)
+	st := kvtest.Start(t, kvtest.Options{
+		Retry:  upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},
+		Batch:  service.BatchConfig{MaxLines: 500, Concurrency: 4},
+		Store:  localstore.Options{Logger: logger},
+		Logger: logger,
+	})
+	if err := st.Client.PutItem(t.Context(), storeID, "soak-seed", []byte("seed"), upstream.PutOptions{}); err != nil {
+		t.Fatalf("seeding the store: %v", err)
+	}
+	return st
+}
+
+// runLoad runs the upload and the callers, who share calls between them,
+// until they are done or ctx ends, and returns how long the upload took.
+func runLoad(ctx context.Context, up *uploader, callers []*caller, calls int) (uploadTook time.Duration) {
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		up.run(ctx)
+		uploadTook = time.Since(start)
+	})
+	for c, cl := range callers {
+		share := calls / len(callers)
+		if c < calls%len(callers) {
+			share++
+		}
+		wg.Go(func() { cl.run(ctx, share) })
+	}
+	wg.Wait()
+	return uploadTook
+}
+
+// watchdog notices when the whole process stalls (a loaded machine), to
+// tell that apart from slow calls, and dumps every goroutine once when a
+// unary call has been running for stuckCall.
+type watchdog struct {
+	start   time.Time
+	callers []*caller
+	stop    chan struct{}
+	done    chan struct{}
+
+	// Written by run until done is closed.
+	maxLag, lagAt time.Duration
+	stuckDump     string
+}
+
+func startWatchdog(start time.Time, callers []*caller) *watchdog {
+	w := &watchdog{start: start, callers: callers, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+func (w *watchdog) run() {
+	defer close(w.done)
+	for {
+		t0 := time.Now()
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if lag := time.Since(t0) - 50*time.Millisecond; lag > w.maxLag {
+			w.maxLag, w.lagAt = lag, t0.Sub(w.start)
+		}
+		if w.stuckDump == "" {
+			w.stuckDump = w.checkStuck()
+		}
+	}
+}
+
+// checkStuck describes the goroutines when a caller's call has been running
+// for stuckCall, or returns "".
+func (w *watchdog) checkStuck() string {
+	for _, cl := range w.callers {
+		if since := cl.inFlight.Load(); since != 0 && time.Since(time.Unix(0, since)) > stuckCall {
+			stacks := allStacks()
+			dump := fmt.Sprintf("caller %d's call has been running for %v at +%v; the goroutines then, by state and function:%s",
+				cl.id, time.Since(time.Unix(0, since)).Round(time.Millisecond), time.Since(w.start).Round(time.Millisecond), stackSummary(stacks))
+			if testing.Verbose() {
+				dump += "\nevery goroutine:\n" + string(stacks)
+			}
+			return dump
+		}
+	}
+	return ""
+}
+
+// report stops the watchdog and logs what it saw.
+func (w *watchdog) report(t *testing.T) {
+	close(w.stop)
+	<-w.done
+	t.Logf("the longest stall of a 50ms timer during the load: %v at +%v", w.maxLag.Round(time.Millisecond), w.lagAt.Round(time.Millisecond))
+	if w.stuckDump != "" {
+		t.Logf("a stuck call: %s", w.stuckDump)
+	}
+}
+
+// logLoadFigures logs what the load did: the faults injected, the upstream
+// requests, the upload's accounting and each caller's time.
+func logLoadFigures(t *testing.T, st *kvtest.Stack, requestsBefore int64, up *uploader, callers []*caller, unaryStats *tally) {
+	injected := st.Store.InjectedFaults()
+	t.Logf("injected faults: 429=%d 503=%d 500=%d dropped-before-handling=%d dropped-after-applying=%d dropped-mid-body=%d (total %d)",
+		injected.RateLimited, injected.Unavailable, injected.ServerError,
+		injected.DroppedBeforeHandling, injected.DroppedBeforeResponse, injected.DroppedMidBody,
+		injected.RateLimited+injected.Unavailable+injected.ServerError+injected.DroppedBeforeHandling+injected.DroppedBeforeResponse+injected.DroppedMidBody)
+	var kinds []string
+	for k := localstore.RequestOther; k <= localstore.RequestBatch; k++ {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, st.Store.Count(k)))
+	}
+	t.Logf("upstream requests during the load: %d (all time by kind: %s)", st.Requests()-requestsBefore, strings.Join(kinds, " "))
+	t.Logf("upload: rounds per stream %v, items left unaccounted per stream %v", up.rounds, up.left)
+	t.Logf("upload accounting: %s", up.stats.String())
+	var waited time.Duration
+	for _, cl := range callers {
+		waited += cl.waited
+		t.Logf("caller %d: %v, of which %v waiting as RetryInfo asked; slowest call %v (%s) at +%v",
+			cl.id, cl.took.Round(time.Millisecond), cl.waited.Round(time.Millisecond), cl.slowest.Round(time.Millisecond), cl.slowestCall, cl.slowestAt.Round(time.Millisecond))
+	}
+	t.Logf("unary calls: %s; the callers waited %v in all as RetryInfo asked", unaryStats.String(), waited.Round(time.Millisecond))
+}
+
+// checkLogs logs the RPC counts and warnings kvgate and the store logged,
+// and fails the test for each error.
+func checkLogs(t *testing.T, logs *logCounter) {
+	rpcs, warns, errs, dropped := logs.snapshot()
+	t.Logf("kvgate RPC log: %s", formatCounts(rpcs))
+	for _, w := range warns {
+		t.Logf("kvgate log: %s", w)
+	}
+	if dropped > 0 {
+		t.Logf("kvgate log: %d more warnings or errors not kept", dropped)
+	}
+	for _, e := range errs {
+		t.Errorf("kvgate or the store logged an error: %s", e)
+	}
 }

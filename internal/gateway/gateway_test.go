@@ -3,13 +3,11 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,32 +17,15 @@ import (
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestRPCLog checks the per-RPC log line: procedure, code and duration,
 // and never the value or the metadata.
 func TestRPCLog(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	st := kvtest.Start(t, kvtest.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	client := st.NewClient(kvtest.HTTP1Client())
 	const secretValue, secretMeta = "value-that-must-not-be-logged", "metadata-that-must-not-be-logged"
@@ -211,11 +192,7 @@ func TestLongStreamOutlivesReadHeaderTimeout(t *testing.T) {
 	}
 	defer stream.Close()
 	n := 0
-	for {
-		msg, err := stream.Receive()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	for msg, err := range testutil.Messages(stream.Receive) {
 		if err != nil {
 			t.Fatalf("after %d keys: %v", n, err)
 		}

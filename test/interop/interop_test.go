@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/kvgate/kvgate/internal/testutil"
 	kvv1 "github.com/kvgate/kvgate/test/interop/gen/fastly/kv/v1"
 )
 
@@ -67,17 +67,31 @@ func mustGet(ctx context.Context, t *testing.T, c kvv1.KVStoreServiceClient, sto
 // for closer inspection.
 func wantCode(t *testing.T, what string, err error, want codes.Code) *status.Status {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("%s succeeded, want %v", what, want)
-	}
+	testutil.WantCodeOf(t, what, err, want, grpcCode)
+	return status.Convert(err)
+}
+
+// grpcCode reads the code and message of a grpc-go status error.
+func grpcCode(err error) (codes.Code, string, bool) {
 	st, ok := status.FromError(err)
-	if !ok {
-		t.Fatalf("%s: %v is not a gRPC status, want %v", what, err, want)
+	return st.Code(), st.Message(), ok
+}
+
+// kvSubtest is a named test against a shared kvgate.
+type kvSubtest struct {
+	name string
+	test func(*testing.T, kvv1.KVStoreServiceClient)
+}
+
+// runParallel runs each test as a parallel subtest of t, calling kv.
+func runParallel(t *testing.T, kv kvv1.KVStoreServiceClient, tests []kvSubtest) {
+	t.Helper()
+	for _, sub := range tests {
+		t.Run(sub.name, func(t *testing.T) {
+			t.Parallel()
+			sub.test(t, kv)
+		})
 	}
-	if st.Code() != want {
-		t.Fatalf("%s: code %v (%q), want %v", what, st.Code(), st.Message(), want)
-	}
-	return st
 }
 
 // TestGRPC drives kvgate with grpc-go, the reference gRPC implementation,
@@ -91,197 +105,206 @@ func TestGRPC(t *testing.T) {
 
 	// Each subtest writes to its own store id, so they run in parallel
 	// without seeing each other's keys.
-
-	t.Run("PutGetDelete", func(t *testing.T) {
-		t.Parallel()
-		ctx := testContext(t)
-		const store, key = "grpc-lifecycle", "greeting"
-		value := []byte("hello, \x00world") // a NUL proves the value is bytes, not text
-		mustPut(ctx, t, kv, &kvv1.PutItemRequest{
-			StoreId:    store,
-			Key:        key,
-			Value:      value,
-			Metadata:   `{"lang":"en"}`,
-			Mode:       kvv1.PutMode_PUT_MODE_ADD, // the key is new, so add must succeed
-			TimeToLive: durationpb.New(time.Hour),
-		})
-
-		item := mustGet(ctx, t, kv, store, key)
-		if item.GetKey() != key {
-			t.Errorf("item.key = %q, want %q", item.GetKey(), key)
-		}
-		if !bytes.Equal(item.GetValue(), value) {
-			t.Errorf("item.value = %q, want %q", item.GetValue(), value)
-		}
-		if got, want := item.GetMetadata(), `{"lang":"en"}`; got != want {
-			t.Errorf("item.metadata = %q, want %q", got, want)
-		}
-		if item.GetGeneration() == 0 {
-			t.Error("item.generation = 0, want the store's generation marker")
-		}
-		if lm := item.GetLastModified(); lm == nil || lm.CheckValid() != nil || lm.AsTime().IsZero() || lm.AsTime().Unix() <= 0 {
-			t.Errorf("item.last_modified = %v, want the write time", lm)
-		}
-
-		if _, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key}); err != nil {
-			t.Fatalf("DeleteItem: %v", err)
-		}
-		_, err := kv.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: key})
-		wantCode(t, "GetItem after DeleteItem", err, codes.NotFound)
-		// Deleting again is NotFound unless force says absence is fine.
-		_, err = kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key})
-		wantCode(t, "DeleteItem of a deleted key", err, codes.NotFound)
-		if _, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key, Force: true}); err != nil {
-			t.Errorf("DeleteItem with force of a deleted key: %v", err)
-		}
+	runParallel(t, kv, []kvSubtest{
+		{"PutGetDelete", testGRPCPutGetDelete},
+		{"AddExistingKey", testGRPCAddExistingKey},
+		{"GenerationMismatch", testGRPCGenerationMismatch},
+		{"ListKeysPrefixWithSlash", testGRPCListKeysPrefixWithSlash},
+		{"InvalidKey", testGRPCInvalidKey},
 	})
-
-	t.Run("AddExistingKey", func(t *testing.T) {
-		t.Parallel()
-		ctx := testContext(t)
-		const store, key = "grpc-add", "taken"
-		mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("first")})
-		_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{
-			StoreId: store, Key: key, Value: []byte("second"), Mode: kvv1.PutMode_PUT_MODE_ADD,
-		})
-		wantCode(t, "PutItem with PUT_MODE_ADD on an existing key", err, codes.AlreadyExists)
-		// The refused add must not have written anything.
-		if got := mustGet(ctx, t, kv, store, key).GetValue(); string(got) != "first" {
-			t.Errorf("value after refused add = %q, want %q", got, "first")
-		}
-	})
-
-	t.Run("GenerationMismatch", func(t *testing.T) {
-		t.Parallel()
-		ctx := testContext(t)
-		const store, key = "grpc-generation", "counter"
-		mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("1")})
-		before := mustGet(ctx, t, kv, store, key)
-		stale := before.GetGeneration() + 1 // any value but the current one
-
-		_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{
-			StoreId: store, Key: key, Value: []byte("2"), IfGenerationMatch: proto.Uint64(stale),
-		})
-		wantCode(t, "PutItem with a mismatched if_generation_match", err, codes.Aborted)
-		_, err = kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{
-			StoreId: store, Key: key, IfGenerationMatch: proto.Uint64(stale),
-		})
-		wantCode(t, "DeleteItem with a mismatched if_generation_match", err, codes.Aborted)
-
-		after := mustGet(ctx, t, kv, store, key)
-		if string(after.GetValue()) != "1" || after.GetGeneration() != before.GetGeneration() {
-			t.Errorf("item after refused writes = %q generation %d, want %q generation %d",
-				after.GetValue(), after.GetGeneration(), "1", before.GetGeneration())
-		}
-		// The matching generation must be accepted, or Aborted above would
-		// prove nothing about the check itself.
-		mustPut(ctx, t, kv, &kvv1.PutItemRequest{
-			StoreId: store, Key: key, Value: []byte("2"), IfGenerationMatch: proto.Uint64(before.GetGeneration()),
-		})
-		if got := mustGet(ctx, t, kv, store, key); string(got.GetValue()) != "2" || got.GetGeneration() == before.GetGeneration() {
-			t.Errorf("item after conditional write = %q generation %d, want %q and a new generation",
-				got.GetValue(), got.GetGeneration(), "2")
-		}
-	})
-
-	t.Run("ListKeysPrefixWithSlash", func(t *testing.T) {
-		t.Parallel()
-		ctx := testContext(t)
-		const store = "grpc-list"
-		// "usersX" and "users" share the prefix's letters but not its '/',
-		// which Fastly's own prefix query refuses: kvgate must filter them.
-		for _, key := range []string{"users/1", "users/2", "usersX", "users", "a"} {
-			mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte(key)})
-		}
-		resp, err := kv.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Prefix: "users/"})
-		if err != nil {
-			t.Fatalf("ListKeys: %v", err)
-		}
-		if want := []string{"users/1", "users/2"}; !slices.Equal(resp.GetKeys(), want) {
-			t.Errorf("ListKeys(prefix %q) = %q, want %q", "users/", resp.GetKeys(), want)
-		}
-		if resp.GetNextCursor() != "" {
-			t.Errorf("ListKeys next_cursor = %q, want empty on the only page", resp.GetNextCursor())
-		}
-
-		// Page by page, the filtering kvgate does itself must still hand
-		// out cursors that resume correctly. Pages may be empty while more
-		// follow, so only the collected keys are compared.
-		var paged []string
-		cursor := ""
-		for range 10 { // far more pages than keys: a cursor loop fails, not hangs
-			resp, err := kv.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Prefix: "users/", Limit: 1, Cursor: cursor})
-			if err != nil {
-				t.Fatalf("ListKeys(limit 1, cursor %q): %v", cursor, err)
-			}
-			if len(resp.GetKeys()) > 1 {
-				t.Errorf("ListKeys(limit 1) returned %q", resp.GetKeys())
-			}
-			paged = append(paged, resp.GetKeys()...)
-			if cursor = resp.GetNextCursor(); cursor == "" {
-				break
-			}
-		}
-		if want := []string{"users/1", "users/2"}; cursor != "" || !slices.Equal(paged, want) {
-			t.Errorf("ListKeys(prefix %q) one key a page = %q (last cursor %q), want %q and an empty cursor", "users/", paged, cursor, want)
-		}
-	})
-
-	t.Run("InvalidKey", func(t *testing.T) {
-		t.Parallel()
-		const store, key = "grpc-invalid", "a#b" // '#' is outside Fastly's key rules
-		calls := map[string]func(context.Context) error{
-			"GetItem": func(ctx context.Context) error {
-				_, err := kv.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: key})
-				return err
-			},
-			"PutItem": func(ctx context.Context) error {
-				_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("x")})
-				return err
-			},
-			"DeleteItem": func(ctx context.Context) error {
-				_, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key})
-				return err
-			},
-		}
-		for name, call := range calls {
-			t.Run(name, func(t *testing.T) {
-				t.Parallel()
-				st := wantCode(t, name+" with key "+key, call(testContext(t)), codes.InvalidArgument)
-				// grpc-go decodes grpc-status-details-bin; finding the
-				// detail proves kvgate encodes it the way gRPC expects.
-				var fields []string
-				for _, d := range st.Details() {
-					if br, ok := d.(*errdetails.BadRequest); ok {
-						for _, fv := range br.GetFieldViolations() {
-							fields = append(fields, fv.GetField())
-						}
-					}
-				}
-				if !slices.Contains(fields, "key") {
-					t.Errorf("BadRequest field violations = %q (details %v), want one naming %q", fields, st.Details(), "key")
-				}
-			})
-		}
-	})
-
 	t.Run("Health", func(t *testing.T) {
 		t.Parallel()
-		ctx := testContext(t)
-		health := healthpb.NewHealthClient(conn)
-		// "" is the whole server, as Kubernetes' and grpc-health-probe's
-		// default checks ask.
-		for _, service := range []string{kvServiceName, ""} {
-			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
-			if err != nil {
-				t.Errorf("Health.Check(%q): %v", service, err)
-				continue
-			}
-			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("Health.Check(%q) = %v, want SERVING", service, resp.GetStatus())
-			}
-		}
+		testGRPCHealth(t, conn)
 	})
+}
+
+// testGRPCPutGetDelete writes an item with every field set, reads it back,
+// and deletes it: a second delete is NotFound unless forced.
+func testGRPCPutGetDelete(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	ctx := testContext(t)
+	const store, key = "grpc-lifecycle", "greeting"
+	value := []byte("hello, \x00world") // a NUL proves the value is bytes, not text
+	mustPut(ctx, t, kv, &kvv1.PutItemRequest{
+		StoreId:    store,
+		Key:        key,
+		Value:      value,
+		Metadata:   `{"lang":"en"}`,
+		Mode:       kvv1.PutMode_PUT_MODE_ADD, // the key is new, so add must succeed
+		TimeToLive: durationpb.New(time.Hour),
+	})
+
+	item := mustGet(ctx, t, kv, store, key)
+	if item.GetKey() != key {
+		t.Errorf("item.key = %q, want %q", item.GetKey(), key)
+	}
+	if !bytes.Equal(item.GetValue(), value) {
+		t.Errorf("item.value = %q, want %q", item.GetValue(), value)
+	}
+	if got, want := item.GetMetadata(), `{"lang":"en"}`; got != want {
+		t.Errorf("item.metadata = %q, want %q", got, want)
+	}
+	if item.GetGeneration() == 0 {
+		t.Error("item.generation = 0, want the store's generation marker")
+	}
+	if lm := item.GetLastModified(); lm == nil || lm.CheckValid() != nil || lm.AsTime().IsZero() || lm.AsTime().Unix() <= 0 {
+		t.Errorf("item.last_modified = %v, want the write time", lm)
+	}
+
+	if _, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key}); err != nil {
+		t.Fatalf("DeleteItem: %v", err)
+	}
+	_, err := kv.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: key})
+	wantCode(t, "GetItem after DeleteItem", err, codes.NotFound)
+	// Deleting again is NotFound unless force says absence is fine.
+	_, err = kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key})
+	wantCode(t, "DeleteItem of a deleted key", err, codes.NotFound)
+	if _, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key, Force: true}); err != nil {
+		t.Errorf("DeleteItem with force of a deleted key: %v", err)
+	}
+}
+
+// testGRPCAddExistingKey checks that PUT_MODE_ADD on a taken key is
+// AlreadyExists and writes nothing.
+func testGRPCAddExistingKey(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	ctx := testContext(t)
+	const store, key = "grpc-add", "taken"
+	mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("first")})
+	_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{
+		StoreId: store, Key: key, Value: []byte("second"), Mode: kvv1.PutMode_PUT_MODE_ADD,
+	})
+	wantCode(t, "PutItem with PUT_MODE_ADD on an existing key", err, codes.AlreadyExists)
+	// The refused add must not have written anything.
+	if got := mustGet(ctx, t, kv, store, key).GetValue(); string(got) != "first" {
+		t.Errorf("value after refused add = %q, want %q", got, "first")
+	}
+}
+
+// testGRPCGenerationMismatch checks that a stale if_generation_match aborts
+// PutItem and DeleteItem, and that the current one is accepted.
+func testGRPCGenerationMismatch(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	ctx := testContext(t)
+	const store, key = "grpc-generation", "counter"
+	mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("1")})
+	before := mustGet(ctx, t, kv, store, key)
+	stale := before.GetGeneration() + 1 // any value but the current one
+
+	_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{
+		StoreId: store, Key: key, Value: []byte("2"), IfGenerationMatch: proto.Uint64(stale),
+	})
+	wantCode(t, "PutItem with a mismatched if_generation_match", err, codes.Aborted)
+	_, err = kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{
+		StoreId: store, Key: key, IfGenerationMatch: proto.Uint64(stale),
+	})
+	wantCode(t, "DeleteItem with a mismatched if_generation_match", err, codes.Aborted)
+
+	after := mustGet(ctx, t, kv, store, key)
+	if string(after.GetValue()) != "1" || after.GetGeneration() != before.GetGeneration() {
+		t.Errorf("item after refused writes = %q generation %d, want %q generation %d",
+			after.GetValue(), after.GetGeneration(), "1", before.GetGeneration())
+	}
+	// The matching generation must be accepted, or Aborted above would
+	// prove nothing about the check itself.
+	mustPut(ctx, t, kv, &kvv1.PutItemRequest{
+		StoreId: store, Key: key, Value: []byte("2"), IfGenerationMatch: proto.Uint64(before.GetGeneration()),
+	})
+	if got := mustGet(ctx, t, kv, store, key); string(got.GetValue()) != "2" || got.GetGeneration() == before.GetGeneration() {
+		t.Errorf("item after conditional write = %q generation %d, want %q and a new generation",
+			got.GetValue(), got.GetGeneration(), "2")
+	}
+}
+
+// testGRPCListKeysPrefixWithSlash lists under a prefix ending in '/', whole
+// and one key a page.
+func testGRPCListKeysPrefixWithSlash(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	ctx := testContext(t)
+	const store = "grpc-list"
+	// "usersX" and "users" share the prefix's letters but not its '/',
+	// which Fastly's own prefix query refuses: kvgate must filter them.
+	for _, key := range []string{"users/1", "users/2", "usersX", "users", "a"} {
+		mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte(key)})
+	}
+	resp, err := kv.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Prefix: "users/"})
+	if err != nil {
+		t.Fatalf("ListKeys: %v", err)
+	}
+	if want := []string{"users/1", "users/2"}; !slices.Equal(resp.GetKeys(), want) {
+		t.Errorf("ListKeys(prefix %q) = %q, want %q", "users/", resp.GetKeys(), want)
+	}
+	if resp.GetNextCursor() != "" {
+		t.Errorf("ListKeys next_cursor = %q, want empty on the only page", resp.GetNextCursor())
+	}
+
+	// Page by page, the filtering kvgate does itself must still hand
+	// out cursors that resume correctly. Pages may be empty while more
+	// follow, so only the collected keys are compared.
+	var paged []string
+	cursor := ""
+	for range 10 { // far more pages than keys: a cursor loop fails, not hangs
+		resp, err := kv.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Prefix: "users/", Limit: 1, Cursor: cursor})
+		if err != nil {
+			t.Fatalf("ListKeys(limit 1, cursor %q): %v", cursor, err)
+		}
+		if len(resp.GetKeys()) > 1 {
+			t.Errorf("ListKeys(limit 1) returned %q", resp.GetKeys())
+		}
+		paged = append(paged, resp.GetKeys()...)
+		if cursor = resp.GetNextCursor(); cursor == "" {
+			break
+		}
+	}
+	if want := []string{"users/1", "users/2"}; cursor != "" || !slices.Equal(paged, want) {
+		t.Errorf("ListKeys(prefix %q) one key a page = %q (last cursor %q), want %q and an empty cursor", "users/", paged, cursor, want)
+	}
+}
+
+// testGRPCInvalidKey checks that each unary item RPC refuses a key outside
+// Fastly's rules with InvalidArgument and a BadRequest detail naming it.
+func testGRPCInvalidKey(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	const store, key = "grpc-invalid", "a#b" // '#' is outside Fastly's key rules
+	calls := map[string]func(context.Context) error{
+		"GetItem": func(ctx context.Context) error {
+			_, err := kv.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: key})
+			return err
+		},
+		"PutItem": func(ctx context.Context) error {
+			_, err := kv.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: key, Value: []byte("x")})
+			return err
+		},
+		"DeleteItem": func(ctx context.Context) error {
+			_, err := kv.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: key})
+			return err
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			st := wantCode(t, name+" with key "+key, call(testContext(t)), codes.InvalidArgument)
+			// grpc-go decodes grpc-status-details-bin; finding the
+			// detail proves kvgate encodes it the way gRPC expects.
+			if fields := badRequestFields(st); !slices.Contains(fields, "key") {
+				t.Errorf("BadRequest field violations = %q (details %v), want one naming %q", fields, st.Details(), "key")
+			}
+		})
+	}
+}
+
+// testGRPCHealth checks that the gRPC health service reports SERVING for
+// the KV service and for the whole server.
+func testGRPCHealth(t *testing.T, conn *grpc.ClientConn) {
+	ctx := testContext(t)
+	health := healthpb.NewHealthClient(conn)
+	// "" is the whole server, as Kubernetes' and grpc-health-probe's
+	// default checks ask.
+	for _, service := range []string{kvServiceName, ""} {
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+		if err != nil {
+			t.Errorf("Health.Check(%q): %v", service, err)
+			continue
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("Health.Check(%q) = %v, want SERVING", service, resp.GetStatus())
+		}
+	}
 }
 
 // grpcurlPath finds grpcurl: KVGATE_GRPCURL, else the copy the Makefile

@@ -136,59 +136,17 @@ func streamThroughKVGate(t *testing.T, storeAddr, store string, total int64) mem
 
 	// Sample VmRSS while the stream runs; VmHWM is the authority, the
 	// samples show the curve.
-	sampleCtx, stopSampling := context.WithCancel(ctx)
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if rss, err := readProcStatus(pid, "VmRSS"); err == nil {
-				run.sampledPeak = max(run.sampledPeak, rss)
-			}
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	})
+	stopSampling := sampleRSS(ctx, pid, &run.sampledPeak)
 
 	start := time.Now()
 	stream, err := kv.BatchPutItems(ctx)
 	if err != nil {
 		t.Fatalf("BatchPutItems: %v", err)
 	}
-	// One buffer per item of a message, rewritten for each message: Send
-	// has marshalled the message by the time it returns.
-	bufs := make([][]byte, memItemsPerMessage)
-	for i := range bufs {
-		bufs[i] = make([]byte, memItemBytes)
-	}
-	messages := run.items / memItemsPerMessage
-	sendErr := func() error {
-		for m := range messages {
-			req := &kvv1.BatchPutItemsRequest{Items: make([]*kvv1.BatchItem, memItemsPerMessage)}
-			if m == 0 {
-				req.StoreId = store
-			}
-			for j := range memItemsPerMessage {
-				index := m*memItemsPerMessage + j
-				fillValue(bufs[j], index)
-				req.Items[j] = &kvv1.BatchItem{Key: memKey(index), Value: bufs[j]}
-			}
-			if err := stream.Send(req); err != nil {
-				return err
-			}
-			if quarter := messages / 4; (m+1)%quarter == 0 {
-				run.quarters[(m+1)/quarter-1] = procStatusBytes(t, pid, "VmRSS")
-			}
-		}
-		return nil
-	}()
+	sendErr := sendMemItems(t, stream, store, pid, &run)
 	resp, err := stream.CloseAndRecv()
 	run.elapsed = time.Since(start)
 	stopSampling()
-	sampler.Wait()
 	if sendErr != nil && !errors.Is(sendErr, io.EOF) {
 		t.Fatalf("BatchPutItems Send: %v", sendErr)
 	}
@@ -201,7 +159,71 @@ func streamThroughKVGate(t *testing.T, storeAddr, store string, total int64) mem
 		t.Errorf("BatchPutItems of %d items: written %d, %d failures (first: %v); want all written",
 			run.items, resp.GetWritten(), len(resp.GetFailures()), firstFailure(resp.GetFailures()))
 	}
-	// The store holds what was sent: every key, and values byte for byte.
+	checkMemStored(ctx, t, kv, store, run)
+	return run
+}
+
+// sampleRSS samples pid's VmRSS every 20ms, keeping the highest in *peak,
+// until the returned stop is called; stop waits for the last sample.
+func sampleRSS(ctx context.Context, pid int, peak *int64) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if rss, err := readProcStatus(pid, "VmRSS"); err == nil {
+				*peak = max(*peak, rss)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() {
+		cancel()
+		sampler.Wait()
+	}
+}
+
+// sendMemItems sends run.items items of memItemBytes to store, recording
+// kvgate's VmRSS after each quarter of them in run.quarters. It returns
+// Send's error: io.EOF when kvgate ended the call early.
+func sendMemItems(t *testing.T, stream kvv1.KVStoreService_BatchPutItemsClient, store string, pid int, run *memRun) error {
+	t.Helper()
+	// One buffer per item of a message, rewritten for each message: Send
+	// has marshalled the message by the time it returns.
+	bufs := make([][]byte, memItemsPerMessage)
+	for i := range bufs {
+		bufs[i] = make([]byte, memItemBytes)
+	}
+	messages := run.items / memItemsPerMessage
+	for m := range messages {
+		req := &kvv1.BatchPutItemsRequest{Items: make([]*kvv1.BatchItem, memItemsPerMessage)}
+		if m == 0 {
+			req.StoreId = store
+		}
+		for j := range memItemsPerMessage {
+			index := m*memItemsPerMessage + j
+			fillValue(bufs[j], index)
+			req.Items[j] = &kvv1.BatchItem{Key: memKey(index), Value: bufs[j]}
+		}
+		if err := stream.Send(req); err != nil {
+			return err
+		}
+		if quarter := messages / 4; (m+1)%quarter == 0 {
+			run.quarters[(m+1)/quarter-1] = procStatusBytes(t, pid, "VmRSS")
+		}
+	}
+	return nil
+}
+
+// checkMemStored checks that store holds what streamThroughKVGate sent:
+// every key, and values byte for byte.
+func checkMemStored(ctx context.Context, t *testing.T, kv kvv1.KVStoreServiceClient, store string, run memRun) {
+	t.Helper()
 	keys := allKeys(collectKeys(ctx, t, kv, &kvv1.StreamKeysRequest{StoreId: store}))
 	if len(keys) != run.items+1 { // and the warm-up item
 		t.Errorf("the store holds %d keys after the stream, want %d", len(keys), run.items+1)
@@ -213,7 +235,6 @@ func streamThroughKVGate(t *testing.T, storeAddr, store string, total int64) mem
 			t.Errorf("item %d's value (%d bytes) differs from what was sent", index, len(got))
 		}
 	}
-	return run
 }
 
 func memKey(index int) string { return fmt.Sprintf("item-%07d", index) }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kvgate/kvgate/internal/testutil"
 	kvv1 "github.com/kvgate/kvgate/test/interop/gen/fastly/kv/v1"
 )
 
@@ -91,6 +92,10 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 }
 
+// testShutdownStreams sends SIGTERM while an upload and an enumeration are
+// under way, checks how each ended, and then, against a kvgate restarted on
+// the same data, that the upload's BatchProgress and the enumeration's
+// StreamKeysResume tell the truth.
 func testShutdownStreams(t *testing.T) {
 	const listStore, uploadStore = "drain-list", "drain-upload"
 	dataDir := t.TempDir()
@@ -99,126 +104,33 @@ func testShutdownStreams(t *testing.T) {
 	first := startKVGateWith(t, nil, drainFlags(dataDir, drainStoreLatency)...)
 	conn := dial(t, first.Addr)
 	kv := kvv1.NewKVStoreServiceClient(conn)
-
-	// Seed the store to enumerate, in one call: written in reverse so the
-	// listing's order is the store's own.
-	seed := make([]*kvv1.BatchItem, 0, drainSeedKeys)
-	for i := drainSeedKeys - 1; i >= 0; i-- {
-		seed = append(seed, item(drainSeedKey(i), "seed"))
-	}
-	seedStart := time.Now()
-	seeded, err := kv.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: listStore, Items: seed})
-	if err != nil {
-		t.Fatalf("PutItems of %d seed keys: %v", drainSeedKeys, err)
-	}
-	if seeded.GetWritten() != drainSeedKeys || len(seeded.GetFailures()) != 0 {
-		t.Fatalf("PutItems of %d seed keys = %v, want all written", drainSeedKeys, seeded)
-	}
-	t.Logf("seeded %d keys in %v", drainSeedKeys, time.Since(seedStart).Round(time.Millisecond))
+	seedDrainKeys(ctx, t, kv, listStore)
 
 	// The streams get a context of their own that only bounds a hang.
 	streamCtx, cancelStreams := context.WithTimeout(ctx, drainStreamTimeout+stopTimeout)
 	defer cancelStreams()
-
 	var (
-		sentMsgs, sentItems atomic.Uint64
-		recvMsgs            atomic.Uint64
-		uploadDone          = make(chan uploadOutcome, 1)
-		enumDone            = make(chan enumOutcome, 1)
-		wg                  sync.WaitGroup
+		progress   drainProgress
+		uploadDone = make(chan uploadOutcome, 1)
+		enumDone   = make(chan enumOutcome, 1)
+		wg         sync.WaitGroup
 	)
-
-	// (a) An upload that sends as fast as kvgate reads, never closing.
+	wg.Go(func() { uploadDone <- eagerUpload(streamCtx, kv, uploadStore, &progress) })
 	wg.Go(func() {
-		var out uploadOutcome
-		defer func() {
-			out.ended = time.Now()
-			uploadDone <- out
-		}()
-		stream, err := kv.BatchPutItems(streamCtx)
-		if err != nil {
-			out.err = err
-			return
-		}
-		next := 0
-		for {
-			msg := &kvv1.BatchPutItemsRequest{Items: make([]*kvv1.BatchItem, 0, drainItemsPerMessage)}
-			if next == 0 {
-				msg.StoreId = uploadStore
-			}
-			for range drainItemsPerMessage {
-				msg.Items = append(msg.Items, item(drainUploadKey(next), drainUploadValue(next)))
-				next++
-			}
-			if err := stream.Send(msg); err != nil {
-				if !errors.Is(err, io.EOF) {
-					// Not the server's answer (that comes with io.EOF)
-					// but the stream's own failure.
-					out.err = err
-					return
-				}
-				break
-			}
-			out.sent = sentItems.Add(drainItemsPerMessage)
-			sentMsgs.Add(1)
-		}
-		out.resp, out.err = stream.CloseAndRecv()
+		enumDone <- slowEnumeration(streamCtx, kv, listStore, func() { progress.recvMsgs.Add(1) })
 	})
-
-	// (b) An enumeration read a little slower than kvgate sends.
-	wg.Go(func() {
-		var out enumOutcome
-		defer func() {
-			out.ended = time.Now()
-			enumDone <- out
-		}()
-		stream, err := kv.StreamKeys(streamCtx, &kvv1.StreamKeysRequest{StoreId: listStore, PageSize: drainPageSize})
-		if err != nil {
-			out.err = err
-			return
-		}
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				out.err = err
-				return
-			}
-			out.pages = append(out.pages, streamedPage{keys: resp.GetKeys(), cursor: resp.GetCursor()})
-			recvMsgs.Add(1)
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-
-	// Wait until both streams are clearly under way: the upload has sent a
-	// good number of messages, and the enumeration has delivered several
-	// pages.
-	const wantSentMsgs, wantRecvMsgs = 200, 10
-	underWay := time.Now()
-	for sentMsgs.Load() < wantSentMsgs || recvMsgs.Load() < wantRecvMsgs {
-		select {
-		case out := <-uploadDone:
-			t.Fatalf("the upload ended before SIGTERM after %d items: %v, %v", out.sent, out.resp, out.err)
-		case out := <-enumDone:
-			t.Fatalf("the enumeration ended before SIGTERM after %d messages: %v", len(out.pages), out.err)
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Since(underWay) > drainStreamTimeout {
-			t.Fatalf("the streams did not get going within %v: %d messages sent, %d received",
-				drainStreamTimeout, sentMsgs.Load(), recvMsgs.Load())
-		}
-	}
+	waitUnderWay(t, &progress, uploadDone, enumDone)
 	// And kvgate has written some of the upload, not just buffered it in
 	// HTTP/2's flow-control windows.
 	waitStored(ctx, t, kv, uploadStore, drainUploadKey(0))
-	t.Logf("before SIGTERM (after %v): upload sent %d messages, its first item is stored; enumeration received %d messages",
-		time.Since(underWay).Round(time.Millisecond), sentMsgs.Load(), recvMsgs.Load())
+	t.Logf("before SIGTERM: upload sent %d messages, its first item is stored; enumeration received %d messages",
+		progress.sentMsgs.Load(), progress.recvMsgs.Load())
 
 	// Stop sends SIGTERM and waits for kvgate to exit, checking it exits 0
 	// and logs "shutdown finished" (and no errors).
 	sigterm := time.Now()
 	first.Stop(t)
-	exited := time.Now()
-	t.Logf("kvgate exited %v after SIGTERM (shutdown timeout %v)", exited.Sub(sigterm).Round(time.Millisecond), drainShutdownTimeout)
+	t.Logf("kvgate exited %v after SIGTERM (shutdown timeout %v)", time.Since(sigterm).Round(time.Millisecond), drainShutdownTimeout)
 
 	var (
 		up   uploadOutcome
@@ -248,26 +160,137 @@ func testShutdownStreams(t *testing.T) {
 	// A kvgate restarted on the same data, without the latency.
 	second := startKVGateWith(t, nil, "-data", dataDir)
 	kv = kvv1.NewKVStoreServiceClient(dial(t, second.Addr))
-
 	checkUploadStored(ctx, t, kv, uploadStore, written)
+	checkEnumResumes(ctx, t, kv, listStore, enum, resume, delivered)
+}
 
-	// The enumeration: the keys delivered are the listing's first ones,
-	// and the resume cursor continues right after them.
-	full := allKeys(collectKeys(ctx, t, kv, &kvv1.StreamKeysRequest{StoreId: listStore, PageSize: 1000}))
+// seedDrainKeys writes drainSeedKeys keys to store in one call, in reverse
+// so that a listing's order is the store's own.
+func seedDrainKeys(ctx context.Context, t *testing.T, kv kvv1.KVStoreServiceClient, store string) {
+	t.Helper()
+	seed := make([]*kvv1.BatchItem, 0, drainSeedKeys)
+	for i := drainSeedKeys - 1; i >= 0; i-- {
+		seed = append(seed, item(drainSeedKey(i), "seed"))
+	}
+	start := time.Now()
+	seeded, err := kv.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: store, Items: seed})
+	if err != nil {
+		t.Fatalf("PutItems of %d seed keys: %v", drainSeedKeys, err)
+	}
+	if seeded.GetWritten() != drainSeedKeys || len(seeded.GetFailures()) != 0 {
+		t.Fatalf("PutItems of %d seed keys = %v, want all written", drainSeedKeys, seeded)
+	}
+	t.Logf("seeded %d keys in %v", drainSeedKeys, time.Since(start).Round(time.Millisecond))
+}
+
+// drainProgress counts how far the streams of testShutdownStreams got.
+type drainProgress struct {
+	sentMsgs, sentItems atomic.Uint64 // the upload's
+	recvMsgs            atomic.Uint64 // the enumeration's
+}
+
+// drainUploadMessage is the upload's message whose first item is at
+// position next; the first message names store.
+func drainUploadMessage(store string, next int) *kvv1.BatchPutItemsRequest {
+	msg := &kvv1.BatchPutItemsRequest{Items: make([]*kvv1.BatchItem, 0, drainItemsPerMessage)}
+	if next == 0 {
+		msg.StoreId = store
+	}
+	for i := next; i < next+drainItemsPerMessage; i++ {
+		msg.Items = append(msg.Items, item(drainUploadKey(i), drainUploadValue(i)))
+	}
+	return msg
+}
+
+// eagerUpload sends to store as fast as kvgate reads, never closing its
+// side, until kvgate ends the call.
+func eagerUpload(ctx context.Context, kv kvv1.KVStoreServiceClient, store string, progress *drainProgress) (out uploadOutcome) {
+	defer func() { out.ended = time.Now() }()
+	stream, err := kv.BatchPutItems(ctx)
+	if err != nil {
+		out.err = err
+		return out
+	}
+	for next := 0; ; next += drainItemsPerMessage {
+		if err := stream.Send(drainUploadMessage(store, next)); err != nil {
+			if !errors.Is(err, io.EOF) {
+				// Not the server's answer (that comes with io.EOF) but
+				// the stream's own failure.
+				out.err = err
+				return out
+			}
+			break
+		}
+		out.sent = progress.sentItems.Add(drainItemsPerMessage)
+		progress.sentMsgs.Add(1)
+	}
+	out.resp, out.err = stream.CloseAndRecv()
+	return out
+}
+
+// slowEnumeration streams store's keys a little slower than kvgate sends
+// them, calling received after each message, until the stream ends.
+func slowEnumeration(ctx context.Context, kv kvv1.KVStoreServiceClient, store string, received func()) (out enumOutcome) {
+	defer func() { out.ended = time.Now() }()
+	stream, err := kv.StreamKeys(ctx, &kvv1.StreamKeysRequest{StoreId: store, PageSize: drainPageSize})
+	if err != nil {
+		out.err = err
+		return out
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			out.err = err // io.EOF when kvgate ended the stream cleanly
+			return out
+		}
+		out.pages = append(out.pages, streamedPage{keys: resp.GetKeys(), cursor: resp.GetCursor()})
+		received()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitUnderWay waits until both streams are clearly under way: the upload
+// has sent a good number of messages, and the enumeration has delivered
+// several pages. Either ending first fails the test.
+func waitUnderWay(t *testing.T, progress *drainProgress, uploadDone <-chan uploadOutcome, enumDone <-chan enumOutcome) {
+	t.Helper()
+	const wantSentMsgs, wantRecvMsgs = 200, 10
+	start := time.Now()
+	for progress.sentMsgs.Load() < wantSentMsgs || progress.recvMsgs.Load() < wantRecvMsgs {
+		select {
+		case out := <-uploadDone:
+			t.Fatalf("the upload ended before SIGTERM after %d items: %v, %v", out.sent, out.resp, out.err)
+		case out := <-enumDone:
+			t.Fatalf("the enumeration ended before SIGTERM after %d messages: %v", len(out.pages), out.err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Since(start) > drainStreamTimeout {
+			t.Fatalf("the streams did not get going within %v: %d messages sent, %d received",
+				drainStreamTimeout, progress.sentMsgs.Load(), progress.recvMsgs.Load())
+		}
+	}
+	t.Logf("the streams were under way after %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkEnumResumes checks, against a kvgate restarted on the enumerated
+// store, that the keys the enumeration delivered are the listing's first
+// ones and that its resume cursor continues right after them.
+func checkEnumResumes(ctx context.Context, t *testing.T, kv kvv1.KVStoreServiceClient, store string, enum enumOutcome, resume string, delivered int) {
+	t.Helper()
+	full := allKeys(collectKeys(ctx, t, kv, &kvv1.StreamKeysRequest{StoreId: store, PageSize: 1000}))
 	if len(full) != drainSeedKeys {
 		t.Fatalf("after restart, the listing holds %d keys, want %d", len(full), drainSeedKeys)
 	}
 	if delivered < 1 || delivered >= len(full) {
 		t.Fatalf("the enumeration delivered %d keys, want some but not all %d", delivered, len(full))
 	}
-	if got := allKeys(enum.pages); !slices.Equal(got, full[:delivered]) {
-		t.Errorf("the enumeration delivered %d keys that are not the listing's first %d: %s",
-			len(got), delivered, diffKeys(got, full[:delivered]))
+	if diff := testutil.DiffKeys(allKeys(enum.pages), full[:delivered]); diff != "" {
+		t.Errorf("the enumeration delivered keys that are not the listing's first %d: %s", delivered, diff)
 	}
-	pages := collectKeys(ctx, t, kv, &kvv1.StreamKeysRequest{StoreId: listStore, PageSize: drainPageSize, Cursor: resume})
-	if got := allKeys(pages); !slices.Equal(got, full[delivered:]) {
-		t.Errorf("StreamKeys resumed from StreamKeysResume.cursor returned %d keys, want the %d after the last delivered (%q); %s",
-			len(got), len(full)-delivered, full[delivered-1], diffKeys(got, full[delivered:]))
+	pages := collectKeys(ctx, t, kv, &kvv1.StreamKeysRequest{StoreId: store, PageSize: drainPageSize, Cursor: resume})
+	if diff := testutil.DiffKeys(allKeys(pages), full[delivered:]); diff != "" {
+		t.Errorf("StreamKeys resumed from StreamKeysResume.cursor does not return the %d keys after the last delivered (%q): %s",
+			len(full)-delivered, full[delivered-1], diff)
 	}
 	checkPages(t, "StreamKeys resumed after shutdown", pages, drainPageSize, true)
 }
@@ -408,9 +431,8 @@ func checkUploadStored(ctx context.Context, t *testing.T, kv kvv1.KVStoreService
 		want = append(want, drainUploadKey(int(i)))
 	}
 	slices.Sort(want) // keys are zero-padded, so this is index order anyway
-	if !slices.Equal(stored, want) {
-		t.Errorf("after restart, store %s holds %d keys, want the %d reported written; %s",
-			store, len(stored), len(want), diffKeys(stored, want))
+	if diff := testutil.DiffKeys(stored, want); diff != "" {
+		t.Errorf("after restart, store %s does not hold exactly the %d keys reported written: %s", store, len(want), diff)
 	}
 	checkValues(ctx, t, kv, store, written)
 }
@@ -460,32 +482,6 @@ func rangesSummary(rs []*kvv1.IndexRange) string {
 		s += fmt.Sprintf("[%d,%d)", r.GetStart(), r.GetEnd())
 	}
 	return s
-}
-
-// diffKeys describes how got differs from want, both sorted.
-func diffKeys(got, want []string) string {
-	var missing, extra []string
-	i, j := 0, 0
-	for i < len(got) || j < len(want) {
-		switch {
-		case j == len(want) || (i < len(got) && got[i] < want[j]):
-			extra = append(extra, got[i])
-			i++
-		case i == len(got) || want[j] < got[i]:
-			missing = append(missing, want[j])
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	clip := func(s []string) []string {
-		if len(s) > 10 {
-			return append(s[:10:10], fmt.Sprintf("... %d in all", len(s)))
-		}
-		return s
-	}
-	return fmt.Sprintf("missing %q, unexpected %q", clip(missing), clip(extra))
 }
 
 // testShutdownUnary checks that a unary RPC in flight when SIGTERM arrives
@@ -584,18 +580,10 @@ func testShutdownIdleUpload(t *testing.T) {
 	}
 	var up uploadOutcome
 	for m := range messages {
-		msg := &kvv1.BatchPutItemsRequest{}
-		if m == 0 {
-			msg.StoreId = store
-		}
-		for range drainItemsPerMessage {
-			i := int(up.sent)
-			msg.Items = append(msg.Items, item(drainUploadKey(i), drainUploadValue(i)))
-			up.sent++
-		}
-		if err := stream.Send(msg); err != nil {
+		if err := stream.Send(drainUploadMessage(store, int(up.sent))); err != nil {
 			t.Fatalf("BatchPutItems: Send of message %d: %v", m, err)
 		}
+		up.sent += drainItemsPerMessage
 	}
 	done := make(chan uploadOutcome, 1)
 	go func() {
@@ -660,13 +648,7 @@ func testShutdownManyStreams(t *testing.T) {
 	p := startKVGateWith(t, nil, drainFlags(t.TempDir(), drainStoreLatency)...)
 	conn := dial(t, p.Addr)
 	kv := kvv1.NewKVStoreServiceClient(conn)
-	seed := make([]*kvv1.BatchItem, 0, drainSeedKeys)
-	for i := range drainSeedKeys {
-		seed = append(seed, item(drainSeedKey(i), "seed"))
-	}
-	if resp, err := kv.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: store, Items: seed}); err != nil || resp.GetWritten() != drainSeedKeys {
-		t.Fatalf("PutItems of %d seed keys = %v, %v; want all written", drainSeedKeys, resp, err)
-	}
+	seedDrainKeys(ctx, t, kv, store)
 
 	streamCtx, cancel := context.WithTimeout(ctx, drainStreamTimeout+stopTimeout)
 	defer cancel()
@@ -678,31 +660,9 @@ func testShutdownManyStreams(t *testing.T) {
 	started.Add(streams)
 	for n := range streams {
 		wg.Go(func() {
-			first := true
-			defer func() {
-				if first {
-					started.Done()
-				}
-				outs[n].ended = time.Now()
-			}()
-			stream, err := kv.StreamKeys(streamCtx, &kvv1.StreamKeysRequest{StoreId: store, PageSize: drainPageSize})
-			if err != nil {
-				outs[n].err = err
-				return
-			}
-			for {
-				resp, err := stream.Recv()
-				if err != nil {
-					outs[n].err = err
-					return
-				}
-				outs[n].pages = append(outs[n].pages, streamedPage{keys: resp.GetKeys(), cursor: resp.GetCursor()})
-				if first {
-					first = false
-					started.Done()
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			var once sync.Once
+			outs[n] = slowEnumeration(streamCtx, kv, store, func() { once.Do(started.Done) })
+			once.Do(started.Done) // the stream ended without a message
 		})
 	}
 	started.Wait()
