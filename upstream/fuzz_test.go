@@ -28,6 +28,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
@@ -155,19 +156,6 @@ func FuzzCheckKey(f *testing.F) {
 	})
 }
 
-// fzFieldValueOK reports whether s can travel as an HTTP field value:
-// RFC 9110 allows HTAB, SP, VCHAR and obs-text, so no other control
-// character. Go's client refuses to send any other value ("invalid header
-// field value") and its server answers such a request with 400.
-func fzFieldValueOK(s string) bool {
-	for i := range len(s) {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // FuzzCheckMetadata checks that CheckMetadata never panics and accepts
 // only metadata that fits the limit, has no CR or LF and is UTF-8; and,
 // because metadata travels as an HTTP header value (PUT's Metadata request
@@ -199,7 +187,7 @@ func FuzzCheckMetadata(f *testing.F) {
 			t.Fatalf("CheckMetadata accepted %q, which holds CR or LF", md)
 		case !utf8.ValidString(md):
 			t.Fatalf("CheckMetadata accepted invalid UTF-8 %q", md)
-		case !fzFieldValueOK(md):
+		case !testutil.FieldValueOK(md):
 			t.Fatalf("CheckMetadata accepted %q, which cannot travel as an HTTP header value", md)
 		}
 	})
@@ -514,7 +502,7 @@ func (s *fzBatchStore) checkBatchWrite(t *testing.T, line []byte, bl upstream.Ba
 	}
 	for name, vs := range rec.Header() {
 		for _, v := range vs {
-			if !fzFieldValueOK(v) {
+			if !testutil.FieldValueOK(v) {
 				t.Fatalf("GET of %q answers header %s: %q, which is not a valid field value", key, name, v)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
@@ -167,24 +168,6 @@ type faultServer struct {
 	inFlight atomic.Int64
 }
 
-// lockedBuffer collects the server's error log.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func newFaultServer(t *testing.T, proto string, opts localstore.Config) *faultServer {
 	t.Helper()
 	store, err := localstore.Open(opts)
@@ -198,7 +181,7 @@ func newFaultServer(t *testing.T, proto string, opts localstore.Config) *faultSe
 		defer fs.inFlight.Add(-1) // runs on a panic too
 		handler.ServeHTTP(w, r)
 	}))
-	errLog := &lockedBuffer{}
+	errLog := &testutil.LockedBuffer{}
 	srv.Config.ErrorLog = log.New(errLog, "", 0)
 	switch proto {
 	case protoHTTP1:

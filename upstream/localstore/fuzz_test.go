@@ -27,6 +27,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
@@ -58,19 +59,6 @@ var fzStoreOptions = localstore.Options{
 	Logger:        slog.New(slog.DiscardHandler),
 }
 
-// fzFieldValueOK reports whether s can travel as an HTTP field value: no
-// control character other than HTAB (RFC 9110). Go's server answers 400 to
-// a request carrying any other, and its client refuses to read a response
-// that does (malformed MIME header line).
-func fzFieldValueOK(s string) bool {
-	for i := range len(s) {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // fzServe serves one request and checks what every answer must satisfy: a
 // status the store documents (a 500 only comes from an injected fault or a
 // backend failure, and there is neither), header values that can travel,
@@ -93,7 +81,7 @@ func fzServe(t *testing.T, h http.Handler, req *http.Request) *httptest.Response
 	}
 	for name, vs := range rec.Header() {
 		for _, v := range vs {
-			if !fzFieldValueOK(v) {
+			if !testutil.FieldValueOK(v) {
 				t.Fatalf("%s %s: header %s: %q is not a valid field value", req.Method, req.RequestURI, name, v)
 			}
 		}
@@ -399,7 +387,7 @@ func fzStoreHeader(ifGen, md, ttl string) (http.Header, bool) {
 		if hv.value == "" {
 			continue
 		}
-		if !fzFieldValueOK(hv.value) {
+		if !testutil.FieldValueOK(hv.value) {
 			return nil, false
 		}
 		// A server strips the whitespace around a field value.
