@@ -176,137 +176,135 @@ func expectedPages(keys []string, prefix string, pageSize int) (msgs, lists int)
 	}
 }
 
-// TestBatchPutItemsItemFailures checks that a batch write accounts for
+// TestBatchPutItemsInvalidItems checks that a batch write accounts for
 // each item: invalid ones are reported with their stream position, key,
-// code and the field at fault, lines the store refuses are reported the
-// same way, and every other item is written.
-func TestBatchPutItemsItemFailures(t *testing.T) {
+// code and the field at fault, and every other item is written.
+func TestBatchPutItemsInvalidItems(t *testing.T) {
 	t.Parallel()
+	const maxValue = 1 << 10
+	st := kvtest.Start(t, kvtest.Options{MaxValueBytes: maxValue, Batch: service.BatchConfig{MaxLines: 4}})
+	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 
-	t.Run("invalid items", func(t *testing.T) {
-		t.Parallel()
-		const maxValue = 1 << 10
-		st := kvtest.Start(t, kvtest.Options{MaxValueBytes: maxValue, Batch: service.BatchConfig{MaxLines: 4}})
-		client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
+	bigOK := make([]byte, maxValue)
+	for i := range bigOK {
+		bigOK[i] = byte(i)
+	}
+	entries := []struct {
+		item  *kvv1.BatchItem
+		field string // the field at fault; "" for a valid item
+	}{
+		{&kvv1.BatchItem{Key: "ok/0", Value: []byte("v0"), Metadata: "m0"}, ""},
+		{&kvv1.BatchItem{Key: "bad#key", Value: []byte("x")}, "key"},
+		{&kvv1.BatchItem{Key: "ok/1", Value: []byte("v1")}, ""},
+		{&kvv1.BatchItem{Key: "", Value: []byte("x")}, "key"},
+		{&kvv1.BatchItem{Key: "ok/2", Value: []byte("v2"), TimeToLive: durationpb.New(time.Hour)}, ""},
+		{&kvv1.BatchItem{Key: "meta/long", Value: []byte("x"), Metadata: strings.Repeat("m", 2001)}, "metadata"},
+		{&kvv1.BatchItem{Key: "meta/lf", Value: []byte("x"), Metadata: "a\nb"}, "metadata"},
+		{&kvv1.BatchItem{Key: "ok/3", Value: bigOK, Metadata: strings.Repeat("m", 2000)}, ""},
+		{&kvv1.BatchItem{Key: "ttl/zero", Value: []byte("x"), TimeToLive: durationpb.New(0)}, "time_to_live"},
+		{&kvv1.BatchItem{Key: "ttl/fraction", Value: []byte("x"), TimeToLive: durationpb.New(1500 * time.Millisecond)}, "time_to_live"},
+		{&kvv1.BatchItem{Key: "ok/4", Value: []byte("v4"), Mode: kvv1.PutMode_PUT_MODE_APPEND}, ""},
+		{&kvv1.BatchItem{Key: "value/big", Value: make([]byte, maxValue+1)}, "value"},
+		{&kvv1.BatchItem{Key: "mode/unknown", Value: []byte("x"), Mode: 9}, "mode"},
+		{&kvv1.BatchItem{Key: "add/gen", Value: []byte("x"), Mode: kvv1.PutMode_PUT_MODE_ADD, IfGenerationMatch: proto.Uint64(0)}, "if_generation_match"},
+		{&kvv1.BatchItem{Key: "ok/5", Value: []byte("v5"), Mode: kvv1.PutMode_PUT_MODE_ADD}, ""},
+		{&kvv1.BatchItem{Key: "dots/../x", Value: []byte("x")}, "key"},
+		{&kvv1.BatchItem{Key: "ok/0", Value: []byte("v0b"), Metadata: "m0b"}, ""},
+		{&kvv1.BatchItem{Key: "ok/6", Value: []byte("v6"), IfGenerationMatch: proto.Uint64(0)}, ""},
+		{&kvv1.BatchItem{Key: "ttl/negative", Value: []byte("x"), TimeToLive: durationpb.New(-time.Second)}, "time_to_live"},
+		{&kvv1.BatchItem{Key: "ok/7", Value: nil}, ""},
+	}
+	var (
+		items      []*kvv1.BatchItem
+		wantFails  []wantFailure
+		wantStored = map[string]storedItem{}
+		absent     []string
+	)
+	for i, e := range entries {
+		items = append(items, e.item)
+		if e.field == "" {
+			wantStored[e.item.GetKey()] = storedItem{value: e.item.GetValue(), metadata: e.item.GetMetadata()}
+			continue
+		}
+		wantFails = append(wantFails, wantFailure{index: uint64(i), key: e.item.GetKey(), code: "invalid_argument", field: e.field})
+		if upstream.CheckKey(e.item.GetKey()) == nil {
+			absent = append(absent, e.item.GetKey())
+		}
+	}
+	res, err := batchPut(ctx, client, batchMessages("items", items, 3))
+	mustOK(t, "BatchPutItems", err)
+	checkFailures(t, res.GetFailures(), wantFails)
+	if want := uint64(len(items) - len(wantFails)); res.GetWritten() != want {
+		t.Errorf("written = %d; want %d", res.GetWritten(), want)
+	}
+	checkStored(t, ctx, st.Client, "items", wantStored, absent)
+}
 
-		bigOK := make([]byte, maxValue)
-		for i := range bigOK {
-			bigOK[i] = byte(i)
-		}
-		entries := []struct {
-			item  *kvv1.BatchItem
-			field string // the field at fault; "" for a valid item
-		}{
-			{&kvv1.BatchItem{Key: "ok/0", Value: []byte("v0"), Metadata: "m0"}, ""},
-			{&kvv1.BatchItem{Key: "bad#key", Value: []byte("x")}, "key"},
-			{&kvv1.BatchItem{Key: "ok/1", Value: []byte("v1")}, ""},
-			{&kvv1.BatchItem{Key: "", Value: []byte("x")}, "key"},
-			{&kvv1.BatchItem{Key: "ok/2", Value: []byte("v2"), TimeToLive: durationpb.New(time.Hour)}, ""},
-			{&kvv1.BatchItem{Key: "meta/long", Value: []byte("x"), Metadata: strings.Repeat("m", 2001)}, "metadata"},
-			{&kvv1.BatchItem{Key: "meta/lf", Value: []byte("x"), Metadata: "a\nb"}, "metadata"},
-			{&kvv1.BatchItem{Key: "ok/3", Value: bigOK, Metadata: strings.Repeat("m", 2000)}, ""},
-			{&kvv1.BatchItem{Key: "ttl/zero", Value: []byte("x"), TimeToLive: durationpb.New(0)}, "time_to_live"},
-			{&kvv1.BatchItem{Key: "ttl/fraction", Value: []byte("x"), TimeToLive: durationpb.New(1500 * time.Millisecond)}, "time_to_live"},
-			{&kvv1.BatchItem{Key: "ok/4", Value: []byte("v4"), Mode: kvv1.PutMode_PUT_MODE_APPEND}, ""},
-			{&kvv1.BatchItem{Key: "value/big", Value: make([]byte, maxValue+1)}, "value"},
-			{&kvv1.BatchItem{Key: "mode/unknown", Value: []byte("x"), Mode: 9}, "mode"},
-			{&kvv1.BatchItem{Key: "add/gen", Value: []byte("x"), Mode: kvv1.PutMode_PUT_MODE_ADD, IfGenerationMatch: proto.Uint64(0)}, "if_generation_match"},
-			{&kvv1.BatchItem{Key: "ok/5", Value: []byte("v5"), Mode: kvv1.PutMode_PUT_MODE_ADD}, ""},
-			{&kvv1.BatchItem{Key: "dots/../x", Value: []byte("x")}, "key"},
-			{&kvv1.BatchItem{Key: "ok/0", Value: []byte("v0b"), Metadata: "m0b"}, ""},
-			{&kvv1.BatchItem{Key: "ok/6", Value: []byte("v6"), IfGenerationMatch: proto.Uint64(0)}, ""},
-			{&kvv1.BatchItem{Key: "ttl/negative", Value: []byte("x"), TimeToLive: durationpb.New(-time.Second)}, "time_to_live"},
-			{&kvv1.BatchItem{Key: "ok/7", Value: nil}, ""},
-		}
-		var (
-			items      []*kvv1.BatchItem
-			wantFails  []wantFailure
-			wantStored = map[string]storedItem{}
-			absent     []string
-		)
-		for i, e := range entries {
-			items = append(items, e.item)
-			if e.field == "" {
-				wantStored[e.item.GetKey()] = storedItem{value: e.item.GetValue(), metadata: e.item.GetMetadata()}
-				continue
-			}
-			wantFails = append(wantFails, wantFailure{index: uint64(i), key: e.item.GetKey(), code: "invalid_argument", field: e.field})
-			if upstream.CheckKey(e.item.GetKey()) == nil {
-				absent = append(absent, e.item.GetKey())
-			}
-		}
-		res, err := batchPut(ctx, client, batchMessages("items", items, 3))
-		mustOK(t, "BatchPutItems", err)
-		checkFailures(t, res.GetFailures(), wantFails)
-		if want := uint64(len(items) - len(wantFails)); res.GetWritten() != want {
-			t.Errorf("written = %d; want %d", res.GetWritten(), want)
-		}
-		checkStored(t, ctx, st.Client, "items", wantStored, absent)
+// TestBatchPutItemsStoreRefusesLines checks that lines the store refuses
+// are reported as invalid items are, and that the rest of their batch is
+// sent again and written.
+func TestBatchPutItemsStoreRefusesLines(t *testing.T) {
+	t.Parallel()
+	// kvgate accepts values up to 1 MiB, the store only up to 1 KiB:
+	// the store refuses those lines of a batch (400 with errors[]),
+	// and the single PUTs of such values (413).
+	st := kvtest.Start(t, kvtest.Options{
+		MaxValueBytes: 1 << 20,
+		Store:         localstore.Options{MaxValueBytes: 1 << 10},
+		Batch:         service.BatchConfig{MaxLines: 5, MaxBytes: 8 << 10},
 	})
+	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 
-	t.Run("store refuses lines", func(t *testing.T) {
-		t.Parallel()
-		// kvgate accepts values up to 1 MiB, the store only up to 1 KiB:
-		// the store refuses those lines of a batch (400 with errors[]),
-		// and the single PUTs of such values (413).
-		st := kvtest.Start(t, kvtest.Options{
-			MaxValueBytes: 1 << 20,
-			Store:         localstore.Options{MaxValueBytes: 1 << 10},
-			Batch:         service.BatchConfig{MaxLines: 5, MaxBytes: 8 << 10},
-		})
-		client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
-
-		const n = 23
-		lineRefused := map[int]bool{2: true, 7: true, 8: true, 14: true}
-		var (
-			items      []*kvv1.BatchItem
-			wantFails  []wantFailure
-			wantStored = map[string]storedItem{}
-			absent     []string
-		)
-		for i := range n {
-			it := &kvv1.BatchItem{Key: fmt.Sprintf("line/%02d", i), Value: []byte(fmt.Sprintf("%03d", i) + strings.Repeat("v", 97)), Metadata: fmt.Sprint(i)}
-			refused := false
-			switch {
-			case lineRefused[i]:
-				it.Value = make([]byte, 1500) // in a batch: the store refuses the line
-				refused = true
-			case i == 19:
-				it.Value = make([]byte, 10_000) // over MaxBytes on its own: a single PUT, 413
-				refused = true
-			case i == 21:
-				it.Value = make([]byte, 1500) // append: a single PUT, 413
-				it.Mode = kvv1.PutMode_PUT_MODE_APPEND
-				refused = true
-			}
-			items = append(items, it)
-			if refused {
-				wantFails = append(wantFails, wantFailure{index: uint64(i), key: it.Key, code: "invalid_argument", field: "value"})
-				absent = append(absent, it.Key)
-			} else {
-				wantStored[it.Key] = storedItem{value: it.Value, metadata: it.Metadata}
-			}
+	const n = 23
+	lineRefused := map[int]bool{2: true, 7: true, 8: true, 14: true}
+	var (
+		items      []*kvv1.BatchItem
+		wantFails  []wantFailure
+		wantStored = map[string]storedItem{}
+		absent     []string
+	)
+	for i := range n {
+		it := &kvv1.BatchItem{Key: fmt.Sprintf("line/%02d", i), Value: []byte(fmt.Sprintf("%03d", i) + strings.Repeat("v", 97)), Metadata: fmt.Sprint(i)}
+		refused := false
+		switch {
+		case lineRefused[i]:
+			it.Value = make([]byte, 1500) // in a batch: the store refuses the line
+			refused = true
+		case i == 19:
+			it.Value = make([]byte, 10_000) // over MaxBytes on its own: a single PUT, 413
+			refused = true
+		case i == 21:
+			it.Value = make([]byte, 1500) // append: a single PUT, 413
+			it.Mode = kvv1.PutMode_PUT_MODE_APPEND
+			refused = true
 		}
-		res, err := batchPut(ctx, client, batchMessages("lines", items, 4))
-		mustOK(t, "BatchPutItems", err)
-		checkFailures(t, res.GetFailures(), wantFails)
-		if want := uint64(n - len(wantFails)); res.GetWritten() != want {
-			t.Errorf("written = %d; want %d", res.GetWritten(), want)
+		items = append(items, it)
+		if refused {
+			wantFails = append(wantFails, wantFailure{index: uint64(i), key: it.Key, code: "invalid_argument", field: "value"})
+			absent = append(absent, it.Key)
+		} else {
+			wantStored[it.Key] = storedItem{value: it.Value, metadata: it.Metadata}
 		}
-		checkStored(t, ctx, st.Client, "lines", wantStored, absent)
-		// 21 batch lines in batches of 5: [0-4] [5-9] [10-14] [15-18 20]
-		// [22]; the three holding a refused line are sent again without it.
-		if got := st.Store.Count(localstore.RequestBatch); got != 5+3 {
-			t.Errorf("the store received %d batch PUTs; want 8 (5 batches, 3 of them sent again)", got)
-		}
-		if got := st.Store.Count(localstore.RequestPut); got != 2 {
-			t.Errorf("the store received %d single PUTs; want 2", got)
-		}
-	})
+	}
+	res, err := batchPut(ctx, client, batchMessages("lines", items, 4))
+	mustOK(t, "BatchPutItems", err)
+	checkFailures(t, res.GetFailures(), wantFails)
+	if want := uint64(n - len(wantFails)); res.GetWritten() != want {
+		t.Errorf("written = %d; want %d", res.GetWritten(), want)
+	}
+	checkStored(t, ctx, st.Client, "lines", wantStored, absent)
+	// 21 batch lines in batches of 5: [0-4] [5-9] [10-14] [15-18 20]
+	// [22]; the three holding a refused line are sent again without it.
+	if got := st.Store.Count(localstore.RequestBatch); got != 5+3 {
+		t.Errorf("the store received %d batch PUTs; want 8 (5 batches, 3 of them sent again)", got)
+	}
+	if got := st.Store.Count(localstore.RequestPut); got != 2 {
+		t.Errorf("the store received %d single PUTs; want 2", got)
+	}
 }
 
 // lwModel is the store as writing items one by one, in order, leaves it.
@@ -453,52 +451,54 @@ func TestBatchPutItemsLastWins(t *testing.T) {
 	}
 }
 
-// TestBatchPutItemsCallFailures covers batch writes that fail as a whole:
-// a stream that changes its store, and an upstream that refuses the batch
-// calls. The error carries a BatchProgress detail that accounts for what
-// was written before.
-func TestBatchPutItemsCallFailures(t *testing.T) {
+// TestBatchPutItemsStoreChange covers a stream that changes its store: the
+// batch write fails as a whole, with a BatchProgress detail that accounts
+// for what was written before.
+func TestBatchPutItemsStoreChange(t *testing.T) {
 	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 2, Concurrency: 2}})
+	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var items []*kvv1.BatchItem
+	for i := range 9 {
+		items = append(items, &kvv1.BatchItem{Key: fmt.Sprintf("s/%d", i), Value: []byte(fmt.Sprint(i))})
+	}
+	items[3].Key = "bad#key" // fails on its own before the call fails
+	msgs := []*kvv1.BatchPutItemsRequest{
+		{StoreId: "one", Items: items[0:4]},
+		{StoreId: "one", Items: items[4:7]},
+		{StoreId: "two", Items: items[7:9]},
+	}
+	_, err := batchPut(ctx, client, msgs)
+	cerr, progress := batchProgress(t, "BatchPutItems changing store_id", err, connect.CodeInvalidArgument)
+	br, _ := findDetail[*errdetails.BadRequest](detailsOf(cerr))
+	if len(br.GetFieldViolations()) == 0 || br.GetFieldViolations()[0].GetField() != "store_id" || !strings.Contains(cerr.Message(), "store_id") {
+		t.Errorf("error %v with BadRequest %v; want it to name store_id", cerr, br)
+	}
+	if progress.GetReceived() != 7 {
+		t.Errorf("BatchProgress.received = %d; want 7 (the items before the message naming another store)", progress.GetReceived())
+	}
+	checkFailures(t, progress.GetFailures(), []wantFailure{{index: 3, key: "bad#key", code: "invalid_argument", field: "key"}})
+	written := writtenIndexes(t, progress)
+	want := map[string]storedItem{}
+	for _, i := range written {
+		if i == 3 {
+			t.Errorf("BatchProgress.written holds 3, which failed")
+		}
+		want[items[i].GetKey()] = storedItem{value: items[i].GetValue()}
+	}
+	checkStored(t, ctx, st.Client, "one", want, nil)
+	if _, err := st.Client.ListKeys(ctx, "two", upstream.ListOptions{}); err == nil {
+		t.Error("store two was written")
+	}
+}
 
-	t.Run("store_id changes", func(t *testing.T) {
-		t.Parallel()
-		st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 2, Concurrency: 2}})
-		client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
-		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-		defer cancel()
-		var items []*kvv1.BatchItem
-		for i := range 9 {
-			items = append(items, &kvv1.BatchItem{Key: fmt.Sprintf("s/%d", i), Value: []byte(fmt.Sprint(i))})
-		}
-		items[3].Key = "bad#key" // fails on its own before the call fails
-		msgs := []*kvv1.BatchPutItemsRequest{
-			{StoreId: "one", Items: items[0:4]},
-			{StoreId: "one", Items: items[4:7]},
-			{StoreId: "two", Items: items[7:9]},
-		}
-		_, err := batchPut(ctx, client, msgs)
-		cerr, progress := batchProgress(t, "BatchPutItems changing store_id", err, connect.CodeInvalidArgument)
-		br, _ := findDetail[*errdetails.BadRequest](detailsOf(cerr))
-		if len(br.GetFieldViolations()) == 0 || br.GetFieldViolations()[0].GetField() != "store_id" || !strings.Contains(cerr.Message(), "store_id") {
-			t.Errorf("error %v with BadRequest %v; want it to name store_id", cerr, br)
-		}
-		if progress.GetReceived() != 7 {
-			t.Errorf("BatchProgress.received = %d; want 7 (the items before the message naming another store)", progress.GetReceived())
-		}
-		checkFailures(t, progress.GetFailures(), []wantFailure{{index: 3, key: "bad#key", code: "invalid_argument", field: "key"}})
-		written := writtenIndexes(t, progress)
-		want := map[string]storedItem{}
-		for _, i := range written {
-			if i == 3 {
-				t.Errorf("BatchProgress.written holds 3, which failed")
-			}
-			want[items[i].GetKey()] = storedItem{value: items[i].GetValue()}
-		}
-		checkStored(t, ctx, st.Client, "one", want, nil)
-		if _, err := st.Client.ListKeys(ctx, "two", upstream.ListOptions{}); err == nil {
-			t.Error("store two was written")
-		}
-	})
+// TestBatchPutItemsUpstreamRefuses covers an upstream that refuses the
+// batch calls: the batch write fails as a whole, with a BatchProgress
+// detail that accounts for what was written before.
+func TestBatchPutItemsUpstreamRefuses(t *testing.T) {
+	t.Parallel()
 
 	// The upstream refuses batch PUTs after the first two; with one write
 	// in flight at a time, exactly the items of those two are written. A
