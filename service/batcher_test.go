@@ -235,11 +235,7 @@ func TestBatchPutItemsInvalidItems(t *testing.T) {
 	}
 	res, err := batchPut(ctx, client, batchMessages("items", items, 3))
 	mustOK(t, "BatchPutItems", err)
-	checkFailures(t, res.GetFailures(), wantFails)
-	if want := uint64(len(items) - len(wantFails)); res.GetWritten() != want {
-		t.Errorf("written = %d; want %d", res.GetWritten(), want)
-	}
-	checkStored(t, ctx, st.Client, "items", wantStored, absent)
+	checkOutcome(t, ctx, st.Client, "items", res, len(items), wantFails, wantStored, absent)
 }
 
 // TestBatchPutItemsStoreRefusesLines checks that lines the store refuses
@@ -292,11 +288,7 @@ func TestBatchPutItemsStoreRefusesLines(t *testing.T) {
 	}
 	res, err := batchPut(ctx, client, batchMessages("lines", items, 4))
 	mustOK(t, "BatchPutItems", err)
-	checkFailures(t, res.GetFailures(), wantFails)
-	if want := uint64(n - len(wantFails)); res.GetWritten() != want {
-		t.Errorf("written = %d; want %d", res.GetWritten(), want)
-	}
-	checkStored(t, ctx, st.Client, "lines", wantStored, absent)
+	checkOutcome(t, ctx, st.Client, "lines", res, n, wantFails, wantStored, absent)
 	// 21 batch lines in batches of 5: [0-4] [5-9] [10-14] [15-18 20]
 	// [22]; the three holding a refused line are sent again without it.
 	if got := st.Store.Count(localstore.RequestBatch); got != 5+3 {
@@ -428,11 +420,7 @@ func TestBatchPutItemsLastWins(t *testing.T) {
 				res, err := batchPut(ctx, client, msgs)
 				mustOK(t, "BatchPutItems", err)
 				t.Run(fmt.Sprintf("seed%d/stream", seed), func(t *testing.T) {
-					checkFailures(t, res.GetFailures(), wantFails)
-					if want := uint64(nItems - len(wantFails)); res.GetWritten() != want {
-						t.Errorf("written = %d; want %d", res.GetWritten(), want)
-					}
-					checkStored(t, ctx, st.Client, store, model, absent)
+					checkOutcome(t, ctx, st.Client, store, res, nItems, wantFails, model, absent)
 				})
 
 				// The same items in one PutItems call.
@@ -440,11 +428,7 @@ func TestBatchPutItemsLastWins(t *testing.T) {
 				ures, err := client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: ustore, Items: items})
 				mustOK(t, "PutItems", err)
 				t.Run(fmt.Sprintf("seed%d/unary", seed), func(t *testing.T) {
-					checkFailures(t, ures.GetFailures(), wantFails)
-					if want := uint64(nItems - len(wantFails)); ures.GetWritten() != want {
-						t.Errorf("written = %d; want %d", ures.GetWritten(), want)
-					}
-					checkStored(t, ctx, st.Client, ustore, model, absent)
+					checkOutcome(t, ctx, st.Client, ustore, ures, nItems, wantFails, model, absent)
 				})
 			}
 		})

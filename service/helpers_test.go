@@ -218,6 +218,24 @@ func checkFailures(t *testing.T, got []*kvv1.BatchFailure, want []wantFailure) {
 	}
 }
 
+// batchOutcome is the answer of a batch write that completed: a
+// BatchPutItemsResponse or a PutItemsResponse.
+type batchOutcome interface {
+	GetWritten() uint64
+	GetFailures() []*kvv1.BatchFailure
+}
+
+// checkOutcome checks the answer of a batch write of n items against
+// wantFails, and what the store holds against want and absent.
+func checkOutcome(t *testing.T, ctx context.Context, kv *upstream.Client, store string, res batchOutcome, n int, wantFails []wantFailure, want map[string]storedItem, absent []string) {
+	t.Helper()
+	checkFailures(t, res.GetFailures(), wantFails)
+	if w := uint64(n - len(wantFails)); res.GetWritten() != w {
+		t.Errorf("written = %d; want %d", res.GetWritten(), w)
+	}
+	checkStored(t, ctx, kv, store, want, absent)
+}
+
 // batchProgress returns the BatchProgress detail of err, failing the test
 // unless err is a Connect error with code want that carries one.
 func batchProgress(t *testing.T, what string, err error, want connect.Code) (*connect.Error, *kvv1.BatchProgress) {
