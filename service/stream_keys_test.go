@@ -21,9 +21,9 @@ import (
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
-// TestStreamsCancel checks that a client going away stops the upstream
-// work of a stream: no more list pages for StreamKeys, no more batch PUTs
-// for BatchPutItems.
+// cancelProtocols are the protocols the cancel tests run over. The tests
+// check that a client going away stops the upstream work of a stream: no
+// more list pages for StreamKeys, no more batch PUTs for BatchPutItems.
 //
 // Over HTTP/2 a cancelled stream is reset at once, so at most the requests
 // already on their way reach the store. Over HTTP/1.1 an upload has no
@@ -31,18 +31,19 @@ import (
 // connection (Go's server notices a closed connection only at the end of
 // the body), so kvgate may still write items received before the cancel,
 // but never more batches than the client sent messages, and then it stops.
-func TestStreamsCancel(t *testing.T) {
+var cancelProtocols = []rpcProtocol{
+	{"grpc_h2c", kvtest.H2CClient, connectGRPC()},
+	{"connect_h2c", kvtest.H2CClient, nil},
+	{"grpcweb_h2c", kvtest.H2CClient, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
+	{"connect_http1", kvtest.HTTP1Client, nil},
+	{"grpcweb_http1", kvtest.HTTP1Client, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
+}
+
+// TestStreamKeysCancel cancels a StreamKeys stream: the listing stops.
+func TestStreamKeysCancel(t *testing.T) {
 	t.Parallel()
-	protocols := []rpcProtocol{
-		{"grpc_h2c", kvtest.H2CClient, connectGRPC()},
-		{"connect_h2c", kvtest.H2CClient, nil},
-		{"grpcweb_h2c", kvtest.H2CClient, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
-		{"connect_http1", kvtest.HTTP1Client, nil},
-		{"grpcweb_http1", kvtest.HTTP1Client, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
-	}
-	for _, p := range protocols {
-		http2 := strings.HasSuffix(p.name, "_h2c")
-		t.Run("StreamKeys/"+p.name, func(t *testing.T) {
+	for _, p := range cancelProtocols {
+		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			st := kvtest.Start(t, kvtest.Options{})
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -83,7 +84,15 @@ func TestStreamsCancel(t *testing.T) {
 				t.Errorf("the whole listing was fetched (%d list requests)", final)
 			}
 		})
-		t.Run("BatchPutItems/"+p.name, func(t *testing.T) {
+	}
+}
+
+// TestBatchPutItemsCancel cancels a BatchPutItems upload: the writes stop.
+func TestBatchPutItemsCancel(t *testing.T) {
+	t.Parallel()
+	for _, p := range cancelProtocols {
+		http2 := strings.HasSuffix(p.name, "_h2c")
+		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 5, Concurrency: 2}})
 			st.Store.SetFaults(localstore.Faults{Latency: 10 * time.Millisecond})
