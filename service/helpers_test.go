@@ -170,11 +170,10 @@ func checkStored(t *testing.T, ctx context.Context, kv *upstream.Client, store s
 	for _, key := range absent {
 		g.Go(func() error {
 			item, err := kv.GetItem(gctx, store, key)
-			var se *upstream.StatusError
 			switch {
 			case err == nil:
 				report("%q exists (value %q) but must not", key, item.Value)
-			case !errors.As(err, &se) || se.Status != http.StatusNotFound:
+			case upstream.KindOf(err) != upstream.KindNotFound:
 				report("%q: %v; want 404", key, err)
 			}
 			return gctx.Err()

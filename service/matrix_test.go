@@ -174,8 +174,8 @@ func mustOK(t *testing.T, what string, err error) {
 
 func wantCode(t *testing.T, what string, err error, want connect.Code) {
 	t.Helper()
-	var cerr *connect.Error
-	if !errors.As(err, &cerr) || cerr.Code() != want {
+	cerr, ok := errors.AsType[*connect.Error](err)
+	if !ok || cerr.Code() != want {
 		t.Fatalf("%s: got %v, want code %v", what, err, want)
 	}
 }
