@@ -39,14 +39,14 @@ func (s *Service) BatchPutItems(ctx context.Context, stream kvv1connect.KVStoreS
 		if b == nil {
 			var v violations
 			v.checkStoreID(msg.GetStoreId())
-			if err := v.err(); err != nil {
+			if err := v.Err(); err != nil {
 				return nil, err
 			}
-			b = newBatcher(ctx, s.kv, s.bodies, msg.GetStoreId(), s.batch, s.maxValue, s.draining.Load)
+			b = s.newBatcher(ctx, msg.GetStoreId())
 		} else if id := msg.GetStoreId(); id != "" && id != b.store {
 			var v violations
-			v.add("store_id", "store_id changed from %q to %q within one stream", b.store, id)
-			return nil, b.abort(v.err(), true)
+			v.Add("store_id", "store_id changed from %q to %q within one stream", b.store, id)
+			return nil, b.abort(v.Err(), true)
 		}
 		for _, item := range msg.GetItems() {
 			if err := b.add(item); err != nil {
@@ -66,12 +66,12 @@ func (s *Service) PutItems(ctx context.Context, req *kvv1.PutItemsRequest) (*kvv
 	var v violations
 	v.checkStoreID(req.GetStoreId())
 	if n := len(req.GetItems()); n > MaxPutItems {
-		v.add("items", "items holds %d items; the most is %d (use BatchPutItems for more)", n, MaxPutItems)
+		v.Add("items", "items holds %d items; the most is %d (use BatchPutItems for more)", n, MaxPutItems)
 	}
-	if err := v.err(); err != nil {
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	b := newBatcher(ctx, s.kv, s.bodies, req.GetStoreId(), s.batch, s.maxValue, s.draining.Load)
+	b := s.newBatcher(ctx, req.GetStoreId())
 	for _, item := range req.GetItems() {
 		if err := b.add(item); err != nil {
 			return nil, b.abort(err, false)

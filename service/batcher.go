@@ -2,15 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
-	"slices"
-	"strconv"
-	"sync"
-
-	"connectrpc.com/connect/v2"
-	"connectrpc.com/connect/v2/connectproto"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/upstream"
@@ -30,15 +21,22 @@ type BatchConfig struct {
 	Concurrency int
 }
 
+// DefaultBatchConfig is the configuration a zero BatchConfig stands for:
+// Fastly's 1000 lines per batch, 8 MiB bodies, 4 PUTs in flight.
+func DefaultBatchConfig() BatchConfig {
+	return BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4}
+}
+
 func (c BatchConfig) withDefaults() BatchConfig {
+	d := DefaultBatchConfig()
 	if c.MaxLines <= 0 {
-		c.MaxLines = 1000
+		c.MaxLines = d.MaxLines
 	}
 	if c.MaxBytes <= 0 {
-		c.MaxBytes = 8 << 20
+		c.MaxBytes = d.MaxBytes
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 4
+		c.Concurrency = d.Concurrency
 	}
 	return c
 }
@@ -62,9 +60,9 @@ type opResult struct {
 	op       *writeOp
 	written  []uint64
 	failures []*kvv1.BatchFailure
-	// fatal is a failure of the call as a whole: the rest of the batch
+	// callErr is a failure of the call as a whole: the rest of the batch
 	// write cannot succeed either.
-	fatal error
+	callErr error
 }
 
 // batcher turns a stream of items into upstream writes: it validates each
@@ -81,7 +79,7 @@ type opResult struct {
 // One goroutine (the RPC's) owns the batcher's state; ops run on their own
 // goroutines and report on done.
 type batcher struct {
-	kv       *upstream.Client
+	kv       Upstream
 	bodies   *bodyPool
 	store    string
 	cfg      BatchConfig
@@ -97,14 +95,12 @@ type batcher struct {
 	busy     map[string]bool // keys of ops in flight
 	done     chan opResult
 
-	received uint64
-	written  uint64
-	ranges   indexRanges
-	failures []*kvv1.BatchFailure
-	fatal    error
+	tally   tally
+	callErr error
 }
 
-func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, store string, cfg BatchConfig, maxValue int64, draining func() bool) *batcher {
+// newBatcher starts a batch write to store for the RPC whose context is ctx.
+func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 	// The writes run on a context of their own that keeps the RPC's
 	// deadline. It ends with the RPC's when the client goes away, so
 	// upstream work stops, but not when kvgate is shutting down: then the
@@ -117,18 +113,17 @@ func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, stor
 		opsCtx, cancel = context.WithCancel(opsCtx)
 	}
 	stop := context.AfterFunc(ctx, func() {
-		if !draining() {
+		if !s.draining.Load() {
 			cancel()
 		}
 	})
-	ctx = opsCtx
-	cancelAll := func() {
-		stop()
-		cancel()
-	}
 	return &batcher{
-		kv: kv, bodies: bodies, store: store, cfg: cfg.withDefaults(), maxValue: maxValue,
-		ctx: ctx, cancel: cancelAll,
+		kv: s.kv, bodies: s.bodies, store: store, cfg: s.batch, maxValue: s.maxValue,
+		ctx: opsCtx,
+		cancel: func() {
+			stop()
+			cancel()
+		},
 		busy: make(map[string]bool),
 		done: make(chan opResult),
 	}
@@ -139,10 +134,11 @@ func newBatcher(ctx context.Context, kv *upstream.Client, bodies *bodyPool, stor
 // wait is the backpressure on the client's stream. An error means the
 // batch write failed as a whole; call finish to collect what happened.
 func (b *batcher) add(item *kvv1.BatchItem) error {
-	index := b.received
-	b.received++
-	if reason := checkBatchItem(item, b.maxValue); reason != "" {
-		b.fail(index, item.GetKey(), connect.CodeInvalidArgument, reason)
+	index := b.tally.receive()
+	var v violations
+	v.checkItemWrite(item, item.IfGenerationMatch, b.maxValue)
+	if err := v.Err(); err != nil {
+		b.tally.fail(batchFailure(index, item.GetKey(), err))
 		return nil
 	}
 	line := upstream.BatchLine{
@@ -176,7 +172,7 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 	b.open.body = upstream.AppendBatchLine(b.open.body, line)
 	b.open.lineEnds = append(b.open.lineEnds, len(b.open.body))
 	b.openKeys[line.Key] = true
-	return b.fatal
+	return b.callErr
 }
 
 // seal queues the open batch.
@@ -195,7 +191,7 @@ func (b *batcher) enqueue(op *writeOp) {
 // start runs every queued op that may run now, in order: one whose keys
 // are not in flight and not held by an earlier op still queued.
 func (b *batcher) start() {
-	if b.fatal != nil {
+	if b.callErr != nil {
 		return
 	}
 	held := make(map[string]bool)
@@ -233,10 +229,10 @@ func (b *batcher) start() {
 // ready, so memory stays bounded by about Concurrency+1 batches whatever
 // the stream's length.
 func (b *batcher) throttle() error {
-	for b.fatal == nil && b.inflight+len(b.queue) >= b.cfg.Concurrency {
+	for b.callErr == nil && b.inflight+len(b.queue) >= b.cfg.Concurrency {
 		b.collect(<-b.done)
 	}
-	return b.fatal
+	return b.callErr
 }
 
 // collect records an op's result; the op's keys are free again.
@@ -248,13 +244,9 @@ func (b *batcher) collect(r opResult) {
 	if r.op.single == nil {
 		b.bodies.put(r.op.body)
 	}
-	for _, i := range r.written {
-		b.ranges.add(i)
-	}
-	b.written += uint64(len(r.written))
-	b.failures = append(b.failures, r.failures...)
-	if r.fatal != nil && b.fatal == nil {
-		b.fatal = r.fatal
+	b.tally.record(r.written, r.failures)
+	if r.callErr != nil && b.callErr == nil {
+		b.callErr = r.callErr
 		b.cancel() // the other writes in flight cannot succeed either
 	}
 	b.start()
@@ -263,20 +255,17 @@ func (b *batcher) collect(r opResult) {
 // finish sends what is left, waits for every op and returns the outcome:
 // the response, or the failure of the call as a whole.
 func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
-	if b.fatal == nil {
+	if b.callErr == nil {
 		b.seal()
 	}
-	for b.inflight > 0 || (b.fatal == nil && len(b.queue) > 0) {
+	for b.inflight > 0 || (b.callErr == nil && len(b.queue) > 0) {
 		b.collect(<-b.done)
 	}
 	b.cancel()
-	slices.SortFunc(b.failures, func(x, y *kvv1.BatchFailure) int {
-		return compareUint64(x.GetIndex(), y.GetIndex())
-	})
-	if b.fatal != nil {
-		return nil, b.withProgress(b.fatal)
+	if b.callErr != nil {
+		return nil, b.tally.withProgress(b.callErr)
 	}
-	return &kvv1.BatchPutItemsResponse{Written: b.written, Failures: b.failures}, nil
+	return b.tally.response(), nil
 }
 
 // abort ends the batch write because of err. With flush, the items
@@ -286,210 +275,14 @@ func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
 // upstream failed). Either way the writes in flight finish, and err comes
 // back with the progress made.
 func (b *batcher) abort(err error, flush bool) error {
-	if flush && b.fatal == nil {
+	if flush && b.callErr == nil {
 		if _, ferr := b.finish(); ferr != nil {
 			return ferr
 		}
 	}
-	if b.fatal == nil {
-		b.fatal = err
+	if b.callErr == nil {
+		b.callErr = err
 	}
 	_, ferr := b.finish()
 	return ferr
-}
-
-func compareUint64(x, y uint64) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
-}
-
-// withProgress attaches a BatchProgress detail to err: which items were
-// written and which failed before the batch write failed.
-func (b *batcher) withProgress(err error) error {
-	var cerr *connect.Error
-	if !errors.As(err, &cerr) {
-		cerr = connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
-	}
-	progress := &kvv1.BatchProgress{Received: b.received, Failures: b.failures}
-	for _, r := range b.ranges {
-		progress.Written = append(progress.Written, &kvv1.IndexRange{Start: r.start, End: r.end})
-	}
-	if d, derr := connectproto.NewErrorDetail(progress); derr == nil {
-		cerr = cerr.WithDetail(d)
-	}
-	return cerr
-}
-
-func (b *batcher) fail(index uint64, key string, code connect.Code, reason string) {
-	b.failures = append(b.failures, &kvv1.BatchFailure{Index: index, Key: key, Code: code.String(), Reason: reason})
-}
-
-// run carries out one op. It runs on its own goroutine and touches no
-// batcher state but its configuration.
-func (b *batcher) run(op *writeOp) opResult {
-	if op.single != nil {
-		return b.runSingle(op)
-	}
-	return b.runBatch(op)
-}
-
-func (b *batcher) runSingle(op *writeOp) opResult {
-	item := op.single
-	opts := upstream.PutOptions{
-		Mode:              putModes[item.GetMode()],
-		BackgroundFetch:   item.GetBackgroundFetch(),
-		IfGenerationMatch: item.IfGenerationMatch,
-		Metadata:          item.GetMetadata(),
-	}
-	if ttl := item.GetTimeToLive(); ttl != nil {
-		opts.TimeToLive = ttl.AsDuration()
-	}
-	err := b.kv.PutItem(b.ctx, b.store, item.GetKey(), item.GetValue(), opts)
-	if err == nil {
-		return opResult{written: op.indexes}
-	}
-	var unknown *upstream.UnknownOutcomeError
-	if errors.As(err, &unknown) {
-		// This item's fate is open, not the call's: report it and go on.
-		cerr := fromUpstream(err, itemSubject)
-		return opResult{failures: []*kvv1.BatchFailure{{
-			Index: op.indexes[0], Key: item.GetKey(), Code: cerr.Code().String(), Reason: cerr.Message(),
-		}}}
-	}
-	var se *upstream.StatusError
-	if errors.As(err, &se) && itemLevelStatus(se.Status) {
-		cerr := fromStatus(se, itemSubject)
-		return opResult{failures: []*kvv1.BatchFailure{{
-			Index: op.indexes[0], Key: item.GetKey(), Code: cerr.Code().String(), Reason: cerr.Message(),
-		}}}
-	}
-	return opResult{fatal: fromUpstream(err, storeSubject)}
-}
-
-// itemLevelStatus reports statuses that concern one item, not the call.
-func itemLevelStatus(status int) bool {
-	switch status {
-	case http.StatusBadRequest, http.StatusPreconditionFailed, http.StatusRequestEntityTooLarge:
-		return true
-	}
-	return false
-}
-
-// runBatch sends the op's lines as one batch PUT. Fastly reports bad lines
-// by index and does not say whether the other lines of such a batch were
-// applied, so the lines not reported bad are sent again (they are upserts)
-// until a batch carrying them succeeds; only then are they written.
-func (b *batcher) runBatch(op *writeOp) opResult {
-	var res opResult
-	lines := make([]int, len(op.keys)) // positions in op of the lines being sent
-	for i := range lines {
-		lines[i] = i
-	}
-	body := op.body
-	for len(lines) > 0 {
-		out, err := b.kv.PutBatch(b.ctx, b.store, body)
-		if err != nil {
-			res.fatal = fromUpstream(err, storeSubject)
-			return res
-		}
-		if len(out.LineErrors) == 0 {
-			for _, l := range lines {
-				res.written = append(res.written, op.indexes[l])
-			}
-			return res
-		}
-		bad := make(map[int]bool, len(out.LineErrors))
-		for _, le := range out.LineErrors {
-			if le.Index >= len(lines) || bad[le.Index] {
-				res.fatal = fromUpstream(&upstream.ResponseError{Op: upstream.OpBatch,
-					Reason: fmt.Sprintf("line error for line %d of a %d-line batch", le.Index, len(lines))}, storeSubject)
-				return res
-			}
-			bad[le.Index] = true
-			l := lines[le.Index]
-			res.failures = append(res.failures, &kvv1.BatchFailure{
-				Index:  op.indexes[l],
-				Key:    op.keys[l],
-				Code:   lineCode(le.Code).String(),
-				Reason: "Fastly rejected the item: " + le.Reason,
-			})
-		}
-		kept := lines[:0]
-		var next []byte
-		for i, l := range lines {
-			if !bad[i] {
-				kept = append(kept, l)
-				next = append(next, op.lineBytes(l)...)
-			}
-		}
-		lines, body = kept, next
-	}
-	return res
-}
-
-// lineBytes returns line l of the op's original body.
-func (op *writeOp) lineBytes(l int) []byte {
-	start := 0
-	if l > 0 {
-		start = op.lineEnds[l-1]
-	}
-	return op.body[start:op.lineEnds[l]]
-}
-
-// lineCode maps Fastly's per-line code (an HTTP status as a string) to a
-// Connect code; a line Fastly could not complete is its fault to report
-// as the caller's input unless it says otherwise.
-func lineCode(code string) connect.Code {
-	status, err := strconv.Atoi(code)
-	if err != nil || status == http.StatusBadRequest {
-		return connect.CodeInvalidArgument
-	}
-	return fromStatus(&upstream.StatusError{Status: status}, itemSubject).Code()
-}
-
-// checkBatchItem returns why item cannot be written, or "".
-func checkBatchItem(item *kvv1.BatchItem, maxValue int64) string {
-	var v violations
-	v.check("key", upstream.CheckKey(item.GetKey()))
-	v.check("metadata", upstream.CheckMetadata(item.GetMetadata()))
-	v.checkValue(item.GetValue(), maxValue)
-	v.checkEnum("mode", item.GetMode())
-	v.checkTTL("time_to_live", item.GetTimeToLive())
-	if item.GetMode() == kvv1.PutMode_PUT_MODE_ADD && item.IfGenerationMatch != nil {
-		v.add("if_generation_match", "if_generation_match cannot be combined with PUT_MODE_ADD")
-	}
-	if len(v) == 0 {
-		return ""
-	}
-	return v.err().Message()
-}
-
-// bodyPool recycles batch bodies across batches and streams, so a long
-// upload reuses a few buffers instead of growing a new one per batch.
-type bodyPool struct {
-	pool     sync.Pool
-	maxBytes int
-}
-
-func newBodyPool(maxBytes int) *bodyPool { return &bodyPool{maxBytes: maxBytes} }
-
-func (p *bodyPool) get() []byte {
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, min(p.maxBytes, 64<<10))
-}
-
-// put returns a body once no request reads it any more. Bodies that grew
-// past twice the batch limit (one oversized line) are left to the GC.
-func (p *bodyPool) put(b []byte) {
-	if cap(b) == 0 || cap(b) > 2*p.maxBytes {
-		return
-	}
-	p.pool.Put(&b)
 }

@@ -28,7 +28,7 @@ func listScope(storeID, prefix string) string {
 }
 
 // position is a place in a listing: the page to fetch and the keys of it
-// already delivered. The zero position is the start; see done.
+// already delivered. The zero position is the start; see end.
 type position struct {
 	upstream string
 	after    string

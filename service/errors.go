@@ -3,8 +3,8 @@ package service
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connectproto"
@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -45,6 +46,53 @@ const (
 	storeSubject notFoundSubject = "store"
 )
 
+// wireError is what callers see for one kind of upstream failure.
+type wireError struct {
+	code connect.Code
+	// msg is the public message; for a kind with bySubject it follows the
+	// subject ("item not found").
+	msg       string
+	bySubject bool
+	reason    string
+	// detail, when set, is attached after the ErrorInfo.
+	detail proto.Message
+}
+
+// wireErrors maps every kind of upstream failure to its Connect error.
+var wireErrors = map[upstream.Kind]wireError{
+	upstream.KindNotFound: {code: connect.CodeNotFound, msg: "not found", bySubject: true, reason: reasonNotFound},
+	upstream.KindKeyExists: {code: connect.CodeAlreadyExists,
+		msg: "an item with this key already exists", reason: reasonKeyExists},
+	upstream.KindGenerationMismatch: {code: connect.CodeAborted,
+		msg:    "the item's generation does not match if_generation_match; read the item again and retry",
+		reason: reasonGenerationMismatch},
+	upstream.KindPreconditionFailed: {code: connect.CodeFailedPrecondition,
+		msg: "Fastly refused the request: precondition failed", reason: reasonPrecondition},
+	upstream.KindBadRequest: {code: connect.CodeInvalidArgument,
+		msg: "Fastly rejected the request as invalid", reason: reasonBadRequest},
+	upstream.KindUnauthorized: {code: connect.CodeUnauthenticated,
+		msg: "Fastly did not accept the API token", reason: reasonUnauthenticated},
+	upstream.KindForbidden: {code: connect.CodePermissionDenied,
+		msg: "the API token is not allowed to do this", reason: reasonPermissionDenied},
+	upstream.KindTooLarge: {code: connect.CodeInvalidArgument,
+		msg: "the value is larger than Fastly accepts", reason: reasonValueTooLarge,
+		detail: &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+			Field: "value", Description: "value is larger than Fastly accepts for this store",
+		}}}},
+	upstream.KindRateLimited: {code: connect.CodeResourceExhausted,
+		msg: "Fastly's rate limit was reached; retry later", reason: reasonRateLimited},
+	upstream.KindUnavailable: {code: connect.CodeUnavailable,
+		msg: "Fastly is unavailable; retry later", reason: reasonUnavailable},
+	upstream.KindUnexpectedStatus: {code: connect.CodeUnknown,
+		msg: "Fastly answered with an unexpected status", reason: reasonUnexpectedStatus},
+	upstream.KindUnreachable: {code: connect.CodeUnavailable,
+		msg: "could not reach Fastly", reason: reasonUnreachable},
+	upstream.KindBadResponse: {code: connect.CodeUnavailable,
+		msg: "Fastly sent a response kvgate could not read", reason: reasonBadResponse},
+	upstream.KindOutcomeUnknown: {code: connect.CodeUnknown,
+		msg: "Fastly may or may not have applied the write; read the item before retrying", reason: reasonOutcomeUnknown},
+}
+
 // fromUpstream turns an upstream failure into a deliberate Connect error.
 // The public message says what happened; the cause (which may echo
 // Fastly's body) stays on the server for the log.
@@ -55,67 +103,37 @@ func fromUpstream(err error, subject notFoundSubject) *connect.Error {
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(err)
 	}
-	if _, ok := errors.AsType[*upstream.UnknownOutcomeError](err); ok {
-		// Checked first: it wraps the status or transport failure.
-		return withInfo(connect.NewError(connect.CodeUnknown,
-			"Fastly may or may not have applied the write; read the item before retrying"), reasonOutcomeUnknown, 0).WithCause(err)
+	kind := upstream.KindOf(err)
+	w, ok := wireErrors[kind]
+	if !ok {
+		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
 	}
-	if se, ok := errors.AsType[*upstream.StatusError](err); ok {
-		return fromStatus(se, subject).WithCause(err)
+	var (
+		status     int
+		retryAfter time.Duration
+	)
+	// An unknown outcome names no status: whatever failed, the write may
+	// have been applied.
+	if se, ok := errors.AsType[*upstream.StatusError](err); ok && kind != upstream.KindOutcomeUnknown {
+		status, retryAfter = se.Status, se.RetryAfter
 	}
-	if _, ok := errors.AsType[*upstream.TransportError](err); ok {
-		return withInfo(connect.NewError(connect.CodeUnavailable, "could not reach Fastly"), reasonUnreachable, 0).WithCause(err)
-	}
-	if _, ok := errors.AsType[*upstream.ResponseError](err); ok {
-		return withInfo(connect.NewError(connect.CodeUnavailable, "Fastly sent a response kvgate could not read"), reasonBadResponse, 0).WithCause(err)
-	}
-	return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
+	return w.build(subject, status, retryAfter).WithCause(err)
 }
 
-func fromStatus(se *upstream.StatusError, subject notFoundSubject) *connect.Error {
-	var (
-		code   connect.Code
-		msg    string
-		reason string
-		extra  []proto.Message
-	)
-	switch s := se.Status; {
-	case s == http.StatusNotFound:
-		code, msg, reason = connect.CodeNotFound, string(subject)+" not found", reasonNotFound
-	case s == http.StatusPreconditionFailed && se.Precondition == upstream.PreconditionAbsent:
-		code, msg, reason = connect.CodeAlreadyExists, "an item with this key already exists", reasonKeyExists
-	case s == http.StatusPreconditionFailed && se.Precondition == upstream.PreconditionGeneration:
-		code, msg, reason = connect.CodeAborted,
-			"the item's generation does not match if_generation_match; read the item again and retry",
-			reasonGenerationMismatch
-	case s == http.StatusPreconditionFailed:
-		code, msg, reason = connect.CodeFailedPrecondition, "Fastly refused the request: precondition failed", reasonPrecondition
-	case s == http.StatusBadRequest:
-		code, msg, reason = connect.CodeInvalidArgument, "Fastly rejected the request as invalid", reasonBadRequest
-	case s == http.StatusUnauthorized:
-		code, msg, reason = connect.CodeUnauthenticated, "Fastly did not accept the API token", reasonUnauthenticated
-	case s == http.StatusForbidden:
-		code, msg, reason = connect.CodePermissionDenied, "the API token is not allowed to do this", reasonPermissionDenied
-	case s == http.StatusRequestEntityTooLarge:
-		code, msg, reason = connect.CodeInvalidArgument, "the value is larger than Fastly accepts", reasonValueTooLarge
-		extra = append(extra, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
-			Field: "value", Description: "value is larger than Fastly accepts for this store",
-		}}})
-	case s == http.StatusTooManyRequests:
-		code, msg, reason = connect.CodeResourceExhausted, "Fastly's rate limit was reached; retry later", reasonRateLimited
-	case s >= 500:
-		code, msg, reason = connect.CodeUnavailable, "Fastly is unavailable; retry later", reasonUnavailable
-	default:
-		code, msg, reason = connect.CodeUnknown, "Fastly answered with an unexpected status", reasonUnexpectedStatus
+// build makes the error with its details: an ErrorInfo carrying the
+// upstream status when there was one, the kind's own detail, and a
+// RetryInfo when Fastly said when to retry something worth retrying.
+func (w wireError) build(subject notFoundSubject, status int, retryAfter time.Duration) *connect.Error {
+	msg := w.msg
+	if w.bySubject {
+		msg = string(subject) + " " + msg
 	}
-	if se.RetryAfter > 0 && (code == connect.CodeResourceExhausted || code == connect.CodeUnavailable) {
-		extra = append(extra, &errdetails.RetryInfo{RetryDelay: durationpb.New(se.RetryAfter)})
+	cerr := withInfo(connect.NewError(w.code, msg), w.reason, status)
+	if w.detail != nil {
+		cerr = withDetail(cerr, w.detail)
 	}
-	cerr := withInfo(connect.NewError(code, msg), reason, se.Status)
-	for _, m := range extra {
-		if d, err := connectproto.NewErrorDetail(m); err == nil {
-			cerr = cerr.WithDetail(d)
-		}
+	if retryAfter > 0 && (w.code == connect.CodeResourceExhausted || w.code == connect.CodeUnavailable) {
+		cerr = withDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 	}
 	return cerr
 }
@@ -127,8 +145,19 @@ func withInfo(cerr *connect.Error, reason string, status int) *connect.Error {
 	if status != 0 {
 		info.Metadata = map[string]string{"http_status": strconv.Itoa(status)}
 	}
-	if d, err := connectproto.NewErrorDetail(info); err == nil {
-		cerr = cerr.WithDetail(d)
+	return withDetail(cerr, info)
+}
+
+// withDetail attaches m to cerr. A message that cannot be packed (none of
+// kvgate's) is left out rather than failing the answer.
+func withDetail(cerr *connect.Error, m proto.Message) *connect.Error {
+	if d, err := connectproto.NewErrorDetail(m); err == nil {
+		return cerr.WithDetail(d)
 	}
 	return cerr
+}
+
+// batchFailure reports one item of a batch write that failed with cerr.
+func batchFailure(index uint64, key string, cerr *connect.Error) *kvv1.BatchFailure {
+	return &kvv1.BatchFailure{Index: index, Key: key, Code: cerr.Code().String(), Reason: cerr.Message()}
 }

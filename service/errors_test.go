@@ -174,8 +174,8 @@ func TestTransportFailures(t *testing.T) {
 
 func asConnectError(t *testing.T, what string, err error, want connect.Code) *connect.Error {
 	t.Helper()
-	var cerr *connect.Error
-	if !errors.As(err, &cerr) || cerr.Code() != want {
+	cerr, ok := errors.AsType[*connect.Error](err)
+	if !ok || cerr.Code() != want {
 		t.Fatalf("%s: got %v, want %v", what, err, want)
 	}
 	return cerr

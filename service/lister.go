@@ -11,7 +11,7 @@ import (
 // lister walks one listing of a store: the upstream pages of a prefix,
 // filtered to the whole prefix when Fastly can only filter part of it.
 type lister struct {
-	kv          *upstream.Client
+	kv          Upstream
 	store       string
 	filter      prefixFilter
 	pageSize    int

@@ -4,19 +4,23 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/service"
 )
 
 // methodCounter counts the HTTP methods a client sends, to prove that
@@ -136,14 +140,14 @@ func runUnaryScenario(t *testing.T, client kvv1connect.KVStoreServiceClient, sto
 
 	list, err := client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Prefix: "users/"})
 	mustOK(t, "ListKeys", err)
-	if want := []string{"users/42", "users/43"}; !equalStrings(list.GetKeys(), want) || list.GetNextCursor() != "" {
+	if want := []string{"users/42", "users/43"}; !slices.Equal(list.GetKeys(), want) || list.GetNextCursor() != "" {
 		t.Fatalf("ListKeys(prefix users/) = %q next %q; want %q and no cursor", list.GetKeys(), list.GetNextCursor(), want)
 	}
 	page, err := client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Limit: 2, Consistency: kvv1.Consistency_CONSISTENCY_EVENTUAL})
 	mustOK(t, "ListKeys page 1", err)
 	rest, err := client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: store, Limit: 2, Cursor: page.GetNextCursor(), Consistency: kvv1.Consistency_CONSISTENCY_EVENTUAL})
 	mustOK(t, "ListKeys page 2", err)
-	if all := append(page.GetKeys(), rest.GetKeys()...); !equalStrings(all, []string{"users/42", "users/43", "usersX"}) || rest.GetNextCursor() != "" {
+	if all := append(page.GetKeys(), rest.GetKeys()...); !slices.Equal(all, []string{"users/42", "users/43", "usersX"}) || rest.GetNextCursor() != "" {
 		t.Fatalf("paged ListKeys = %q then %q (next %q)", page.GetKeys(), rest.GetKeys(), rest.GetNextCursor())
 	}
 
@@ -170,24 +174,126 @@ func mustOK(t *testing.T, what string, err error) {
 
 func wantCode(t *testing.T, what string, err error, want connect.Code) {
 	t.Helper()
-	var cerr *connect.Error
-	if !errors.As(err, &cerr) || cerr.Code() != want {
+	cerr, ok := errors.AsType[*connect.Error](err)
+	if !ok || cerr.Code() != want {
 		t.Fatalf("%s: got %v, want code %v", what, err, want)
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // connectGRPC selects the gRPC protocol, so error details travel in
 // grpc-status-details-bin as they do for gRPC callers.
 func connectGRPC() []connecthttp.Option { return []connecthttp.Option{connecthttp.WithGRPC()} }
+
+// TestStreamsProtocols runs StreamKeys, BatchPutItems and PutItems through
+// each protocol and codec kvgate serves, over HTTP/1.1 and cleartext
+// HTTP/2 (gRPC over HTTP/2 only). Client streaming over HTTP/1.1 is
+// half-duplex, which BatchPutItems needs no more than.
+func TestStreamsProtocols(t *testing.T) {
+	t.Parallel()
+	json := connecthttp.WithProtoJSON()
+	protocols := []rpcProtocol{
+		{"connect_proto/http1", kvtest.HTTP1Client, nil},
+		{"connect_proto/h2c", kvtest.H2CClient, nil},
+		{"connect_json/http1", kvtest.HTTP1Client, []connecthttp.Option{json}},
+		{"connect_json/h2c", kvtest.H2CClient, []connecthttp.Option{json}},
+		{"connect_gzip/http1", kvtest.HTTP1Client, []connecthttp.Option{connecthttp.WithSendGzip()}},
+		{"grpc/h2c", kvtest.H2CClient, connectGRPC()},
+		{"grpc_json/h2c", kvtest.H2CClient, []connecthttp.Option{connecthttp.WithGRPC(), json}},
+		{"grpcweb/http1", kvtest.HTTP1Client, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
+		{"grpcweb/h2c", kvtest.H2CClient, []connecthttp.Option{connecthttp.WithGRPCWeb()}},
+		{"grpcweb_json/http1", kvtest.HTTP1Client, []connecthttp.Option{connecthttp.WithGRPCWeb(), json}},
+	}
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 4, Concurrency: 3}})
+			client := st.NewClient(p.client(), p.opts...)
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+
+			// A small mixed list: plain writes, a repeated key, modes,
+			// a generation check and invalid items.
+			items := []*kvv1.BatchItem{
+				{Key: "p/a", Value: []byte{0, 1, 2, 0xff}, Metadata: `{"x":1}`},
+				{Key: "p/b", Value: []byte("b1"), TimeToLive: durationpb.New(time.Hour)},
+				{Key: "p/a", Value: []byte("!"), Mode: kvv1.PutMode_PUT_MODE_APPEND},
+				{Key: "p/c", Value: []byte("c"), Mode: kvv1.PutMode_PUT_MODE_ADD},
+				{Key: "p/b", Value: []byte("b2"), Mode: kvv1.PutMode_PUT_MODE_ADD},
+				{Key: "bad|key", Value: []byte("x")},
+				{Key: "p/d", Value: []byte("d"), IfGenerationMatch: proto.Uint64(0)},
+				{Key: "p/e", Value: []byte("e")},
+				{Key: "p/b", Value: []byte("0"), Mode: kvv1.PutMode_PUT_MODE_PREPEND, Metadata: "pre"},
+				{Key: "p/f", Value: []byte("f"), TimeToLive: durationpb.New(0)},
+				{Key: "p/g", Value: []byte("g")},
+				{Key: "q", Value: []byte("q")},
+			}
+			wantStored := map[string]storedItem{
+				"p/a": {value: []byte{0, 1, 2, 0xff, '!'}},
+				"p/b": {value: []byte("0b1"), metadata: "pre"},
+				"p/c": {value: []byte("c")},
+				"p/d": {value: []byte("d")},
+				"p/e": {value: []byte("e")},
+				"p/g": {value: []byte("g")},
+				"q":   {value: []byte("q")},
+			}
+			wantFails := []wantFailure{
+				{index: 4, key: "p/b", code: "already_exists", field: "exists"},
+				{index: 5, key: "bad|key", code: "invalid_argument", field: "key"},
+				{index: 9, key: "p/f", code: "invalid_argument", field: "time_to_live"},
+			}
+			wantWritten := uint64(len(items) - len(wantFails))
+
+			res, err := batchPut(ctx, client, batchMessages("stream", items, 5))
+			mustOK(t, "BatchPutItems", err)
+			checkFailures(t, res.GetFailures(), wantFails)
+			if res.GetWritten() != wantWritten {
+				t.Errorf("BatchPutItems written = %d; want %d", res.GetWritten(), wantWritten)
+			}
+			checkStored(t, ctx, st.Client, "stream", wantStored, []string{"p/f"})
+
+			ures, err := client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: items})
+			mustOK(t, "PutItems", err)
+			checkFailures(t, ures.GetFailures(), wantFails)
+			if ures.GetWritten() != wantWritten {
+				t.Errorf("PutItems written = %d; want %d", ures.GetWritten(), wantWritten)
+			}
+			checkStored(t, ctx, st.Client, "unary", wantStored, []string{"p/f"})
+
+			// StreamKeys: three keys a message, and a prefix kvgate
+			// filters itself.
+			for _, tc := range []struct {
+				prefix string
+				want   []string
+				msgs   int
+			}{
+				{"", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g", "q"}, 3},
+				{"p/", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g"}, 2},
+			} {
+				msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", Prefix: tc.prefix, PageSize: 3})
+				mustOK(t, "StreamKeys", err)
+				if d := diffKeys(keysOf(msgs), tc.want); d != "" || len(msgs) != tc.msgs {
+					t.Errorf("StreamKeys(prefix %q) = %d messages: %s; want %d messages", tc.prefix, len(msgs), d, tc.msgs)
+				}
+			}
+			// An invalid StreamKeys request fails before any message.
+			_, err = streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", PageSize: 1001})
+			asConnectError(t, "StreamKeys(page_size 1001)", err, connect.CodeInvalidArgument)
+
+			// PutItems refuses more than 10,000 items and calls nothing.
+			before := st.Store.Requests()
+			tooMany := make([]*kvv1.BatchItem, service.MaxPutItems+1)
+			for i := range tooMany {
+				tooMany[i] = &kvv1.BatchItem{Key: fmt.Sprintf("t/%05d", i), Value: []byte("v")}
+			}
+			_, err = client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: tooMany})
+			cerr := asConnectError(t, "PutItems with 10,001 items", err, connect.CodeInvalidArgument)
+			br, _ := findDetail[*errdetails.BadRequest](detailsOf(cerr))
+			if len(br.GetFieldViolations()) != 1 || br.GetFieldViolations()[0].GetField() != "items" {
+				t.Errorf("PutItems with 10,001 items: BadRequest = %v; want the field items", br)
+			}
+			if n := st.Store.Requests() - before; n != 0 {
+				t.Errorf("PutItems with 10,001 items made %d upstream requests; want none", n)
+			}
+		})
+	}
+}

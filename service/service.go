@@ -1,12 +1,11 @@
 // Package service implements fastly.kv.v1.KVStoreService: it validates each
 // request, carries it out with the upstream REST client, and maps every
-// outcome to a deliberate Connect code. It knows nothing of HTTP details.
+// outcome to a deliberate Connect code. It sees the upstream's failures only
+// as [upstream.Kind]s and knows nothing of HTTP.
 package service
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"sync/atomic"
 
 	"connectrpc.com/connect/v2"
@@ -15,6 +14,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/badrequest"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -30,10 +30,22 @@ type Options struct {
 	Batch BatchConfig
 }
 
+// Upstream is what the service needs of the KV REST API; *upstream.Client
+// provides it.
+type Upstream interface {
+	GetItem(ctx context.Context, storeID, key string) (*upstream.Item, error)
+	PutItem(ctx context.Context, storeID, key string, value []byte, opts upstream.PutOptions) error
+	DeleteItem(ctx context.Context, storeID, key string, opts upstream.DeleteOptions) error
+	ListKeys(ctx context.Context, storeID string, opts upstream.ListOptions) (*upstream.KeyPage, error)
+	PutBatch(ctx context.Context, storeID string, body []byte) (*upstream.BatchResult, error)
+}
+
+var _ Upstream = (*upstream.Client)(nil)
+
 // Service implements kvv1connect.KVStoreServiceHandler.
 type Service struct {
 	kvv1connect.UnimplementedKVStoreServiceHandler
-	kv       *upstream.Client
+	kv       Upstream
 	maxValue int64
 	batch    BatchConfig
 	bodies   *bodyPool
@@ -53,8 +65,9 @@ var errShuttingDown = connect.NewError(connect.CodeUnavailable, "kvgate is shutt
 
 var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
 
-// New returns the service, calling Fastly (or the local store) through kv.
-func New(kv *upstream.Client, opts Options) *Service {
+// New returns the service, calling Fastly (or the local store) through kv,
+// usually an *upstream.Client.
+func New(kv Upstream, opts Options) *Service {
 	s := &Service{kv: kv, maxValue: opts.MaxValueBytes, batch: opts.Batch.withDefaults()}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
@@ -65,10 +78,7 @@ func New(kv *upstream.Client, opts Options) *Service {
 
 // GetItem reads one item.
 func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.GetItemResponse, error) {
-	var v violations
-	v.checkStoreID(req.GetStoreId())
-	v.check("key", upstream.CheckKey(req.GetKey()))
-	if err := v.err(); err != nil {
+	if err := checkItemTarget(req.GetStoreId(), req.GetKey()); err != nil {
 		return nil, err
 	}
 	item, err := s.kv.GetItem(ctx, req.GetStoreId(), req.GetKey())
@@ -91,30 +101,30 @@ func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.
 func (s *Service) PutItem(ctx context.Context, req *kvv1.PutItemRequest) (*kvv1.PutItemResponse, error) {
 	var v violations
 	v.checkStoreID(req.GetStoreId())
-	v.check("key", upstream.CheckKey(req.GetKey()))
-	v.check("metadata", upstream.CheckMetadata(req.GetMetadata()))
-	v.checkValue(req.GetValue(), s.maxValue)
-	v.checkEnum("mode", req.GetMode())
-	v.checkTTL("time_to_live", req.GetTimeToLive())
-	if req.GetMode() == kvv1.PutMode_PUT_MODE_ADD && req.IfGenerationMatch != nil {
-		v.add("if_generation_match", "if_generation_match cannot be combined with PUT_MODE_ADD, which already requires the key to be absent")
-	}
-	if err := v.err(); err != nil {
+	v.checkItemWrite(req, req.IfGenerationMatch, s.maxValue)
+	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	opts := upstream.PutOptions{
-		Mode:              putModes[req.GetMode()],
-		BackgroundFetch:   req.GetBackgroundFetch(),
-		IfGenerationMatch: req.IfGenerationMatch,
-		Metadata:          req.GetMetadata(),
-	}
-	if ttl := req.GetTimeToLive(); ttl != nil {
-		opts.TimeToLive = ttl.AsDuration()
-	}
+	opts := putOptions(req, req.IfGenerationMatch)
 	if err := s.kv.PutItem(ctx, req.GetStoreId(), req.GetKey(), req.GetValue(), opts); err != nil {
 		return nil, fromUpstream(err, itemSubject)
 	}
 	return &kvv1.PutItemResponse{}, nil
+}
+
+// putOptions are the upstream options of an item write; ifGen is its
+// if_generation_match, nil when unset.
+func putOptions(w itemWrite, ifGen *uint64) upstream.PutOptions {
+	opts := upstream.PutOptions{
+		Mode:              putModes[w.GetMode()],
+		BackgroundFetch:   w.GetBackgroundFetch(),
+		IfGenerationMatch: ifGen,
+		Metadata:          w.GetMetadata(),
+	}
+	if ttl := w.GetTimeToLive(); ttl != nil {
+		opts.TimeToLive = ttl.AsDuration()
+	}
+	return opts
 }
 
 var putModes = map[kvv1.PutMode]upstream.PutMode{
@@ -126,10 +136,7 @@ var putModes = map[kvv1.PutMode]upstream.PutMode{
 
 // DeleteItem deletes one item.
 func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (*kvv1.DeleteItemResponse, error) {
-	var v violations
-	v.checkStoreID(req.GetStoreId())
-	v.check("key", upstream.CheckKey(req.GetKey()))
-	if err := v.err(); err != nil {
+	if err := checkItemTarget(req.GetStoreId(), req.GetKey()); err != nil {
 		return nil, err
 	}
 	opts := upstream.DeleteOptions{Force: req.GetForce(), IfGenerationMatch: req.IfGenerationMatch}
@@ -147,15 +154,9 @@ func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (
 // prefix, fetching further pages while a page holds no match, and ending
 // the listing as soon as the byte-ordered keys pass the prefix.
 func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv1.ListKeysResponse, error) {
-	var v violations
-	v.checkStoreID(req.GetStoreId())
-	v.check("prefix", upstream.CheckKeyPrefix(req.GetPrefix()))
-	v.checkPageSize("limit", req.GetLimit())
-	v.checkEnum("consistency", req.GetConsistency())
-	pos, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
-	v.check("cursor", err)
-	if err := v.err(); err != nil {
-		return nil, err
+	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetLimit(), "limit", req.GetConsistency())
+	if cerr != nil {
+		return nil, cerr
 	}
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
 	pg, err := l.fetchNonEmpty(ctx, pos)
@@ -191,9 +192,8 @@ var consistencies = map[kvv1.Consistency]upstream.Consistency{
 // signing it, so one made by hand can carry a cursor Fastly refuses; that
 // 400 is the caller's cursor, and is named as such.
 func listError(err error, from position) *connect.Error {
-	var se *upstream.StatusError
-	if from.upstream != "" && errors.As(err, &se) && se.Status == http.StatusBadRequest {
-		return InvalidField("cursor", "cursor was refused by Fastly; it is not one kvgate issued").WithCause(err)
+	if from.upstream != "" && upstream.KindOf(err) == upstream.KindBadRequest {
+		return badrequest.Field("cursor", "cursor was refused by Fastly; it is not one kvgate issued").WithCause(err)
 	}
 	return fromUpstream(err, storeSubject)
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 
-	"connectrpc.com/connect/v2/connectproto"
-
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
-	"github.com/kvgate/kvgate/upstream"
 )
 
 // StreamKeys enumerates keys page after page. A producer goroutine fetches
@@ -17,15 +14,9 @@ import (
 // at the speed of the upstream's page chain. When the client goes away the
 // context ends and so does the upstream request in flight.
 func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, stream kvv1connect.KVStoreServiceStreamKeysServerStream) error {
-	var v violations
-	v.checkStoreID(req.GetStoreId())
-	v.check("prefix", upstream.CheckKeyPrefix(req.GetPrefix()))
-	v.checkPageSize("page_size", req.GetPageSize())
-	v.checkEnum("consistency", req.GetConsistency())
-	pos, err := decodeCursor(req.GetStoreId(), req.GetPrefix(), req.GetCursor())
-	v.check("cursor", err)
-	if err := v.err(); err != nil {
-		return err
+	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetPageSize(), "page_size", req.GetConsistency())
+	if cerr != nil {
+		return cerr
 	}
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetPageSize(), req.GetConsistency())
 
@@ -74,10 +65,7 @@ func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, s
 		if s.draining.Load() && errors.Is(err, context.Canceled) {
 			cerr = errShuttingDown
 		}
-		if d, derr := connectproto.NewErrorDetail(&kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered}); derr == nil {
-			cerr = cerr.WithDetail(d)
-		}
-		return cerr
+		return withDetail(cerr, &kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered})
 	}
 	return nil
 }

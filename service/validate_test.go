@@ -166,8 +166,8 @@ func TestCursorScope(t *testing.T) {
 // naming field, and a message that names it too.
 func assertInvalidField(t *testing.T, err error, field string) {
 	t.Helper()
-	var cerr *connect.Error
-	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeInvalidArgument {
+	cerr, ok := errors.AsType[*connect.Error](err)
+	if !ok || cerr.Code() != connect.CodeInvalidArgument {
 		t.Fatalf("got %v, want invalid_argument", err)
 	}
 	if !strings.Contains(cerr.Message(), field) {

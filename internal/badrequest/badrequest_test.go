@@ -1,35 +1,65 @@
 package badrequest
 
 import (
+	"errors"
 	"testing"
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/proto"
 )
+
+func TestViolations(t *testing.T) {
+	t.Parallel()
+	var v Violations
+	if err := v.Err(); err != nil {
+		t.Fatalf("empty Violations: Err = %v; want nil", err)
+	}
+	v.Check("key", nil)
+	if len(v) != 0 {
+		t.Fatalf("Check with a nil error recorded %v", v)
+	}
+	v.Check("key", errors.New("must not be empty"))
+	v.Add("limit", "limit is %d; the most is %d", 1001, 1000)
+	cerr := v.Err()
+	if cerr.Code() != connect.CodeInvalidArgument {
+		t.Errorf("code = %v; want InvalidArgument", cerr.Code())
+	}
+	if want := "invalid request: key must not be empty; limit is 1001; the most is 1000"; cerr.Message() != want {
+		t.Errorf("message = %q; want %q", cerr.Message(), want)
+	}
+	checkFields(t, cerr, []string{"key", "limit"})
+}
 
 func TestField(t *testing.T) {
 	t.Parallel()
-	err := Field("items[2].key", "items[2].key must be valid UTF-8")
-	if err.Code() != connect.CodeInvalidArgument {
-		t.Errorf("code %v, want %v", err.Code(), connect.CodeInvalidArgument)
+	cerr := Field("value", "value is not valid UTF-8 100%")
+	if want := "invalid request: value is not valid UTF-8 100%"; cerr.Message() != want {
+		t.Errorf("message = %q; want %q", cerr.Message(), want)
 	}
-	if want := "invalid request: items[2].key must be valid UTF-8"; err.Message() != want {
-		t.Errorf("message %q, want %q", err.Message(), want)
-	}
-	details := err.Details()
+	checkFields(t, cerr, []string{"value"})
+}
+
+func checkFields(t *testing.T, cerr *connect.Error, want []string) {
+	t.Helper()
+	details := cerr.Details()
 	if len(details) != 1 {
-		t.Fatalf("%d details, want 1", len(details))
+		t.Fatalf("%d details; want one BadRequest", len(details))
 	}
-	got, derr := connectproto.UnmarshalErrorDetail(details[0])
-	if derr != nil {
-		t.Fatal(derr)
+	m, err := connectproto.UnmarshalErrorDetail(details[0])
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-		{Field: "items[2].key", Description: "items[2].key must be valid UTF-8"},
-	}}
-	if !proto.Equal(got, want) {
-		t.Errorf("detail %v, want %v", got, want)
+	br, ok := m.(*errdetails.BadRequest)
+	if !ok {
+		t.Fatalf("detail is %T; want *errdetails.BadRequest", m)
+	}
+	if len(br.GetFieldViolations()) != len(want) {
+		t.Fatalf("violations %v; want fields %v", br.GetFieldViolations(), want)
+	}
+	for i, fv := range br.GetFieldViolations() {
+		if fv.GetField() != want[i] {
+			t.Errorf("violation %d names %q; want %q", i, fv.GetField(), want[i])
+		}
 	}
 }

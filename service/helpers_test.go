@@ -170,11 +170,10 @@ func checkStored(t *testing.T, ctx context.Context, kv *upstream.Client, store s
 	for _, key := range absent {
 		g.Go(func() error {
 			item, err := kv.GetItem(gctx, store, key)
-			var se *upstream.StatusError
 			switch {
 			case err == nil:
 				report("%q exists (value %q) but must not", key, item.Value)
-			case !errors.As(err, &se) || se.Status != http.StatusNotFound:
+			case upstream.KindOf(err) != upstream.KindNotFound:
 				report("%q: %v; want 404", key, err)
 			}
 			return gctx.Err()
@@ -216,6 +215,24 @@ func checkFailures(t *testing.T, got []*kvv1.BatchFailure, want []wantFailure) {
 			}
 		}
 	}
+}
+
+// batchOutcome is the answer of a batch write that completed: a
+// BatchPutItemsResponse or a PutItemsResponse.
+type batchOutcome interface {
+	GetWritten() uint64
+	GetFailures() []*kvv1.BatchFailure
+}
+
+// checkOutcome checks the answer of a batch write of n items against
+// wantFails, and what the store holds against want and absent.
+func checkOutcome(t *testing.T, ctx context.Context, kv *upstream.Client, store string, res batchOutcome, n int, wantFails []wantFailure, want map[string]storedItem, absent []string) {
+	t.Helper()
+	checkFailures(t, res.GetFailures(), wantFails)
+	if w := uint64(n - len(wantFails)); res.GetWritten() != w {
+		t.Errorf("written = %d; want %d", res.GetWritten(), w)
+	}
+	checkStored(t, ctx, kv, store, want, absent)
 }
 
 // batchProgress returns the BatchProgress detail of err, failing the test
