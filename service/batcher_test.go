@@ -19,6 +19,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -116,7 +117,7 @@ func TestBatchPutItems100k(t *testing.T) {
 			before := st.Store.Count(localstore.RequestList)
 			msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: store, Prefix: prefix, PageSize: pageSize})
 			mustOK(t, "StreamKeys", err)
-			if d := diffKeys(keysOf(msgs), wantKeys); d != "" {
+			if d := testutil.DiffKeys(keysOf(msgs), wantKeys); d != "" {
 				t.Fatalf("StreamKeys(prefix %q): %s", prefix, d)
 			}
 			if len(msgs) != wantMsgs {

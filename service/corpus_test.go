@@ -31,6 +31,7 @@ import (
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/service"
 )
 
@@ -188,7 +189,7 @@ func TestBadInputCorpus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if _, err := protocols[0].client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: corpusStore}); err != nil {
-		wantCode(t, "ListKeys after the corpus", err, connect.CodeNotFound)
+		testutil.WantCode(t, "ListKeys after the corpus", err, connect.CodeNotFound)
 	}
 	if n := st.Requests(); n == 0 {
 		t.Error("the valid ListKeys after the corpus did not reach the store")

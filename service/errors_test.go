@@ -15,6 +15,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -103,19 +104,19 @@ func TestLocalStoreOutcomes(t *testing.T) {
 	client := st.NewClient(kvtest.HTTP1Client())
 	ctx := t.Context()
 	_, err := client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: "never-written"})
-	wantCode(t, "ListKeys of an unknown store", err, connect.CodeNotFound)
+	testutil.WantCode(t, "ListKeys of an unknown store", err, connect.CodeNotFound)
 	_, err = client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: "never-written", Key: "k"})
-	wantCode(t, "GetItem of an unknown store", err, connect.CodeNotFound)
+	testutil.WantCode(t, "GetItem of an unknown store", err, connect.CodeNotFound)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "k", Value: []byte("v")})
 	mustOK(t, "PutItem", err)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "k", Mode: kvv1.PutMode_PUT_MODE_ADD})
-	wantCode(t, "add on an existing key", err, connect.CodeAlreadyExists)
+	testutil.WantCode(t, "add on an existing key", err, connect.CodeAlreadyExists)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "k", IfGenerationMatch: proto.Uint64(0)})
-	wantCode(t, "generation 0 on an existing key", err, connect.CodeAborted)
+	testutil.WantCode(t, "generation 0 on an existing key", err, connect.CodeAborted)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "new", IfGenerationMatch: proto.Uint64(0)})
 	mustOK(t, "generation 0 on a missing key", err)
 	_, err = client.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: "s", Key: "k", IfGenerationMatch: proto.Uint64(1)})
-	wantCode(t, "delete with a stale generation", err, connect.CodeAborted)
+	testutil.WantCode(t, "delete with a stale generation", err, connect.CodeAborted)
 }
 
 // TestTransportFailures covers an upstream that drops the connection, one

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
@@ -78,17 +78,7 @@ func streamKeys(ctx context.Context, client kvv1connect.KVStoreServiceClient, re
 		return nil, err
 	}
 	defer stream.Close()
-	var msgs []*kvv1.StreamKeysResponse
-	for {
-		msg, err := stream.Receive()
-		if errors.Is(err, io.EOF) {
-			return msgs, nil
-		}
-		if err != nil {
-			return msgs, err
-		}
-		msgs = append(msgs, msg)
-	}
+	return testutil.ReadStream(stream.Receive)
 }
 
 // keysOf concatenates the keys of msgs.
@@ -98,34 +88,6 @@ func keysOf(msgs []*kvv1.StreamKeysResponse) []string {
 		keys = append(keys, m.GetKeys()...)
 	}
 	return keys
-}
-
-// diffKeys describes how got differs from want, or returns "" when they
-// are equal: lengths, the first difference, and any repeated key.
-func diffKeys(got, want []string) string {
-	if slices.Equal(got, want) {
-		return ""
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "got %d keys, want %d", len(got), len(want))
-	for i := range min(len(got), len(want)) {
-		if got[i] != want[i] {
-			fmt.Fprintf(&b, "; first difference at %d: got %q, want %q", i, got[i], want[i])
-			break
-		}
-	}
-	seen := make(map[string]bool, len(got))
-	for _, k := range got {
-		if seen[k] {
-			fmt.Fprintf(&b, "; %q repeated", k)
-			break
-		}
-		seen[k] = true
-	}
-	if len(got) > 0 {
-		fmt.Fprintf(&b, "; got[0]=%q got[last]=%q", got[0], got[len(got)-1])
-	}
-	return b.String()
 }
 
 // storedItem is what a key is expected to hold.

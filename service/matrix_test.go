@@ -3,7 +3,6 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/service"
 )
 
@@ -130,9 +130,9 @@ func runUnaryScenario(t *testing.T, client kvv1connect.KVStoreServiceClient, sto
 	gen := got.GetItem().GetGeneration()
 
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "users/42", Mode: kvv1.PutMode_PUT_MODE_ADD})
-	wantCode(t, "PutItem add on existing key", err, connect.CodeAlreadyExists)
+	testutil.WantCode(t, "PutItem add on existing key", err, connect.CodeAlreadyExists)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "users/42", IfGenerationMatch: proto.Uint64(gen + 1)})
-	wantCode(t, "PutItem with stale generation", err, connect.CodeAborted)
+	testutil.WantCode(t, "PutItem with stale generation", err, connect.CodeAborted)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "users/43", Value: []byte("x"), Mode: kvv1.PutMode_PUT_MODE_ADD})
 	mustOK(t, "PutItem add on new key", err)
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "usersX", Value: []byte("y")})
@@ -152,31 +152,23 @@ func runUnaryScenario(t *testing.T, client kvv1connect.KVStoreServiceClient, sto
 	}
 
 	_, err = client.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: "users/42", IfGenerationMatch: proto.Uint64(gen + 1)})
-	wantCode(t, "DeleteItem with stale generation", err, connect.CodeAborted)
+	testutil.WantCode(t, "DeleteItem with stale generation", err, connect.CodeAborted)
 	_, err = client.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: "users/42", IfGenerationMatch: proto.Uint64(gen)})
 	mustOK(t, "DeleteItem", err)
 	_, err = client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: "users/42"})
-	wantCode(t, "GetItem after delete", err, connect.CodeNotFound)
+	testutil.WantCode(t, "GetItem after delete", err, connect.CodeNotFound)
 	_, err = client.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: "users/42"})
-	wantCode(t, "DeleteItem of a missing key", err, connect.CodeNotFound)
+	testutil.WantCode(t, "DeleteItem of a missing key", err, connect.CodeNotFound)
 	_, err = client.DeleteItem(ctx, &kvv1.DeleteItemRequest{StoreId: store, Key: "users/42", Force: true})
 	mustOK(t, "DeleteItem force of a missing key", err)
 	_, err = client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: "bad#key"})
-	wantCode(t, "GetItem with an invalid key", err, connect.CodeInvalidArgument)
+	testutil.WantCode(t, "GetItem with an invalid key", err, connect.CodeInvalidArgument)
 }
 
 func mustOK(t *testing.T, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-func wantCode(t *testing.T, what string, err error, want connect.Code) {
-	t.Helper()
-	cerr, ok := errors.AsType[*connect.Error](err)
-	if !ok || cerr.Code() != want {
-		t.Fatalf("%s: got %v, want code %v", what, err, want)
 	}
 }
 
@@ -271,7 +263,7 @@ func TestStreamsProtocols(t *testing.T) {
 			} {
 				msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", Prefix: tc.prefix, PageSize: 3})
 				mustOK(t, "StreamKeys", err)
-				if d := diffKeys(keysOf(msgs), tc.want); d != "" || len(msgs) != tc.msgs {
+				if d := testutil.DiffKeys(keysOf(msgs), tc.want); d != "" || len(msgs) != tc.msgs {
 					t.Errorf("StreamKeys(prefix %q) = %d messages: %s; want %d messages", tc.prefix, len(msgs), d, tc.msgs)
 				}
 			}

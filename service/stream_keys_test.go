@@ -16,6 +16,7 @@ import (
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -266,7 +267,7 @@ func TestStreamKeysResumeFromEachMessage(t *testing.T) {
 	f := newResumeFixture(t)
 	f.eachPrefix(t, func(t *testing.T, ctx context.Context, prefix string, all []string) {
 		msgs := f.stream(t, ctx, &kvv1.StreamKeysRequest{Prefix: prefix, PageSize: 300})
-		if d := diffKeys(keysOf(msgs), all); d != "" {
+		if d := testutil.DiffKeys(keysOf(msgs), all); d != "" {
 			t.Fatalf("full stream: %s", d)
 		}
 		delivered := 0
@@ -279,7 +280,7 @@ func TestStreamKeysResumeFromEachMessage(t *testing.T) {
 				continue
 			}
 			rest := f.stream(t, ctx, &kvv1.StreamKeysRequest{Prefix: prefix, PageSize: 300, Cursor: m.GetCursor()})
-			if d := diffKeys(keysOf(rest), all[delivered:]); d != "" {
+			if d := testutil.DiffKeys(keysOf(rest), all[delivered:]); d != "" {
 				t.Errorf("resumed after message %d: %s", i, d)
 			}
 		}
@@ -322,7 +323,7 @@ func TestStreamKeysResumeAfterMaxKeys(t *testing.T) {
 			for _, r := range resumers {
 				t.Run(fmt.Sprintf("max%d/%s", maxKeys, r.name), func(t *testing.T) {
 					msgs := f.stream(t, ctx, &kvv1.StreamKeysRequest{Prefix: prefix, PageSize: 100, MaxKeys: maxKeys})
-					if d := diffKeys(keysOf(msgs), all[:maxKeys]); d != "" {
+					if d := testutil.DiffKeys(keysOf(msgs), all[:maxKeys]); d != "" {
 						t.Fatalf("StreamKeys(max_keys %d): %s", maxKeys, d)
 					}
 					if want := int(maxKeys+99) / 100; len(msgs) != want {
@@ -337,7 +338,7 @@ func TestStreamKeysResumeAfterMaxKeys(t *testing.T) {
 					if len(got) < min(resumeSpan, len(rest)) {
 						t.Fatalf("resumed from max_keys %d: %d keys; want at least %d", maxKeys, len(got), min(resumeSpan, len(rest)))
 					}
-					if d := diffKeys(got, rest[:min(len(got), len(rest))]); d != "" || len(got) > len(rest) {
+					if d := testutil.DiffKeys(got, rest[:min(len(got), len(rest))]); d != "" || len(got) > len(rest) {
 						t.Errorf("resumed from max_keys %d: %s (%d keys follow)", maxKeys, d, len(rest))
 					}
 				})
@@ -363,7 +364,7 @@ func TestStreamKeysWalkWithMaxKeys(t *testing.T) {
 				break
 			}
 		}
-		if d := diffKeys(got, all); d != "" {
+		if d := testutil.DiffKeys(got, all); d != "" {
 			t.Errorf("walking in steps of 333: %s", d)
 		}
 	})
@@ -381,11 +382,11 @@ func TestStreamKeysResumeFromListKeys(t *testing.T) {
 				continue
 			}
 			n := len(page.GetKeys())
-			if d := diffKeys(page.GetKeys(), all[:n]); d != "" {
+			if d := testutil.DiffKeys(page.GetKeys(), all[:n]); d != "" {
 				t.Fatalf("ListKeys(limit %d): %s", limit, d)
 			}
 			msgs := f.stream(t, ctx, &kvv1.StreamKeysRequest{Prefix: prefix, PageSize: 997, Cursor: page.GetNextCursor()})
-			if d := diffKeys(keysOf(msgs), all[n:]); d != "" {
+			if d := testutil.DiffKeys(keysOf(msgs), all[n:]); d != "" {
 				t.Errorf("StreamKeys from ListKeys(limit %d).next_cursor: %s", limit, d)
 			}
 		}
@@ -433,7 +434,7 @@ func TestStreamKeysResumeAfterUpstreamFailure(t *testing.T) {
 				t.Fatalf("error %v carries no StreamKeysResume detail", cerr)
 			}
 			got := keysOf(msgs)
-			if d := diffKeys(got, all[skipped:skipped+uint64(len(got))]); d != "" {
+			if d := testutil.DiffKeys(got, all[skipped:skipped+uint64(len(got))]); d != "" {
 				t.Fatalf("keys before the failure: %s", d)
 			}
 			if tc.budget > 0 && len(got) == 0 {
@@ -451,7 +452,7 @@ func TestStreamKeysResumeAfterUpstreamFailure(t *testing.T) {
 			}
 			f.failAfter(-1) // the upstream recovers
 			rest := f.stream(t, ctx, &kvv1.StreamKeysRequest{Prefix: tc.prefix, PageSize: tc.pageSize, Cursor: resume.GetCursor()})
-			if d := diffKeys(append(got, keysOf(rest)...), all[skipped:]); d != "" {
+			if d := testutil.DiffKeys(append(got, keysOf(rest)...), all[skipped:]); d != "" {
 				t.Errorf("received then resumed: %s", d)
 			}
 		})
