@@ -106,6 +106,18 @@ func receive(t *testing.T, ch <-chan result) result {
 	}
 }
 
+// checkAnswerThenStop checks that res answers want and that Run then
+// returns nil.
+func (s *server) checkAnswerThenStop(t *testing.T, res <-chan result, want string) {
+	t.Helper()
+	if r := receive(t, res); r.err != nil || r.body != want {
+		t.Errorf("response %q, %v; want %q", r.body, r.err, want)
+	}
+	if err := s.wait(t); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
 func TestServesHTTP1AndH2C(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, time.Second, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -145,12 +157,7 @@ func TestShutdownLetsRequestsInFlightFinish(t *testing.T) {
 		t.Fatal("the shutdown hook did not run")
 	}
 	close(release)
-	if r := receive(t, res); r.err != nil || r.body != "finished" {
-		t.Errorf("response %q, %v; want finished", r.body, r.err)
-	}
-	if err := s.wait(t); err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	s.checkAnswerThenStop(t, res, "finished")
 }
 
 // A request still running after half the grace period has its context
@@ -167,17 +174,11 @@ func TestShutdownCancelsRequestsAfterHalfTheGracePeriod(t *testing.T) {
 	<-entered
 	start := time.Now()
 	s.stop()
-	r := receive(t, res)
-	if r.err != nil || r.body != "wound up" {
-		t.Errorf("response %q, %v; want wound up", r.body, r.err)
-	}
+	s.checkAnswerThenStop(t, res, "wound up")
 	// The cancellation must wait for the first half of the grace period;
 	// only the lower bound is asserted, a loaded machine may be slow.
 	if d := time.Since(start); d < 2*time.Second {
 		t.Errorf("request cancelled %v after shutdown started, before half the grace period", d)
-	}
-	if err := s.wait(t); err != nil {
-		t.Errorf("Run: %v", err)
 	}
 }
 
@@ -208,13 +209,7 @@ func TestShutdownEndsBlockedBodyReads(t *testing.T) {
 	}
 	<-entered
 	s.stop()
-	r := receive(t, res)
-	if r.err != nil || r.body != "read ended" {
-		t.Errorf("response %q, %v; want read ended", r.body, r.err)
-	}
-	if err := s.wait(t); err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	s.checkAnswerThenStop(t, res, "read ended")
 }
 
 // Past the whole grace period, connections are closed.
