@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +24,7 @@ import (
 	"time"
 
 	"github.com/kvgate/kvgate/internal/benchkit"
-	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
@@ -45,6 +44,7 @@ func main() {
 	flag.IntVar(&cfg.MessageItems, "message-items", 100, "items per BatchPutItems message")
 	flag.IntVar(&cfg.Keys, "keys", 200_000, "keys to enumerate")
 	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
+	// TODO(defaults): start from service.DefaultBatchConfig() once it exists.
 	flag.IntVar(&batchConfig.MaxLines, "batch-lines", 1000, "items per batch PUT")
 	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", 8<<20, "bytes per batch PUT")
 	flag.IntVar(&batchConfig.Concurrency, "batch-concurrency", 4, "batch PUTs in flight")
@@ -85,9 +85,7 @@ func runStore(ctx context.Context, latency time.Duration) error {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		cancel()
 	}()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := gateway.DefaultServerConfig()
-	return gateway.Serve(ctx, ln, gateway.NewServer(store.Handler(), cfg, logger), cfg, logger)
+	return httpserver.Run(ctx, nil, ln, store.Handler())
 }
 
 func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool) error {

@@ -6,5 +6,5 @@ package main
 import "github.com/kvgate/kvgate/internal/app"
 
 func main() {
-	app.Main("kvgate", "", app.Run)
+	app.Main("kvgate", app.GatewayFlags, app.Run)
 }

@@ -1,5 +1,10 @@
-// Package app wires kvgate together: the upstream (Fastly, or the embedded
-// local store on a loopback port), the KV service and the gateway server.
+// Package app assembles kvgate and runs its binaries. NewGateway builds the
+// KV stack once (upstream client, service, Connect handler) and serves it
+// through package httpserver; kvgate, the test stacks of package kvtest
+// and the benchmarks all start it that way. Run serves the gateway, on
+// Fastly or on the embedded local store; RunLocalStore serves the local
+// store alone; GatewayFlags and LocalStoreFlags read each binary's flags
+// and environment, and Main runs a binary until SIGINT or SIGTERM.
 package app
 
 import (
@@ -12,7 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -42,8 +47,11 @@ type Config struct {
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
-	// Server holds the HTTP server timeouts.
-	Server gateway.ServerConfig
+	// Server holds the HTTP server timeouts, the gateway's and the local
+	// store's.
+	Server httpserver.Config
+	// LogFormat is the log format, text or json.
+	LogFormat string
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
 }
@@ -77,86 +85,62 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer ln.Close()
 
-	baseURL, token := cfg.FastlyURL, cfg.FastlyToken
+	baseURL := cfg.FastlyURL
 	// The local store outlives the gateway's shutdown, so RPCs still in
 	// flight during the grace period can finish against it.
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStore()
 	var eg errgroup.Group
-	if token == "" {
-		store, storeLn, err := startLocalStore(cfg, logger)
+	if cfg.FastlyToken == "" {
+		store, err := openLocalStore(cfg, logger)
 		if err != nil {
 			return err
 		}
 		defer store.Close()
+		storeLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("listening for the local store: %w", err)
+		}
 		baseURL = "http://" + storeLn.Addr().String()
 		logger.Info("no FASTLY_API_TOKEN set: using the embedded local store",
 			"data_dir", dataDirName(cfg.DataDir), "store_addr", storeLn.Addr().String())
 		eg.Go(func() error {
-			srv := gateway.NewServer(store.Handler(), cfg.Server, logger.With("component", "localstore"))
-			return gateway.Serve(storeCtx, storeLn, srv, cfg.Server, logger.With("component", "localstore"))
+			return httpserver.Run(storeCtx, logger.With("component", "localstore"), storeLn, store.Handler(),
+				httpserver.WithConfig(cfg.Server))
 		})
 	} else {
 		logger.Info("using Fastly", "api_url", baseURL)
 	}
 
-	hc := upstream.NewHTTPClient(64)
-	kv, err := upstream.NewClient(upstream.Config{
-		HTTPClient:    hc,
-		BaseURL:       baseURL,
-		Token:         token,
-		MaxValueBytes: cfg.MaxValueBytes,
-		UserAgent:     "kvgate",
-		Retry:         cfg.Retry,
+	gw, err := NewGateway(GatewayConfig{
+		UpstreamURL:    baseURL,
+		Token:          cfg.FastlyToken,
+		MaxValueBytes:  cfg.MaxValueBytes,
+		Retry:          cfg.Retry,
+		Batch:          cfg.Batch,
+		DefaultTimeout: cfg.DefaultTimeout,
+		MaxTimeout:     cfg.MaxTimeout,
+		Server:         cfg.Server,
+		Logger:         logger,
 	})
 	if err != nil {
 		stopStore()
 		_ = eg.Wait()
 		return err
 	}
-	svc := service.New(kv, service.Options{MaxValueBytes: cfg.MaxValueBytes, Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{
-		MaxValueBytes: cfg.MaxValueBytes, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger)
-	srv := gateway.NewServer(handler, cfg.Server, logger)
-	srv.RegisterOnShutdown(svc.Drain)
-
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
-	serveErr := gateway.Serve(ctx, ln, srv, cfg.Server, logger)
-	// No RPC uses the upstream any more; idle pooled connections would hold
-	// the local store's shutdown for its whole grace period.
-	hc.CloseIdleConnections()
+	serveErr := gw.Serve(ctx, ln)
 	stopStore()
 	return errors.Join(serveErr, eg.Wait())
-}
-
-func startLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, net.Listener, error) {
-	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
-	if err != nil {
-		return nil, nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		store.Close()
-		return nil, nil, fmt.Errorf("listening for the local store: %w", err)
-	}
-	return store, ln, nil
-}
-
-func dataDirName(dir string) string {
-	if dir == "" {
-		return "(memory)"
-	}
-	return dir
 }
 
 // RunLocalStore serves only the local store on cfg.Listen until ctx ends,
 // so that any Fastly client can be pointed at it.
 func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	store, err := localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
+	store, err := openLocalStore(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -170,5 +154,17 @@ func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
-	return gateway.Serve(ctx, ln, gateway.NewServer(store.Handler(), cfg.Server, logger), cfg.Server, logger)
+	return httpserver.Run(ctx, logger, ln, store.Handler(), httpserver.WithConfig(cfg.Server))
+}
+
+// openLocalStore opens the local store cfg describes.
+func openLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, error) {
+	return localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
+}
+
+func dataDirName(dir string) string {
+	if dir == "" {
+		return "(memory)"
+	}
+	return dir
 }

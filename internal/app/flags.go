@@ -10,57 +10,58 @@ import (
 	"time"
 
 	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
-// Flags registers kvgate's flags on fs, each defaulting to its environment
-// variable when set, and returns the config they fill and the log format.
-// A malformed environment variable is an error, not silently ignored.
-func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, error) {
-	var errs []error
-	envInt := func(name string, def int64) int64 {
-		v, err := parseEnv(getenv, name, def, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
-		errs = append(errs, err)
-		return v
-	}
-	envDuration := func(name string, def time.Duration) time.Duration {
-		v, err := parseEnv(getenv, name, def, time.ParseDuration)
-		errs = append(errs, err)
-		return v
-	}
-	cfg := &Config{
-		FastlyToken: getenv("FASTLY_API_TOKEN"),
-		FastlyURL:   envOr(getenv, "FASTLY_API_URL", upstream.DefaultBaseURL),
-		Server:      gateway.DefaultServerConfig(),
-	}
-	fs.StringVar(&cfg.Listen, "listen", envOr(getenv, "KVGATE_LISTEN", "127.0.0.1:8080"),
+// The default listen addresses: kvlocal listens beside a kvgate on its
+// default port.
+const (
+	DefaultListen           = "127.0.0.1:8080"
+	DefaultLocalStoreListen = "127.0.0.1:8081"
+)
+
+// GatewayFlags registers kvgate's flags on fs, each defaulting to its
+// environment variable when set, and returns the config they fill: the
+// flags common to both binaries and those only kvgate reads (Fastly,
+// batch writes, retries and RPC deadlines). A malformed environment
+// variable is an error, not silently ignored.
+func GatewayFlags(fs *flag.FlagSet, getenv func(string) string) (*Config, error) {
+	cfg := &Config{}
+	env := envReader{getenv: getenv}
+	registerCommonFlags(fs, &env, cfg, DefaultListen)
+	registerGatewayFlags(fs, &env, cfg)
+	return cfg, env.err()
+}
+
+// LocalStoreFlags registers kvlocal's flags on fs, as GatewayFlags does
+// kvgate's: only the common ones, since the local store on its own has no
+// upstream, batches or RPCs.
+func LocalStoreFlags(fs *flag.FlagSet, getenv func(string) string) (*Config, error) {
+	cfg := &Config{}
+	env := envReader{getenv: getenv}
+	registerCommonFlags(fs, &env, cfg, DefaultLocalStoreListen)
+	return cfg, env.err()
+}
+
+// registerCommonFlags registers the flags both binaries read: where to
+// listen, the local store's data, value size and faults, the shutdown
+// grace period and the log format.
+func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultListen string) {
+	cfg.Server = httpserver.DefaultConfig()
+	fs.StringVar(&cfg.Listen, "listen", env.string("KVGATE_LISTEN", defaultListen),
 		"address to serve on (env KVGATE_LISTEN)")
-	fs.StringVar(&cfg.DataDir, "data", envOr(getenv, "KVGATE_DATA", "./data"),
-		"local store data directory, used when FASTLY_API_TOKEN is unset; empty keeps data in memory (env KVGATE_DATA)")
-	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", envInt("KVGATE_MAX_VALUE_BYTES", upstream.DefaultMaxValueBytes),
+	fs.StringVar(&cfg.DataDir, "data", env.string("KVGATE_DATA", "./data"),
+		"local store data directory (kvgate uses the local store when FASTLY_API_TOKEN is unset); empty keeps data in memory (env KVGATE_DATA)")
+	fs.Int64Var(&cfg.MaxValueBytes, "max-value-bytes", env.int("KVGATE_MAX_VALUE_BYTES", upstream.DefaultMaxValueBytes),
 		"largest item value in bytes, up to Fastly's 104857600 (env KVGATE_MAX_VALUE_BYTES)")
-	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", envDuration("KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
+	fs.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", env.duration("KVGATE_SHUTDOWN_TIMEOUT", cfg.Server.ShutdownTimeout),
 		"grace period for in-flight RPCs on SIGINT/SIGTERM (env KVGATE_SHUTDOWN_TIMEOUT)")
-	fs.IntVar(&cfg.Batch.MaxLines, "batch-lines", int(envInt("KVGATE_BATCH_LINES", 1000)),
-		"most items in one batch PUT (env KVGATE_BATCH_LINES)")
-	fs.IntVar(&cfg.Batch.MaxBytes, "batch-bytes", int(envInt("KVGATE_BATCH_BYTES", 8<<20)),
-		"most bytes in one batch PUT body, base64 values included (env KVGATE_BATCH_BYTES)")
-	fs.IntVar(&cfg.Batch.Concurrency, "batch-concurrency", int(envInt("KVGATE_BATCH_CONCURRENCY", 4)),
-		"PUTs one batch write keeps in flight (env KVGATE_BATCH_CONCURRENCY)")
-	fs.DurationVar(&cfg.DefaultTimeout, "default-timeout", envDuration("KVGATE_DEFAULT_TIMEOUT", 30*time.Second),
-		"deadline of unary RPCs whose caller sets none (env KVGATE_DEFAULT_TIMEOUT)")
-	fs.DurationVar(&cfg.MaxTimeout, "max-timeout", envDuration("KVGATE_MAX_TIMEOUT", time.Hour),
-		"cap on every RPC's deadline, and the deadline of streams whose caller sets none (env KVGATE_MAX_TIMEOUT)")
-	fs.IntVar(&cfg.Retry.MaxAttempts, "retry-attempts", int(envInt("KVGATE_RETRY_ATTEMPTS", 4)),
-		"tries of an upstream call that is safe to retry, the first included; 1 disables retries (env KVGATE_RETRY_ATTEMPTS)")
-	fs.DurationVar(&cfg.Retry.BaseDelay, "retry-base", envDuration("KVGATE_RETRY_BASE", 100*time.Millisecond),
-		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
-	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", envDuration("KVGATE_RETRY_MAX", 5*time.Second),
-		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
-	if spec := getenv("KVGATE_STORE_FAULTS"); spec != "" {
+	if spec := env.getenv("KVGATE_STORE_FAULTS"); spec != "" {
 		f, err := localstore.ParseFaults(spec)
-		errs = append(errs, err)
+		env.errs = append(env.errs, err)
 		cfg.StoreFaults = f
 	}
 	fs.Func("store-faults", "trouble the local store injects, e.g. latency=20ms,jitter=5ms,429=0.05,503=0.05,drop=0.01,seed=1 "+
@@ -82,13 +83,39 @@ func Flags(fs *flag.FlagSet, getenv func(string) string) (*Config, *string, erro
 		cfg.StoreFaults.Latency = d
 		return nil
 	})
-	if v := getenv("KVGATE_STORE_LATENCY"); v != "" {
+	if v := env.getenv("KVGATE_STORE_LATENCY"); v != "" {
 		d, err := time.ParseDuration(v)
-		errs = append(errs, err)
+		env.errs = append(env.errs, err)
 		cfg.StoreFaults.Latency = d
 	}
-	logFormat := fs.String("log-format", envOr(getenv, "KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
-	return cfg, logFormat, errors.Join(errs...)
+	fs.StringVar(&cfg.LogFormat, "log-format", env.string("KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
+}
+
+// registerGatewayFlags registers the flags only kvgate reads.
+func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
+	cfg.FastlyToken = env.getenv("FASTLY_API_TOKEN")
+	cfg.FastlyURL = env.string("FASTLY_API_URL", upstream.DefaultBaseURL)
+	limits := gateway.DefaultLimits()
+	// TODO(defaults): read service.DefaultBatchConfig() once it exists.
+	batch := service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4}
+	// TODO(defaults): read upstream.DefaultRetryPolicy() once it exists.
+	retry := upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}
+	fs.IntVar(&cfg.Batch.MaxLines, "batch-lines", int(env.int("KVGATE_BATCH_LINES", int64(batch.MaxLines))),
+		"most items in one batch PUT (env KVGATE_BATCH_LINES)")
+	fs.IntVar(&cfg.Batch.MaxBytes, "batch-bytes", int(env.int("KVGATE_BATCH_BYTES", int64(batch.MaxBytes))),
+		"most bytes in one batch PUT body, base64 values included (env KVGATE_BATCH_BYTES)")
+	fs.IntVar(&cfg.Batch.Concurrency, "batch-concurrency", int(env.int("KVGATE_BATCH_CONCURRENCY", int64(batch.Concurrency))),
+		"PUTs one batch write keeps in flight (env KVGATE_BATCH_CONCURRENCY)")
+	fs.DurationVar(&cfg.DefaultTimeout, "default-timeout", env.duration("KVGATE_DEFAULT_TIMEOUT", limits.DefaultTimeout),
+		"deadline of unary RPCs whose caller sets none (env KVGATE_DEFAULT_TIMEOUT)")
+	fs.DurationVar(&cfg.MaxTimeout, "max-timeout", env.duration("KVGATE_MAX_TIMEOUT", limits.MaxTimeout),
+		"cap on every RPC's deadline, and the deadline of streams whose caller sets none (env KVGATE_MAX_TIMEOUT)")
+	fs.IntVar(&cfg.Retry.MaxAttempts, "retry-attempts", int(env.int("KVGATE_RETRY_ATTEMPTS", int64(retry.MaxAttempts))),
+		"tries of an upstream call that is safe to retry, the first included; 1 disables retries (env KVGATE_RETRY_ATTEMPTS)")
+	fs.DurationVar(&cfg.Retry.BaseDelay, "retry-base", env.duration("KVGATE_RETRY_BASE", retry.BaseDelay),
+		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
+	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", env.duration("KVGATE_RETRY_MAX", retry.MaxDelay),
+		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to
@@ -103,22 +130,42 @@ func NewLogger(format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format must be text or json, not %q", format)
 }
 
-func envOr(getenv func(string) string, name, def string) string {
-	if v := getenv(name); v != "" {
+// envReader reads flag defaults from the environment and collects the
+// errors of malformed values.
+type envReader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envReader) err() error { return errors.Join(e.errs...) }
+
+// string returns the environment variable name, or def when unset.
+func (e *envReader) string(name, def string) string {
+	if v := e.getenv(name); v != "" {
 		return v
 	}
 	return def
 }
 
-// parseEnv parses the environment variable name, returning def when unset.
-func parseEnv[T any](getenv func(string) string, name string, def T, parse func(string) (T, error)) (T, error) {
-	raw := getenv(name)
+func (e *envReader) int(name string, def int64) int64 {
+	return parseEnv(e, name, def, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
+}
+
+func (e *envReader) duration(name string, def time.Duration) time.Duration {
+	return parseEnv(e, name, def, time.ParseDuration)
+}
+
+// parseEnv parses the environment variable name, returning def when unset
+// or malformed; a malformed value is recorded as an error.
+func parseEnv[T any](e *envReader, name string, def T, parse func(string) (T, error)) T {
+	raw := e.getenv(name)
 	if raw == "" {
-		return def, nil
+		return def
 	}
 	v, err := parse(raw)
 	if err != nil {
-		return def, fmt.Errorf("environment variable %s=%q: %w", name, raw, err)
+		e.errs = append(e.errs, fmt.Errorf("environment variable %s=%q: %w", name, raw, err))
+		return def
 	}
-	return v, nil
+	return v
 }

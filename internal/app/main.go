@@ -10,21 +10,22 @@ import (
 	"syscall"
 )
 
-// Main is the body of a binary's main: it reads flags and environment,
-// runs run until SIGINT or SIGTERM, and exits non-zero on failure.
-// defaultListen replaces the -listen default when KVGATE_LISTEN is unset.
-func Main(name, defaultListen string, run func(context.Context, Config, *slog.Logger) error) {
+// Main is the body of a binary's main: it registers the binary's flags
+// with flags (GatewayFlags or LocalStoreFlags), reads them and the
+// environment, runs run until SIGINT or SIGTERM, and exits non-zero on
+// failure.
+func Main(name string,
+	flags func(*flag.FlagSet, func(string) string) (*Config, error),
+	run func(context.Context, Config, *slog.Logger) error,
+) {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)
-	cfg, logFormat, err := Flags(fs, os.Getenv)
+	cfg, err := flags(fs, os.Getenv)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
-	if defaultListen != "" && os.Getenv("KVGATE_LISTEN") == "" {
-		_ = fs.Set("listen", defaultListen)
-	}
 	_ = fs.Parse(os.Args[1:])
-	logger, err := NewLogger(*logFormat)
+	logger, err := NewLogger(cfg.LogFormat)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -22,7 +21,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
-	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/internal/app"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 )
@@ -74,32 +73,32 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // Start starts kvgate in this process on a loopback listener.
 func Start(cfg Config) (*Env, error) {
 	e := &Env{cfg: cfg}
-	newClient := func(n *atomic.Int64) (*upstream.Client, error) {
+	countingClient := func(n *atomic.Int64) *http.Client {
 		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, 64))
 		hc.Transport = countingTransport{next: hc.Transport, n: n}
-		return upstream.NewClient(upstream.Config{BaseURL: cfg.UpstreamURL, HTTPClient: hc})
+		return hc
 	}
-	via, err := newClient(&e.viaCount)
+	var err error
+	if e.direct, err = upstream.NewClient(upstream.Config{BaseURL: cfg.UpstreamURL, HTTPClient: countingClient(&e.dirCount)}); err != nil {
+		return nil, err
+	}
+	gw, err := app.NewGateway(app.GatewayConfig{
+		UpstreamURL: cfg.UpstreamURL,
+		HTTPClient:  countingClient(&e.viaCount),
+		Batch:       cfg.Batch,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if e.direct, err = newClient(&e.dirCount); err != nil {
-		return nil, err
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(via, service.Options{Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{MaxValueBytes: upstream.DefaultMaxValueBytes}, logger)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	scfg := gateway.DefaultServerConfig()
-	srv := gateway.NewServer(handler, scfg, logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = gateway.Serve(ctx, ln, srv, scfg, logger)
+		_ = gw.Serve(ctx, ln)
 	}()
 	e.stop = func() { cancel(); <-done }
 	p := new(http.Protocols)

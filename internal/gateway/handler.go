@@ -1,6 +1,9 @@
-// Package gateway assembles kvgate's HTTP surface: the KV service over
-// Connect, gRPC and gRPC-Web, gRPC health and reflection, per-procedure
-// message limits and the RPC log, and serves it with graceful shutdown.
+// Package gateway is kvgate's Connect surface: one http.Handler serving
+// the KV service over Connect, gRPC and gRPC-Web, with its interceptors
+// (panic recovery, the RPC log, deadline bounds), codecs and
+// per-procedure message limits, beside gRPC health and reflection. It does
+// not serve: package httpserver runs the handler, and package app
+// assembles the two with the service and its upstream.
 package gateway
 
 import (
@@ -26,20 +29,28 @@ type Limits struct {
 	// GetItem responses may carry one value plus the other fields.
 	MaxValueBytes int64
 	// DefaultTimeout is the deadline of a unary RPC whose caller set none;
-	// 30s when zero.
+	// DefaultLimits' when zero.
 	DefaultTimeout time.Duration
 	// MaxTimeout caps every RPC's deadline, and is the deadline of a
-	// stream whose caller set none; 1h when zero. Without a cap a caller
-	// could hold upstream work open for as long as it likes.
+	// stream whose caller set none; DefaultLimits' when zero. Without a
+	// cap a caller could hold upstream work open for as long as it likes.
 	MaxTimeout time.Duration
 }
 
+// DefaultLimits returns the deadline defaults: 30s for unary RPCs that
+// come without a deadline, and a cap of 1h. MaxValueBytes is left zero:
+// the value limit is the upstream's to set.
+func DefaultLimits() Limits {
+	return Limits{DefaultTimeout: 30 * time.Second, MaxTimeout: time.Hour}
+}
+
 func (l Limits) withDefaults() Limits {
+	def := DefaultLimits()
 	if l.DefaultTimeout <= 0 {
-		l.DefaultTimeout = 30 * time.Second
+		l.DefaultTimeout = def.DefaultTimeout
 	}
 	if l.MaxTimeout <= 0 {
-		l.MaxTimeout = time.Hour
+		l.MaxTimeout = def.MaxTimeout
 	}
 	l.DefaultTimeout = min(l.DefaultTimeout, l.MaxTimeout)
 	return l

@@ -1,7 +1,7 @@
 // Package kvtest starts kvgate for tests the way it runs in production: the
-// local store served over real HTTP on a loopback port, the upstream client
-// calling it, and the gateway handler on another loopback listener that
-// speaks HTTP/1.1 and cleartext HTTP/2.
+// local store served over real HTTP on a loopback port, and the gateway,
+// assembled by app.NewGateway as kvgate assembles it, serving on another
+// loopback listener that speaks HTTP/1.1 and cleartext HTTP/2.
 package kvtest
 
 import (
@@ -19,7 +19,8 @@ import (
 	"connectrpc.com/connect/v2/connecthttp"
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
-	"github.com/kvgate/kvgate/internal/gateway"
+	"github.com/kvgate/kvgate/internal/app"
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -88,15 +89,6 @@ func Start(tb testing.TB, opts Options) *Stack {
 	tb.Cleanup(upSrv.Close)
 	st.UpstreamURL = upSrv.URL
 
-	maxValue := opts.MaxValueBytes
-	if maxValue == 0 {
-		maxValue = upstream.DefaultMaxValueBytes
-	}
-	kv, err := upstream.NewClient(upstream.Config{BaseURL: upSrv.URL, MaxValueBytes: maxValue, Retry: opts.Retry})
-	if err != nil {
-		tb.Fatalf("upstream client: %v", err)
-	}
-	st.Client = kv
 	logger := opts.Logger
 	switch {
 	case logger != nil:
@@ -105,27 +97,35 @@ func Start(tb testing.TB, opts Options) *Stack {
 	default:
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	svc := service.New(kv, service.Options{MaxValueBytes: maxValue, Batch: opts.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{
-		MaxValueBytes: maxValue, DefaultTimeout: opts.DefaultTimeout, MaxTimeout: opts.MaxTimeout,
-	}, logger)
+	server := httpserver.DefaultConfig()
+	if opts.ShutdownTimeout > 0 {
+		server.ShutdownTimeout = opts.ShutdownTimeout
+	}
+	if opts.ReadHeaderTimeout > 0 {
+		server.ReadHeaderTimeout = opts.ReadHeaderTimeout
+	}
+	gw, err := app.NewGateway(app.GatewayConfig{
+		UpstreamURL:    upSrv.URL,
+		MaxValueBytes:  opts.MaxValueBytes,
+		Retry:          opts.Retry,
+		Batch:          opts.Batch,
+		DefaultTimeout: opts.DefaultTimeout,
+		MaxTimeout:     opts.MaxTimeout,
+		Server:         server,
+		Logger:         logger,
+	})
+	if err != nil {
+		tb.Fatalf("assembling kvgate: %v", err)
+	}
+	st.Client = gw.Upstream()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
 	}
-	cfg := gateway.DefaultServerConfig()
-	if opts.ShutdownTimeout > 0 {
-		cfg.ShutdownTimeout = opts.ShutdownTimeout
-	}
-	if opts.ReadHeaderTimeout > 0 {
-		cfg.ReadHeaderTimeout = opts.ReadHeaderTimeout
-	}
-	srv := gateway.NewServer(handler, cfg, logger)
-	srv.RegisterOnShutdown(svc.Drain)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- gateway.Serve(ctx, ln, srv, cfg, logger) }()
+	go func() { done <- gw.Serve(ctx, ln) }()
 	var once sync.Once
 	var serveErr error
 	st.shutdown = func() error {
