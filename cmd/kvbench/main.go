@@ -44,10 +44,10 @@ func main() {
 	flag.IntVar(&cfg.MessageItems, "message-items", 100, "items per BatchPutItems message")
 	flag.IntVar(&cfg.Keys, "keys", 200_000, "keys to enumerate")
 	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
-	// TODO(defaults): start from service.DefaultBatchConfig() once it exists.
-	flag.IntVar(&batchConfig.MaxLines, "batch-lines", 1000, "items per batch PUT")
-	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", 8<<20, "bytes per batch PUT")
-	flag.IntVar(&batchConfig.Concurrency, "batch-concurrency", 4, "batch PUTs in flight")
+	batchDefaults := service.DefaultBatchConfig()
+	flag.IntVar(&batchConfig.MaxLines, "batch-lines", batchDefaults.MaxLines, "items per batch PUT")
+	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", batchDefaults.MaxBytes, "bytes per batch PUT")
+	flag.IntVar(&batchConfig.Concurrency, "batch-concurrency", batchDefaults.Concurrency, "batch PUTs in flight")
 	flag.Parse()
 	cfg.Batch, cfg.Store = batchConfig, "bench"
 

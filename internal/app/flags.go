@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kvgate/kvgate/internal/gateway"
@@ -65,7 +66,7 @@ func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultL
 		cfg.StoreFaults = f
 	}
 	fs.Func("store-faults", "trouble the local store injects, e.g. latency=20ms,jitter=5ms,429=0.05,503=0.05,drop=0.01,seed=1 "+
-		"(keys: latency jitter 429 500 503 drop drop-before drop-mid-body slow-body retry-after kinds seed) (env KVGATE_STORE_FAULTS)",
+		"(keys: "+strings.Join(localstore.FaultSpecKeys(), " ")+") (env KVGATE_STORE_FAULTS)",
 		func(spec string) error {
 			f, err := localstore.ParseFaults(spec)
 			if err != nil {
@@ -96,10 +97,8 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	cfg.FastlyToken = env.getenv("FASTLY_API_TOKEN")
 	cfg.FastlyURL = env.string("FASTLY_API_URL", upstream.DefaultBaseURL)
 	limits := gateway.DefaultLimits()
-	// TODO(defaults): read service.DefaultBatchConfig() once it exists.
-	batch := service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4}
-	// TODO(defaults): read upstream.DefaultRetryPolicy() once it exists.
-	retry := upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}
+	batch := service.DefaultBatchConfig()
+	retry := upstream.DefaultRetryPolicy()
 	fs.IntVar(&cfg.Batch.MaxLines, "batch-lines", int(env.int("KVGATE_BATCH_LINES", int64(batch.MaxLines))),
 		"most items in one batch PUT (env KVGATE_BATCH_LINES)")
 	fs.IntVar(&cfg.Batch.MaxBytes, "batch-bytes", int(env.int("KVGATE_BATCH_BYTES", int64(batch.MaxBytes))),

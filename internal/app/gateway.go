@@ -13,10 +13,6 @@ import (
 	"github.com/kvgate/kvgate/upstream"
 )
 
-// upstreamConns is the connection pool size of the upstream HTTP client
-// NewGateway builds when it is given none.
-const upstreamConns = 64
-
 // GatewayConfig configures the KV gateway stack: the upstream client, the
 // service on top of it and the Connect surface serving that.
 type GatewayConfig struct {
@@ -26,11 +22,8 @@ type GatewayConfig struct {
 	// Token is sent to the upstream as Fastly-Key.
 	Token string
 	// HTTPClient calls the upstream; when nil NewGateway builds one with
-	// upstream.NewHTTPClient and a pool of MaxConns connections.
+	// upstream.NewHTTPClient(upstream.DefaultMaxIdleConns).
 	HTTPClient *http.Client
-	// MaxConns sizes the pool of the HTTP client NewGateway builds; 64
-	// when zero. It is not used when HTTPClient is set.
-	MaxConns int
 	// MaxValueBytes is the largest item value;
 	// upstream.DefaultMaxValueBytes when zero.
 	MaxValueBytes int64
@@ -73,11 +66,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		conns := cfg.MaxConns
-		if conns <= 0 {
-			conns = upstreamConns
-		}
-		hc = upstream.NewHTTPClient(conns)
+		hc = upstream.NewHTTPClient(upstream.DefaultMaxIdleConns)
 	}
 	maxValue := cfg.MaxValueBytes
 	if maxValue <= 0 {
