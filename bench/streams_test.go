@@ -17,7 +17,7 @@ import (
 // ./cmd/kvbench), so it fits a benchmark iteration.
 func streamEnv(b *testing.B, items, keys int) *benchkit.Env {
 	b.Helper()
-	store, err := localstore.Open(localstore.Options{})
+	store, err := localstore.Open(localstore.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 // writeAll runs items through one batcher over f and returns the answer.
 func writeAll(t *testing.T, f *fakeKV, cfg BatchConfig, items []*kvv1.BatchItem) *kvv1.BatchPutItemsResponse {
 	t.Helper()
-	b := New(f, Options{Batch: cfg}).newBatcher(t.Context(), "store")
+	b := New(f, Config{Batch: cfg}).newBatcher(t.Context(), "store")
 	for _, item := range items {
 		if err := b.add(item); err != nil {
 			t.Fatalf("add(%q): %v", item.GetKey(), err)
@@ -118,7 +118,7 @@ func TestBatcherLaterItemWins(t *testing.T) {
 // stops at Concurrency ops in flight, and that add waits meanwhile.
 func TestBatcherBoundsInFlight(t *testing.T) {
 	f := &fakeKV{hold: make(chan struct{})}
-	b := New(f, Options{Batch: BatchConfig{MaxLines: 1, Concurrency: 2}}).newBatcher(t.Context(), "store")
+	b := New(f, Config{Batch: BatchConfig{MaxLines: 1, Concurrency: 2}}).newBatcher(t.Context(), "store")
 	added := make(chan int, 10)
 	finished := make(chan error, 1)
 	go func() {
@@ -171,7 +171,7 @@ func TestBatcherItemFailures(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := &fakeKV{putErr: c.err}
-			b := New(f, Options{}).newBatcher(t.Context(), "store")
+			b := New(f, Config{}).newBatcher(t.Context(), "store")
 			err := b.add(&kvv1.BatchItem{Key: "k", Mode: kvv1.PutMode_PUT_MODE_ADD})
 			res, ferr := b.finish()
 			switch {
@@ -188,7 +188,7 @@ func TestBatcherItemFailures(t *testing.T) {
 
 func TestBatcherInvalidItem(t *testing.T) {
 	f := &fakeKV{}
-	b := New(f, Options{}).newBatcher(t.Context(), "store")
+	b := New(f, Config{}).newBatcher(t.Context(), "store")
 	bad := &kvv1.BatchItem{Key: "k", Mode: kvv1.PutMode_PUT_MODE_ADD, IfGenerationMatch: proto.Uint64(1)}
 	if err := b.add(bad); err != nil {
 		t.Fatal(err)

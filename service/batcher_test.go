@@ -249,7 +249,7 @@ func TestBatchPutItemsStoreRefusesLines(t *testing.T) {
 	// and the single PUTs of such values (413).
 	st := kvtest.Start(t, kvtest.Options{
 		MaxValueBytes: 1 << 20,
-		Store:         localstore.Options{MaxValueBytes: 1 << 10},
+		Store:         localstore.Config{MaxValueBytes: 1 << 10},
 		Batch:         service.BatchConfig{MaxLines: 5, MaxBytes: 8 << 10},
 	})
 	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
@@ -502,7 +502,7 @@ func TestBatchPutItemsUpstreamRefuses(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("upstream %d", tc.status), func(t *testing.T) {
 			t.Parallel()
-			store, err := localstore.Open(localstore.Options{})
+			store, err := localstore.Open(localstore.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

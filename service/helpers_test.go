@@ -285,7 +285,7 @@ func (ht handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // process: the same API as the stack's Client, without the loopback hop.
 func inProcessClient(t *testing.T, store *localstore.Store) *upstream.Client {
 	t.Helper()
-	kv, err := upstream.NewClient(upstream.Config{
+	kv, err := upstream.NewClient(upstream.ClientConfig{
 		BaseURL:    "http://localstore.invalid",
 		HTTPClient: &http.Client{Transport: handlerTransport{store.Handler()}},
 	})

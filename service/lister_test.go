@@ -38,7 +38,7 @@ func TestPrefixFilter(t *testing.T) {
 
 // newFakeLister lists keys through a fake upstream with pages of pageSize.
 func newFakeLister(keys []string, prefix string, pageSize uint32) *lister {
-	s := New(&fakeKV{keys: keys}, Options{})
+	s := New(&fakeKV{keys: keys}, Config{})
 	return s.newLister("store", prefix, pageSize, 0)
 }
 
@@ -92,7 +92,7 @@ func TestListerEnds(t *testing.T) {
 	// A locally filtered listing ends once the keys pass the prefix, even
 	// with more pages upstream.
 	f := &fakeKV{keys: []string{"a/a", "a/b", "a/c", "a/d", "a/e"}}
-	l = New(f, Options{}).newLister("store", "a/b", 2, 0)
+	l = New(f, Config{}).newLister("store", "a/b", 2, 0)
 	var got []string
 	for pos := (position{}); !pos.end; {
 		pg, err := l.fetch(ctx, pos)

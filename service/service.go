@@ -21,8 +21,8 @@ import (
 // MaxListLimit is the largest page ListKeys returns: Fastly's page size.
 const MaxListLimit = upstream.DefaultPageSize
 
-// Options configures the service.
-type Options struct {
+// Config configures the service.
+type Config struct {
 	// MaxValueBytes is the largest value PutItem accepts;
 	// upstream.DefaultMaxValueBytes when zero.
 	MaxValueBytes int64
@@ -67,7 +67,7 @@ var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
 
 // New returns the service, calling Fastly (or the local store) through kv,
 // usually an *upstream.Client.
-func New(kv Upstream, opts Options) *Service {
+func New(kv Upstream, opts Config) *Service {
 	s := &Service{kv: kv, maxValue: opts.MaxValueBytes, batch: opts.Batch.withDefaults()}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
@@ -183,9 +183,9 @@ func (s *Service) newLister(store, prefix string, pageSize uint32, c kvv1.Consis
 }
 
 var consistencies = map[kvv1.Consistency]upstream.Consistency{
-	kvv1.Consistency_CONSISTENCY_UNSPECIFIED: upstream.Strong,
-	kvv1.Consistency_CONSISTENCY_STRONG:      upstream.Strong,
-	kvv1.Consistency_CONSISTENCY_EVENTUAL:    upstream.Eventual,
+	kvv1.Consistency_CONSISTENCY_UNSPECIFIED: upstream.ConsistencyStrong,
+	kvv1.Consistency_CONSISTENCY_STRONG:      upstream.ConsistencyStrong,
+	kvv1.Consistency_CONSISTENCY_EVENTUAL:    upstream.ConsistencyEventual,
 }
 
 // listError maps a failed listing. A kvgate cursor wraps Fastly's without

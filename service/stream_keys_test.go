@@ -169,7 +169,7 @@ var resumePrefixes = []string{"", "r", "r/", "r/01"}
 
 func newResumeFixture(t *testing.T) *resumeFixture {
 	t.Helper()
-	store, err := localstore.Open(localstore.Options{})
+	store, err := localstore.Open(localstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func startSoakStack(t *testing.T, logs *logCounter) *kvtest.Stack {
 	st := kvtest.Start(t, kvtest.Options{
 		Retry:  upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},
 		Batch:  service.BatchConfig{MaxLines: 500, Concurrency: 4},
-		Store:  localstore.Options{Logger: logger},
+		Store:  localstore.Config{Logger: logger},
 		Logger: logger,
 	})
 	if err := st.Client.PutItem(t.Context(), storeID, "soak-seed", []byte("seed"), upstream.PutOptions{}); err != nil {

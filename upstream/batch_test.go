@@ -135,7 +135,7 @@ func TestPutBatchWire(t *testing.T) {
 				_, _ = io.WriteString(w, tc.body)
 			}))
 			defer srv.Close()
-			c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, Token: "tok"})
+			c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, Token: "tok"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -34,7 +34,7 @@ func TestRetryWaitsOutSpentBudget(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, Retry: upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Second}})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, Retry: upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

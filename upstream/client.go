@@ -22,12 +22,12 @@ import (
 // DefaultBaseURL is Fastly's API endpoint.
 const DefaultBaseURL = "https://api.fastly.com"
 
-// DefaultMaxIdleConns is the maxConns of the HTTP client a [Config]
+// DefaultMaxIdleConns is the maxConns of the HTTP client a [ClientConfig]
 // without one gets, and the value to pass [NewHTTPClient] for the same pool.
 const DefaultMaxIdleConns = 64
 
-// Config configures a Client.
-type Config struct {
+// ClientConfig configures a Client.
+type ClientConfig struct {
 	// BaseURL is the API endpoint, [DefaultBaseURL] when empty.
 	BaseURL string
 	// Token is sent as the Fastly-Key header. The local store ignores it.
@@ -57,7 +57,7 @@ type Client struct {
 }
 
 // NewClient returns a Client for cfg.
-func NewClient(cfg Config) (*Client, error) {
+func NewClient(cfg ClientConfig) (*Client, error) {
 	base := cfg.BaseURL
 	if base == "" {
 		base = DefaultBaseURL
@@ -156,12 +156,12 @@ type Consistency int
 
 // The consistency levels; the zero value is strong.
 const (
-	Strong Consistency = iota
-	Eventual
+	ConsistencyStrong Consistency = iota
+	ConsistencyEventual
 )
 
 func (c Consistency) String() string {
-	if c == Eventual {
+	if c == ConsistencyEventual {
 		return "eventual"
 	}
 	return "strong"

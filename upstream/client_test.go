@@ -102,11 +102,11 @@ func (f *wireFake) only(t *testing.T) seenRequest {
 
 // client returns a Client for the fake. It uses NewHTTPClient so the tests
 // exercise the production transport settings (redirects not followed).
-func (f *wireFake) client(t *testing.T, mutate func(*upstream.Config)) *upstream.Client {
+func (f *wireFake) client(t *testing.T, mutate func(*upstream.ClientConfig)) *upstream.Client {
 	t.Helper()
 	hc := upstream.NewHTTPClient(4)
 	t.Cleanup(hc.CloseIdleConnections)
-	cfg := upstream.Config{BaseURL: f.srv.URL, Token: wireToken, HTTPClient: hc}
+	cfg := upstream.ClientConfig{BaseURL: f.srv.URL, Token: wireToken, HTTPClient: hc}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -308,7 +308,7 @@ func TestTimeToLiveHeaderExactName(t *testing.T) {
 	srv.Listener = teeListener{Listener: srv.Listener, mu: &mu, buf: &raw}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client()})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestDeleteWireForm(t *testing.T) {
 func TestGetWireForm(t *testing.T) {
 	t.Parallel()
 	f := newWireFake(t, nil)
-	if _, err := f.client(t, func(c *upstream.Config) { c.UserAgent = "kvgate-test/1" }).GetItem(t.Context(), "s", "k"); err != nil {
+	if _, err := f.client(t, func(c *upstream.ClientConfig) { c.UserAgent = "kvgate-test/1" }).GetItem(t.Context(), "s", "k"); err != nil {
 		t.Fatalf("GetItem: %v", err)
 	}
 	got := f.only(t)
@@ -385,7 +385,7 @@ func TestListWireForm(t *testing.T) {
 		wantQuery string
 	}{
 		{name: "default is strong", wantQuery: "consistency=strong"},
-		{name: "eventual", opts: upstream.ListOptions{Consistency: upstream.Eventual}, wantQuery: "consistency=eventual"},
+		{name: "eventual", opts: upstream.ListOptions{Consistency: upstream.ConsistencyEventual}, wantQuery: "consistency=eventual"},
 		{name: "limit", opts: upstream.ListOptions{Limit: 4}, wantQuery: "consistency=strong&limit=4"},
 		{name: "negative limit is not sent", opts: upstream.ListOptions{Limit: -1}, wantQuery: "consistency=strong"},
 		{name: "prefix", opts: upstream.ListOptions{Prefix: "ba"}, wantQuery: "consistency=strong&prefix=ba"},
@@ -402,7 +402,7 @@ func TestListWireForm(t *testing.T) {
 		},
 		{
 			name:      "everything",
-			opts:      upstream.ListOptions{Prefix: "p", Cursor: "Cg==", Limit: 10, Consistency: upstream.Eventual},
+			opts:      upstream.ListOptions{Prefix: "p", Cursor: "Cg==", Limit: 10, Consistency: upstream.ConsistencyEventual},
 			wantQuery: "consistency=eventual&cursor=Cg%3D%3D&limit=10&prefix=p",
 		},
 	}
@@ -435,7 +435,7 @@ func TestListWireForm(t *testing.T) {
 func TestNoTokenNoHeader(t *testing.T) {
 	t.Parallel()
 	f := newWireFake(t, nil)
-	if _, err := f.client(t, func(c *upstream.Config) { c.Token = "" }).GetItem(t.Context(), "s", "k"); err != nil {
+	if _, err := f.client(t, func(c *upstream.ClientConfig) { c.Token = "" }).GetItem(t.Context(), "s", "k"); err != nil {
 		t.Fatal(err)
 	}
 	got := f.only(t)
@@ -448,15 +448,15 @@ func TestNoTokenNoHeader(t *testing.T) {
 func TestNewClientBaseURL(t *testing.T) {
 	t.Parallel()
 	for _, bad := range []string{"ftp://example.com", "example.com", "http://", "://x", "http://[::1"} {
-		if _, err := upstream.NewClient(upstream.Config{BaseURL: bad}); err == nil {
+		if _, err := upstream.NewClient(upstream.ClientConfig{BaseURL: bad}); err == nil {
 			t.Errorf("NewClient(%q) succeeded, want an error", bad)
 		}
 	}
-	if _, err := upstream.NewClient(upstream.Config{}); err != nil {
+	if _, err := upstream.NewClient(upstream.ClientConfig{}); err != nil {
 		t.Errorf("NewClient with the default base URL: %v", err)
 	}
 	f := newWireFake(t, nil)
-	c := f.client(t, func(c *upstream.Config) { c.BaseURL = f.srv.URL + "/" })
+	c := f.client(t, func(c *upstream.ClientConfig) { c.BaseURL = f.srv.URL + "/" })
 	if _, err := c.GetItem(t.Context(), "s", "k"); err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +580,7 @@ func TestGetItemValueLimit(t *testing.T) {
 				}
 				_, _ = w.Write(value)
 			})
-			item, err := f.client(t, func(c *upstream.Config) { c.MaxValueBytes = limit }).GetItem(t.Context(), "s", "k")
+			item, err := f.client(t, func(c *upstream.ClientConfig) { c.MaxValueBytes = limit }).GetItem(t.Context(), "s", "k")
 			if tt.wantErr {
 				if _, ok := errors.AsType[*upstream.ResponseError](err); !ok {
 					t.Fatalf("err = %v (%T), want *upstream.ResponseError", err, err)
@@ -616,7 +616,7 @@ func TestGetItemChunkedTransferEncoding(t *testing.T) {
 	if resp.ContentLength != -1 || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
 		t.Fatalf("server did not answer chunked: ContentLength=%d TransferEncoding=%v", resp.ContentLength, resp.TransferEncoding)
 	}
-	c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client()})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -908,7 +908,7 @@ func TestTransportErrorOnRefusedConnection(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	base := srv.URL
 	srv.Close() // nothing listens on base any more
-	c, err := upstream.NewClient(upstream.Config{BaseURL: base})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: base})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1059,7 +1059,7 @@ func TestContextCancelledDuringBody(t *testing.T) {
 				cancel() // the headers are in; the body is not
 				return resp, err
 			})}
-			c, err := upstream.NewClient(upstream.Config{BaseURL: f.srv.URL, HTTPClient: hc})
+			c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: f.srv.URL, HTTPClient: hc})
 			if err != nil {
 				t.Fatal(err)
 			}

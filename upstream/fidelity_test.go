@@ -102,7 +102,7 @@ func (s *replayServer) requests() []capturedRequest {
 
 func newFidelityClient(t *testing.T, baseURL string) *upstream.Client {
 	t.Helper()
-	c, err := upstream.NewClient(upstream.Config{BaseURL: baseURL, Token: testToken})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: baseURL, Token: testToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ var clientRecordings = []struct {
 		deleteCall("apple", upstream.DeleteOptions{IfGenerationMatch: new(uint64(1750707679477774))}, upstream.PreconditionGeneration),
 	}},
 	{"cleanup", []replayCall{
-		listCall(upstream.ListOptions{Consistency: upstream.Eventual}),
+		listCall(upstream.ListOptions{Consistency: upstream.ConsistencyEventual}),
 		deleteCall("apple", upstream.DeleteOptions{}, upstream.PreconditionNone),
 		deleteCall("banana", upstream.DeleteOptions{}, upstream.PreconditionNone),
 		deleteCall("batch-1", upstream.DeleteOptions{}, upstream.PreconditionNone),

@@ -324,7 +324,7 @@ type fzBatchStore struct {
 }
 
 func fzNewBatchStore(t testing.TB) *fzBatchStore {
-	st, err := localstore.Open(localstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	st, err := localstore.Open(localstore.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

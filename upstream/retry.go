@@ -25,7 +25,7 @@ type RetryPolicy struct {
 	MaxDelay time.Duration
 }
 
-// DefaultRetryPolicy is the policy a [Config] without one gets: 4
+// DefaultRetryPolicy is the policy a [ClientConfig] without one gets: 4
 // attempts, backoff from 100ms, and at most 5s of waiting between two.
 func DefaultRetryPolicy() RetryPolicy {
 	return RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second}

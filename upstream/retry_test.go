@@ -106,7 +106,7 @@ func (s *rtServer) client(t *testing.T, p upstream.RetryPolicy) *upstream.Client
 
 func (s *rtServer) clientWith(t *testing.T, p upstream.RetryPolicy, hc *http.Client) *upstream.Client {
 	t.Helper()
-	c, err := upstream.NewClient(upstream.Config{BaseURL: s.srv.URL, Token: wireToken, HTTPClient: hc, Retry: p})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: s.srv.URL, Token: wireToken, HTTPClient: hc, Retry: p})
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -575,7 +575,7 @@ func TestRetryRefusedConnection(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			d := &rtDialer{addr: addr}
-			cl, err := upstream.NewClient(upstream.Config{BaseURL: "http://" + addr, HTTPClient: d.httpClient(t), Retry: rtPolicy})
+			cl, err := upstream.NewClient(upstream.ClientConfig{BaseURL: "http://" + addr, HTTPClient: d.httpClient(t), Retry: rtPolicy})
 			if err != nil {
 				t.Fatal(err)
 			}

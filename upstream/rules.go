@@ -15,8 +15,8 @@ const (
 	MaxMetadataBytes = 2000
 	// DefaultMaxValueBytes is Fastly's default value size limit (25 MiB).
 	DefaultMaxValueBytes = 25 << 20
-	// MaxValueBytesLimit is the largest value Fastly allows on request (100 MiB).
-	MaxValueBytesLimit = 100 << 20
+	// FastlyMaxValueBytes is the largest value Fastly allows on request (100 MiB).
+	FastlyMaxValueBytes = 100 << 20
 	// DefaultPageSize is the page size Fastly's list endpoint uses when no
 	// limit is sent, as observed on the wire (the published spec says 100).
 	DefaultPageSize = 1000

@@ -69,7 +69,7 @@ func main() {
 // runStore serves an in-memory local store on a loopback port, prints the
 // port, and serves until its parent closes stdin.
 func runStore(ctx context.Context, latency time.Duration) error {
-	store, err := localstore.Open(localstore.Options{})
+	store, err := localstore.Open(localstore.Config{})
 	if err != nil {
 		return err
 	}

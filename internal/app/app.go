@@ -58,9 +58,9 @@ type Config struct {
 
 // Validate reports configuration errors before anything starts.
 func (c *Config) Validate() error {
-	if c.MaxValueBytes <= 0 || c.MaxValueBytes > upstream.MaxValueBytesLimit {
+	if c.MaxValueBytes <= 0 || c.MaxValueBytes > upstream.FastlyMaxValueBytes {
 		return fmt.Errorf("max value size must be between 1 and %d bytes (Fastly's largest), not %d",
-			upstream.MaxValueBytesLimit, c.MaxValueBytes)
+			upstream.FastlyMaxValueBytes, c.MaxValueBytes)
 	}
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
@@ -159,7 +159,7 @@ func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 // openLocalStore opens the local store cfg describes.
 func openLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, error) {
-	return localstore.Open(localstore.Options{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
+	return localstore.Open(localstore.Config{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
 }
 
 func dataDirName(dir string) string {

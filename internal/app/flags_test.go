@@ -205,13 +205,13 @@ func configDiff(got, want Config) string {
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	for _, size := range []int64{0, -1, upstream.MaxValueBytesLimit + 1} {
+	for _, size := range []int64{0, -1, upstream.FastlyMaxValueBytes + 1} {
 		c := Config{Listen: ":0", MaxValueBytes: size}
 		if c.Validate() == nil {
 			t.Errorf("max value size %d accepted", size)
 		}
 	}
-	if c := (Config{Listen: ":0", MaxValueBytes: upstream.MaxValueBytesLimit}); c.Validate() != nil {
+	if c := (Config{Listen: ":0", MaxValueBytes: upstream.FastlyMaxValueBytes}); c.Validate() != nil {
 		t.Errorf("Fastly's largest value size refused: %v", c.Validate())
 	}
 }

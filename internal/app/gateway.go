@@ -72,7 +72,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if maxValue <= 0 {
 		maxValue = upstream.DefaultMaxValueBytes
 	}
-	kv, err := upstream.NewClient(upstream.Config{
+	kv, err := upstream.NewClient(upstream.ClientConfig{
 		HTTPClient:    hc,
 		BaseURL:       cfg.UpstreamURL,
 		Token:         cfg.Token,
@@ -82,7 +82,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Options{MaxValueBytes: maxValue, Batch: cfg.Batch})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
 	handler := gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 	}, logger)

@@ -79,7 +79,7 @@ func Start(cfg Config) (*Env, error) {
 		return hc
 	}
 	var err error
-	if e.direct, err = upstream.NewClient(upstream.Config{BaseURL: cfg.UpstreamURL, HTTPClient: countingClient(&e.dirCount)}); err != nil {
+	if e.direct, err = upstream.NewClient(upstream.ClientConfig{BaseURL: cfg.UpstreamURL, HTTPClient: countingClient(&e.dirCount)}); err != nil {
 		return nil, err
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{

@@ -32,7 +32,7 @@ type Options struct {
 	// handler (for statuses the local store never produces).
 	Upstream http.Handler
 	// Store configures the local store; its Dir is empty (memory) unless set.
-	Store localstore.Options
+	Store localstore.Config
 	// MaxValueBytes is kvgate's value limit; the default when zero.
 	MaxValueBytes int64
 	// Batch bounds batch writes; the defaults when zero.

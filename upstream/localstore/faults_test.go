@@ -98,7 +98,7 @@ func TestLatencyCancelled(t *testing.T) {
 		handler.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client()})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}

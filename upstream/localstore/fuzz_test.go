@@ -52,7 +52,7 @@ const (
 )
 
 // fzStoreOptions are small limits, so 413s are cheap to reach.
-var fzStoreOptions = localstore.Options{
+var fzStoreOptions = localstore.Config{
 	MaxValueBytes: 1024,
 	MaxBatchBytes: 4096,
 	Now:           func() time.Time { return fzNow },
@@ -144,7 +144,7 @@ func fzGet(t *testing.T, h http.Handler, store, key string) *httptest.ResponseRe
 }
 
 // fzNewStore opens an in-memory store and writes fzKey in fzStore.
-func fzNewStore(t *testing.T, opts localstore.Options) http.Handler {
+func fzNewStore(t *testing.T, opts localstore.Config) http.Handler {
 	t.Helper()
 	st, err := localstore.Open(opts)
 	if err != nil {
@@ -468,7 +468,7 @@ func fzCheckEffect(t *testing.T, h http.Handler, what string, req *http.Request,
 // reachable, and batch bodies of at most 96 KiB, above the longest line
 // (88 bytes of base64 and 64 KiB of slack), so that both a too-long line and
 // a too-large body are.
-var fzBatchOptions = localstore.Options{
+var fzBatchOptions = localstore.Config{
 	MaxValueBytes: 64,
 	MaxBatchBytes: 96 << 10,
 	Now:           func() time.Time { return fzNow },

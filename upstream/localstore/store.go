@@ -45,11 +45,6 @@ type Config struct {
 	OnRequest func(*http.Request)
 }
 
-// Options is the former name of Config.
-//
-// Deprecated: use Config.
-type Options = Config
-
 // DefaultMaxBatchBytes is the batch body limit when Config.MaxBatchBytes
 // is zero. Fastly documents no limit; this one only bounds memory.
 const DefaultMaxBatchBytes = 256 << 20

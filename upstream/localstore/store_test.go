@@ -72,7 +72,7 @@ func openHarness(t *testing.T, opts localstore.Config) *harness {
 		t.Fatalf("Open: %v", err)
 	}
 	srv := httptest.NewServer(store.Handler())
-	c, err := upstream.NewClient(upstream.Config{BaseURL: srv.URL, HTTPClient: srv.Client(), Token: "ignored"})
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, HTTPClient: srv.Client(), Token: "ignored"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +618,7 @@ func TestListOrderPrefixLimit(t *testing.T) {
 		wantCursor bool
 	}{
 		{name: "all", want: sorted},
-		{name: "eventual reads the same", opts: upstream.ListOptions{Consistency: upstream.Eventual}, want: sorted},
+		{name: "eventual reads the same", opts: upstream.ListOptions{Consistency: upstream.ConsistencyEventual}, want: sorted},
 		{name: "prefix a", opts: upstream.ListOptions{Prefix: "a"}, want: []string{"a", "a b", "a-", "a/b", "a0", "aa", "ab"}},
 		{name: "prefix é", opts: upstream.ListOptions{Prefix: "é"}, want: []string{"é", "éa"}},
 		{name: "prefix matches nothing", opts: upstream.ListOptions{Prefix: "q"}, want: []string{}},
