@@ -1,7 +1,9 @@
 // Package upstream is a typed client for Fastly's KV Store item REST API
 // (/resources/stores/kv/{store_id}/...). It speaks the wire form Fastly's
-// recorded traffic shows and turns statuses into typed errors. It knows
-// nothing of protobuf or Connect.
+// recorded traffic shows, retries what is safe to retry, and classifies
+// every failure as a [Kind] (not found, key exists, generation mismatch,
+// rate limited, unavailable, outcome unknown, ...) on typed errors that
+// keep the details. It knows nothing of protobuf or Connect.
 package upstream
 
 import (

@@ -72,6 +72,9 @@ const batchMessageBytes = 64 << 20
 const defaultReadMaxBytes = 1 << 20
 
 // NewHandler returns the HTTP handler serving svc, health and reflection.
+// Cross-cutting behaviour that needs to know the RPC (its procedure, its
+// messages) joins the interceptor chain here, outermost first; behaviour
+// that needs only HTTP wraps the returned handler in app.NewGateway.
 func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
 	limits = limits.withDefaults()
 	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
