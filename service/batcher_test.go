@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
 	"github.com/kvgate/kvgate/internal/testutil"
 	"github.com/kvgate/kvgate/service"
@@ -43,9 +44,40 @@ func TestBatchPutItems100k(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	items := make([]*kvv1.BatchItem, n)
-	want := make(map[string]storedItem, n)
-	all := make([]string, n)
+	items, want, all := bulkItems(n)
+
+	res, err := batchPut(ctx, client, batchMessages(store, items, perMsg))
+	mustOK(t, "BatchPutItems", err)
+	if res.GetWritten() != n || len(res.GetFailures()) != 0 {
+		t.Fatalf("BatchPutItems = written %d, %d failures (first %v); want %d written, none failed",
+			res.GetWritten(), len(res.GetFailures()), res.GetFailures()[:min(3, len(res.GetFailures()))], n)
+	}
+	// Plain upserts with unique keys ride full batches of the default
+	// 1000 lines; none needs a single PUT.
+	if b, p := st.Store.Count(localstore.RequestBatch), st.Store.Count(localstore.RequestPut); b != n/1000 || p != 0 {
+		t.Errorf("the store received %d batch PUTs and %d single PUTs; want %d and 0", b, p, n/1000)
+	}
+	checkBulkReadBack(t, ctx, st, client, store, items, want)
+
+	// "b/00996" ends on the last key of an upstream page: the end shows up
+	// on the next page, with no match, as a final empty message.
+	for _, prefix := range []string{"", "a", "a/", "b/05", "b/0999", "b/00996", "c"} {
+		t.Run("prefix="+prefix, func(t *testing.T) {
+			// Not parallel: each case counts the list requests it causes.
+			checkBulkStreamKeys(t, ctx, st, client, store, all, prefix, pageSize)
+		})
+	}
+}
+
+// bulkItems builds n items, alternating between the prefixes "a/" and
+// "b/", with values of varying length holding NUL and 0xff, metadata on
+// four in five, a time to live on one in eleven and background fetch on
+// one in thirteen. It returns the items, what each key must hold, and
+// every key, sorted.
+func bulkItems(n int) (items []*kvv1.BatchItem, want map[string]storedItem, all []string) {
+	items = make([]*kvv1.BatchItem, n)
+	want = make(map[string]storedItem, n)
+	all = make([]string, n)
 	for i := range n {
 		prefix := "a"
 		if i%2 == 1 {
@@ -67,22 +99,17 @@ func TestBatchPutItems100k(t *testing.T) {
 		all[i] = it.Key
 	}
 	slices.Sort(all)
+	return items, want, all
+}
 
-	res, err := batchPut(ctx, client, batchMessages(store, items, perMsg))
-	mustOK(t, "BatchPutItems", err)
-	if res.GetWritten() != n || len(res.GetFailures()) != 0 {
-		t.Fatalf("BatchPutItems = written %d, %d failures (first %v); want %d written, none failed",
-			res.GetWritten(), len(res.GetFailures()), res.GetFailures()[:min(3, len(res.GetFailures()))], n)
-	}
-	// Plain upserts with unique keys ride full batches of the default
-	// 1000 lines; none needs a single PUT.
-	if b, p := st.Store.Count(localstore.RequestBatch), st.Store.Count(localstore.RequestPut); b != n/1000 || p != 0 {
-		t.Errorf("the store received %d batch PUTs and %d single PUTs; want %d and 0", b, p, n/1000)
-	}
-	// Read the items back straight from the store's REST API, in
-	// process: all of them, or under the race detector (which makes each
-	// read several times slower) every seventh and the first and last
-	// thousand. StreamKeys below proves every key is there either way.
+// checkBulkReadBack reads the items of store back straight from the
+// store's REST API, in process: all of them, or under the race detector
+// (which makes each read several times slower) every seventh and the
+// first and last thousand. StreamKeys proves every key is there either
+// way. It reads a few through kvgate's own GetItem as well.
+func checkBulkReadBack(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient, store string, items []*kvv1.BatchItem, want map[string]storedItem) {
+	t.Helper()
+	n := len(items)
 	check := want
 	if raceEnabled() {
 		check = make(map[string]storedItem)
@@ -93,7 +120,6 @@ func TestBatchPutItems100k(t *testing.T) {
 		}
 	}
 	checkStored(t, ctx, inProcessClient(t, st.Store), store, check, nil)
-	// A few through kvgate's own GetItem as well.
 	for i := 0; i < n; i += 997 {
 		got, err := client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: items[i].GetKey()})
 		mustOK(t, "GetItem", err)
@@ -101,41 +127,41 @@ func TestBatchPutItems100k(t *testing.T) {
 			t.Errorf("GetItem(%q) = value %q metadata %q; want %q, %q", items[i].GetKey(), g.GetValue(), g.GetMetadata(), items[i].GetValue(), items[i].GetMetadata())
 		}
 	}
+}
 
-	// "b/00996" ends on the last key of an upstream page: the end shows up
-	// on the next page, with no match, as a final empty message.
-	for _, prefix := range []string{"", "a", "a/", "b/05", "b/0999", "b/00996", "c"} {
-		t.Run("prefix="+prefix, func(t *testing.T) {
-			// Not parallel: each case counts the list requests it causes.
-			var wantKeys []string
-			for _, k := range all {
-				if strings.HasPrefix(k, prefix) {
-					wantKeys = append(wantKeys, k)
-				}
-			}
-			wantMsgs, wantLists := expectedPages(all, prefix, pageSize)
-			before := st.Store.Count(localstore.RequestList)
-			msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: store, Prefix: prefix, PageSize: pageSize})
-			mustOK(t, "StreamKeys", err)
-			if d := testutil.DiffKeys(keysOf(msgs), wantKeys); d != "" {
-				t.Fatalf("StreamKeys(prefix %q): %s", prefix, d)
-			}
-			if len(msgs) != wantMsgs {
-				t.Errorf("StreamKeys(prefix %q) sent %d messages; want %d, one per upstream page holding matches", prefix, len(msgs), wantMsgs)
-			}
-			for i, m := range msgs {
-				last := i == len(msgs)-1
-				if (len(m.GetKeys()) == 0 && !last) || len(m.GetKeys()) > pageSize {
-					t.Errorf("message %d of %d holds %d keys; want 1 to %d", i, len(msgs), len(m.GetKeys()), pageSize)
-				}
-				if last != (m.GetCursor() == "") {
-					t.Errorf("message %d of %d has cursor %q; only the last may be empty and it must be", i, len(msgs), m.GetCursor())
-				}
-			}
-			if got := st.Store.Count(localstore.RequestList) - before; got != int64(wantLists) {
-				t.Errorf("StreamKeys(prefix %q) made %d upstream list requests; want %d", prefix, got, wantLists)
-			}
-		})
+// checkBulkStreamKeys enumerates the keys of store under prefix with
+// StreamKeys in pages of pageSize and checks the keys (all holds every
+// key of store, sorted), the messages, and the upstream list requests the
+// call causes.
+func checkBulkStreamKeys(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient, store string, all []string, prefix string, pageSize int) {
+	t.Helper()
+	var wantKeys []string
+	for _, k := range all {
+		if strings.HasPrefix(k, prefix) {
+			wantKeys = append(wantKeys, k)
+		}
+	}
+	wantMsgs, wantLists := expectedPages(all, prefix, pageSize)
+	before := st.Store.Count(localstore.RequestList)
+	msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: store, Prefix: prefix, PageSize: uint32(pageSize)})
+	mustOK(t, "StreamKeys", err)
+	if d := testutil.DiffKeys(keysOf(msgs), wantKeys); d != "" {
+		t.Fatalf("StreamKeys(prefix %q): %s", prefix, d)
+	}
+	if len(msgs) != wantMsgs {
+		t.Errorf("StreamKeys(prefix %q) sent %d messages; want %d, one per upstream page holding matches", prefix, len(msgs), wantMsgs)
+	}
+	for i, m := range msgs {
+		last := i == len(msgs)-1
+		if (len(m.GetKeys()) == 0 && !last) || len(m.GetKeys()) > pageSize {
+			t.Errorf("message %d of %d holds %d keys; want 1 to %d", i, len(msgs), len(m.GetKeys()), pageSize)
+		}
+		if last != (m.GetCursor() == "") {
+			t.Errorf("message %d of %d has cursor %q; only the last may be empty and it must be", i, len(msgs), m.GetCursor())
+		}
+	}
+	if got := st.Store.Count(localstore.RequestList) - before; got != int64(wantLists) {
+		t.Errorf("StreamKeys(prefix %q) made %d upstream list requests; want %d", prefix, got, wantLists)
 	}
 }
 

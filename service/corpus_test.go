@@ -83,8 +83,41 @@ func TestBadInputCorpus(t *testing.T) {
 	cursors := foreignCursors(t)
 
 	cases := corpusCases(cursors)
-	byRPC := map[string]int{}
-	byCategory := map[string]int{}
+	byRPC, byCategory := tallyCorpus(t, cases)
+	raws := rawUTF8Cases()
+	if len(cases) < 100 {
+		t.Fatalf("the corpus holds %d distinct invalid requests; want at least 100", len(cases))
+	}
+
+	protocols := corpusProtocols(st)
+	byProtocol := runCorpus(t, st.URL, cases, raws, protocols)
+
+	// Every case has finished: nothing may have reached the store.
+	if n := st.Requests(); n != 0 {
+		t.Errorf("the local store received %d requests; invalid input must never go upstream", n)
+	}
+	checkHealthy(t, st.URL)
+	checkStillServes(t, st, protocols[0].client)
+
+	total := len(cases) + len(raws)*len(rawWires)
+	t.Logf("%d typed invalid requests (+ %d raw invalid-UTF-8 messages on %d wires = %d requests in all)",
+		len(cases), len(raws), len(rawWires), total)
+	logCounts(t, "by RPC", byRPC)
+	logCounts(t, "by category", byCategory)
+	logCounts(t, "by protocol", byProtocol)
+	for _, p := range protocols {
+		if byProtocol[p.name] == 0 {
+			t.Errorf("no case went through %s", p.name)
+		}
+	}
+}
+
+// tallyCorpus counts the cases by RPC and by category, failing the test
+// when two cases share a name.
+func tallyCorpus(t *testing.T, cases []corpusCase) (byRPC, byCategory map[string]int) {
+	t.Helper()
+	byRPC = map[string]int{}
+	byCategory = map[string]int{}
 	names := map[string]bool{}
 	for _, tc := range cases {
 		byRPC[tc.rpc]++
@@ -95,19 +128,27 @@ func TestBadInputCorpus(t *testing.T) {
 		}
 		names[name] = true
 	}
-	raws := rawUTF8Cases()
-	if len(cases) < 100 {
-		t.Fatalf("the corpus holds %d distinct invalid requests; want at least 100", len(cases))
-	}
+	return byRPC, byCategory
+}
 
-	protocols := []corpusProtocol{
+// corpusProtocols are clients of st in each protocol the corpus uses.
+func corpusProtocols(st *kvtest.Stack) []corpusProtocol {
+	return []corpusProtocol{
 		{name: "connect_proto/http1", client: st.NewClient(kvtest.HTTP1Client())},
 		{name: "connect_json/h2c", json: true, client: st.NewClient(kvtest.H2CClient(), connecthttp.WithProtoJSON())},
 		{name: "grpc/h2c", client: st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())},
 		{name: "grpcweb/http1", client: st.NewClient(kvtest.HTTP1Client(), connecthttp.WithGRPCWeb())},
 	}
-	byProtocol := map[string]int{}
+}
 
+// runCorpus sends every typed case through one of protocols, taking them
+// in turn (a binary-only case skips the JSON protocol), and every raw
+// invalid-UTF-8 message on every wire, all in parallel subtests of
+// "cases". It returns when all have finished, with how many requests went
+// through each protocol and wire.
+func runCorpus(t *testing.T, baseURL string, cases []corpusCase, raws []rawUTF8Case, protocols []corpusProtocol) map[string]int {
+	t.Helper()
+	byProtocol := map[string]int{}
 	t.Run("cases", func(t *testing.T) {
 		for i, tc := range cases {
 			p := protocols[i%len(protocols)]
@@ -117,24 +158,7 @@ func TestBadInputCorpus(t *testing.T) {
 			byProtocol[p.name]++
 			t.Run(tc.rpc+"/"+tc.category+"/"+tc.name+"/"+p.name, func(t *testing.T) {
 				t.Parallel()
-				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-				defer cancel()
-				if tc.batch != nil {
-					written, failures, err := tc.batch(ctx, p.client)
-					mustOK(t, tc.rpc, err)
-					if written != 0 {
-						t.Errorf("%s wrote %d items; every item was invalid", tc.rpc, written)
-					}
-					checkFailures(t, failures, tc.failures)
-					return
-				}
-				err := tc.call(ctx, p.client)
-				for _, f := range tc.fields {
-					assertInvalidField(t, err, f)
-				}
-				if tc.check != nil {
-					tc.check(t, err)
-				}
+				checkCorpusCase(t, tc, p.client)
 			})
 		}
 		for _, rc := range raws {
@@ -144,23 +168,48 @@ func TestBadInputCorpus(t *testing.T) {
 					t.Parallel()
 					ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 					defer cancel()
-					checkRawUTF8(t, ctx, st.URL, rc, w)
+					checkRawUTF8(t, ctx, baseURL, rc, w)
 				})
 			}
 		}
 	})
+	return byProtocol
+}
 
-	// Every case has finished: nothing may have reached the store.
-	if n := st.Requests(); n != 0 {
-		t.Errorf("the local store received %d requests; invalid input must never go upstream", n)
+// checkCorpusCase sends one typed case through client. A batch write must
+// succeed, write nothing and report the expected failures; any other
+// request must fail naming each of the case's fields.
+func checkCorpusCase(t *testing.T, tc corpusCase, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if tc.batch != nil {
+		written, failures, err := tc.batch(ctx, client)
+		mustOK(t, tc.rpc, err)
+		if written != 0 {
+			t.Errorf("%s wrote %d items; every item was invalid", tc.rpc, written)
+		}
+		checkFailures(t, failures, tc.failures)
+		return
 	}
+	err := tc.call(ctx, client)
+	for _, f := range tc.fields {
+		assertInvalidField(t, err, f)
+	}
+	if tc.check != nil {
+		tc.check(t, err)
+	}
+}
 
-	// The server is still healthy: a Connect JSON health check, and a binary
-	// one read with gRPC's own grpc.health.v1 schema. grpchealth's JSON
-	// spells the status SERVING_STATUS_SERVING (its copy of the schema
-	// renames the enum values; only the binary encoding matches gRPC's), so
-	// the JSON check takes either spelling.
-	resp, err := http.Post(st.URL+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":""}`))
+// checkHealthy checks that the server at baseURL reports itself healthy: a
+// Connect JSON health check, and a binary one read with gRPC's own
+// grpc.health.v1 schema. grpchealth's JSON spells the status
+// SERVING_STATUS_SERVING (its copy of the schema renames the enum values;
+// only the binary encoding matches gRPC's), so the JSON check takes either
+// spelling.
+func checkHealthy(t *testing.T, baseURL string) {
+	t.Helper()
+	resp, err := http.Post(baseURL+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":""}`))
 	if err != nil {
 		t.Fatalf("health check: %v", err)
 	}
@@ -174,7 +223,7 @@ func TestBadInputCorpus(t *testing.T) {
 		t.Logf("health check JSON spells the status %q, not grpc.health.v1's \"SERVING\"", health.Status)
 	}
 	reqBody, _ := proto.Marshal(&healthpb.HealthCheckRequest{Service: kvv1connect.KVStoreServiceName})
-	resp, err = http.Post(st.URL+"/grpc.health.v1.Health/Check", "application/proto", bytes.NewReader(reqBody))
+	resp, err = http.Post(baseURL+"/grpc.health.v1.Health/Check", "application/proto", bytes.NewReader(reqBody))
 	if err != nil {
 		t.Fatalf("health check: %v", err)
 	}
@@ -184,27 +233,20 @@ func TestBadInputCorpus(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || proto.Unmarshal(body, &hc) != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("binary health check of %s = %d %q; want 200 SERVING", kvv1connect.KVStoreServiceName, resp.StatusCode, body)
 	}
-	// ...and answers a valid request normally (the store is unknown to the
-	// local store: an empty listing or not_found are both normal answers).
+}
+
+// checkStillServes checks that st answers a valid request normally and
+// passes it to the store (the store is unknown to the local store: an
+// empty listing or not_found are both normal answers).
+func checkStillServes(t *testing.T, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := protocols[0].client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: corpusStore}); err != nil {
+	if _, err := client.ListKeys(ctx, &kvv1.ListKeysRequest{StoreId: corpusStore}); err != nil {
 		testutil.WantCode(t, "ListKeys after the corpus", err, connect.CodeNotFound)
 	}
 	if n := st.Requests(); n == 0 {
 		t.Error("the valid ListKeys after the corpus did not reach the store")
-	}
-
-	total := len(cases) + len(raws)*len(rawWires)
-	t.Logf("%d typed invalid requests (+ %d raw invalid-UTF-8 messages on %d wires = %d requests in all)",
-		len(cases), len(raws), len(rawWires), total)
-	logCounts(t, "by RPC", byRPC)
-	logCounts(t, "by category", byCategory)
-	logCounts(t, "by protocol", byProtocol)
-	for _, p := range protocols {
-		if byProtocol[p.name] == 0 {
-			t.Errorf("no case went through %s", p.name)
-		}
 	}
 }
 

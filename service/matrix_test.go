@@ -203,89 +203,112 @@ func TestStreamsProtocols(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 
-			// A small mixed list: plain writes, a repeated key, modes,
-			// a generation check and invalid items.
-			items := []*kvv1.BatchItem{
-				{Key: "p/a", Value: []byte{0, 1, 2, 0xff}, Metadata: `{"x":1}`},
-				{Key: "p/b", Value: []byte("b1"), TimeToLive: durationpb.New(time.Hour)},
-				{Key: "p/a", Value: []byte("!"), Mode: kvv1.PutMode_PUT_MODE_APPEND},
-				{Key: "p/c", Value: []byte("c"), Mode: kvv1.PutMode_PUT_MODE_ADD},
-				{Key: "p/b", Value: []byte("b2"), Mode: kvv1.PutMode_PUT_MODE_ADD},
-				{Key: "bad|key", Value: []byte("x")},
-				{Key: "p/d", Value: []byte("d"), IfGenerationMatch: proto.Uint64(0)},
-				{Key: "p/e", Value: []byte("e")},
-				{Key: "p/b", Value: []byte("0"), Mode: kvv1.PutMode_PUT_MODE_PREPEND, Metadata: "pre"},
-				{Key: "p/f", Value: []byte("f"), TimeToLive: durationpb.New(0)},
-				{Key: "p/g", Value: []byte("g")},
-				{Key: "q", Value: []byte("q")},
-			}
-			wantStored := map[string]storedItem{
-				"p/a": {value: []byte{0, 1, 2, 0xff, '!'}},
-				"p/b": {value: []byte("0b1"), metadata: "pre"},
-				"p/c": {value: []byte("c")},
-				"p/d": {value: []byte("d")},
-				"p/e": {value: []byte("e")},
-				"p/g": {value: []byte("g")},
-				"q":   {value: []byte("q")},
-			}
-			wantFails := []wantFailure{
-				{index: 4, key: "p/b", code: "already_exists", field: "exists"},
-				{index: 5, key: "bad|key", code: "invalid_argument", field: "key"},
-				{index: 9, key: "p/f", code: "invalid_argument", field: "time_to_live"},
-			}
-			wantWritten := uint64(len(items) - len(wantFails))
-
-			res, err := batchPut(ctx, client, batchMessages("stream", items, 5))
-			mustOK(t, "BatchPutItems", err)
-			checkFailures(t, res.GetFailures(), wantFails)
-			if res.GetWritten() != wantWritten {
-				t.Errorf("BatchPutItems written = %d; want %d", res.GetWritten(), wantWritten)
-			}
-			checkStored(t, ctx, st.Client, "stream", wantStored, []string{"p/f"})
-
-			ures, err := client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: items})
-			mustOK(t, "PutItems", err)
-			checkFailures(t, ures.GetFailures(), wantFails)
-			if ures.GetWritten() != wantWritten {
-				t.Errorf("PutItems written = %d; want %d", ures.GetWritten(), wantWritten)
-			}
-			checkStored(t, ctx, st.Client, "unary", wantStored, []string{"p/f"})
-
-			// StreamKeys: three keys a message, and a prefix kvgate
-			// filters itself.
-			for _, tc := range []struct {
-				prefix string
-				want   []string
-				msgs   int
-			}{
-				{"", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g", "q"}, 3},
-				{"p/", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g"}, 2},
-			} {
-				msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", Prefix: tc.prefix, PageSize: 3})
-				mustOK(t, "StreamKeys", err)
-				if d := testutil.DiffKeys(keysOf(msgs), tc.want); d != "" || len(msgs) != tc.msgs {
-					t.Errorf("StreamKeys(prefix %q) = %d messages: %s; want %d messages", tc.prefix, len(msgs), d, tc.msgs)
-				}
-			}
-			// An invalid StreamKeys request fails before any message.
-			_, err = streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", PageSize: 1001})
-			asConnectError(t, "StreamKeys(page_size 1001)", err, connect.CodeInvalidArgument)
-
-			// PutItems refuses more than 10,000 items and calls nothing.
-			before := st.Store.Requests()
-			tooMany := make([]*kvv1.BatchItem, service.MaxPutItems+1)
-			for i := range tooMany {
-				tooMany[i] = &kvv1.BatchItem{Key: fmt.Sprintf("t/%05d", i), Value: []byte("v")}
-			}
-			_, err = client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: tooMany})
-			cerr := asConnectError(t, "PutItems with 10,001 items", err, connect.CodeInvalidArgument)
-			br, _ := findDetail[*errdetails.BadRequest](detailsOf(cerr))
-			if len(br.GetFieldViolations()) != 1 || br.GetFieldViolations()[0].GetField() != "items" {
-				t.Errorf("PutItems with 10,001 items: BadRequest = %v; want the field items", br)
-			}
-			if n := st.Store.Requests() - before; n != 0 {
-				t.Errorf("PutItems with 10,001 items made %d upstream requests; want none", n)
-			}
+			checkMixedBatchWrites(t, ctx, st, client)
+			checkStreamKeysMixed(t, ctx, client)
+			checkPutItemsTooMany(t, ctx, st, client)
 		})
+	}
+}
+
+// mixedBatch is a small mixed list of batch items: plain writes, a
+// repeated key, modes, a generation check and invalid items, with what
+// the store must hold after writing it and the failures it must report.
+func mixedBatch() (items []*kvv1.BatchItem, wantStored map[string]storedItem, wantFails []wantFailure) {
+	items = []*kvv1.BatchItem{
+		{Key: "p/a", Value: []byte{0, 1, 2, 0xff}, Metadata: `{"x":1}`},
+		{Key: "p/b", Value: []byte("b1"), TimeToLive: durationpb.New(time.Hour)},
+		{Key: "p/a", Value: []byte("!"), Mode: kvv1.PutMode_PUT_MODE_APPEND},
+		{Key: "p/c", Value: []byte("c"), Mode: kvv1.PutMode_PUT_MODE_ADD},
+		{Key: "p/b", Value: []byte("b2"), Mode: kvv1.PutMode_PUT_MODE_ADD},
+		{Key: "bad|key", Value: []byte("x")},
+		{Key: "p/d", Value: []byte("d"), IfGenerationMatch: proto.Uint64(0)},
+		{Key: "p/e", Value: []byte("e")},
+		{Key: "p/b", Value: []byte("0"), Mode: kvv1.PutMode_PUT_MODE_PREPEND, Metadata: "pre"},
+		{Key: "p/f", Value: []byte("f"), TimeToLive: durationpb.New(0)},
+		{Key: "p/g", Value: []byte("g")},
+		{Key: "q", Value: []byte("q")},
+	}
+	wantStored = map[string]storedItem{
+		"p/a": {value: []byte{0, 1, 2, 0xff, '!'}},
+		"p/b": {value: []byte("0b1"), metadata: "pre"},
+		"p/c": {value: []byte("c")},
+		"p/d": {value: []byte("d")},
+		"p/e": {value: []byte("e")},
+		"p/g": {value: []byte("g")},
+		"q":   {value: []byte("q")},
+	}
+	wantFails = []wantFailure{
+		{index: 4, key: "p/b", code: "already_exists", field: "exists"},
+		{index: 5, key: "bad|key", code: "invalid_argument", field: "key"},
+		{index: 9, key: "p/f", code: "invalid_argument", field: "time_to_live"},
+	}
+	return items, wantStored, wantFails
+}
+
+// checkMixedBatchWrites writes the mixed batch with BatchPutItems, in
+// messages of five, to the store "stream", and with PutItems to the store
+// "unary", checking each answer and what each store holds.
+func checkMixedBatchWrites(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	items, wantStored, wantFails := mixedBatch()
+	wantWritten := uint64(len(items) - len(wantFails))
+
+	res, err := batchPut(ctx, client, batchMessages("stream", items, 5))
+	mustOK(t, "BatchPutItems", err)
+	checkFailures(t, res.GetFailures(), wantFails)
+	if res.GetWritten() != wantWritten {
+		t.Errorf("BatchPutItems written = %d; want %d", res.GetWritten(), wantWritten)
+	}
+	checkStored(t, ctx, st.Client, "stream", wantStored, []string{"p/f"})
+
+	ures, err := client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: items})
+	mustOK(t, "PutItems", err)
+	checkFailures(t, ures.GetFailures(), wantFails)
+	if ures.GetWritten() != wantWritten {
+		t.Errorf("PutItems written = %d; want %d", ures.GetWritten(), wantWritten)
+	}
+	checkStored(t, ctx, st.Client, "unary", wantStored, []string{"p/f"})
+}
+
+// checkStreamKeysMixed lists the store "stream", which holds the mixed
+// batch, with StreamKeys: three keys a message, and a prefix kvgate
+// filters itself. An invalid StreamKeys request fails before any message.
+func checkStreamKeysMixed(t *testing.T, ctx context.Context, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	for _, tc := range []struct {
+		prefix string
+		want   []string
+		msgs   int
+	}{
+		{"", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g", "q"}, 3},
+		{"p/", []string{"p/a", "p/b", "p/c", "p/d", "p/e", "p/g"}, 2},
+	} {
+		msgs, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", Prefix: tc.prefix, PageSize: 3})
+		mustOK(t, "StreamKeys", err)
+		if d := testutil.DiffKeys(keysOf(msgs), tc.want); d != "" || len(msgs) != tc.msgs {
+			t.Errorf("StreamKeys(prefix %q) = %d messages: %s; want %d messages", tc.prefix, len(msgs), d, tc.msgs)
+		}
+	}
+	_, err := streamKeys(ctx, client, &kvv1.StreamKeysRequest{StoreId: "stream", PageSize: 1001})
+	asConnectError(t, "StreamKeys(page_size 1001)", err, connect.CodeInvalidArgument)
+}
+
+// checkPutItemsTooMany checks that PutItems refuses more than 10,000 items,
+// naming the field items, and calls nothing upstream.
+func checkPutItemsTooMany(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	before := st.Store.Requests()
+	tooMany := make([]*kvv1.BatchItem, service.MaxPutItems+1)
+	for i := range tooMany {
+		tooMany[i] = &kvv1.BatchItem{Key: fmt.Sprintf("t/%05d", i), Value: []byte("v")}
+	}
+	_, err := client.PutItems(ctx, &kvv1.PutItemsRequest{StoreId: "unary", Items: tooMany})
+	cerr := asConnectError(t, "PutItems with 10,001 items", err, connect.CodeInvalidArgument)
+	br, _ := findDetail[*errdetails.BadRequest](detailsOf(cerr))
+	if len(br.GetFieldViolations()) != 1 || br.GetFieldViolations()[0].GetField() != "items" {
+		t.Errorf("PutItems with 10,001 items: BadRequest = %v; want the field items", br)
+	}
+	if n := st.Store.Requests() - before; n != 0 {
+		t.Errorf("PutItems with 10,001 items made %d upstream requests; want none", n)
 	}
 }
