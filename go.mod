@@ -4,8 +4,10 @@ go 1.26.8
 
 require (
 	connectrpc.com/connect/v2 v2.0.2
+	connectrpc.com/cors v0.1.0
 	connectrpc.com/grpcreflect/v2 v2.0.0
 	github.com/google/btree v1.1.3
+	github.com/rs/cors v1.11.1
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sync v0.25.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c

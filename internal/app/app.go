@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -52,6 +53,8 @@ type Config struct {
 	Server httpserver.Config
 	// LogFormat is the log format, text or json.
 	LogFormat string
+	// CORS says which browser origins may call kvgate.
+	CORS crossorigin.Config
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
 }
@@ -70,6 +73,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
+	}
+	if err := c.CORS.Validate(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -122,6 +128,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,
 		Logger:         logger,
+		CORS:           cfg.CORS,
 	})
 	if err != nil {
 		stopStore()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
@@ -40,6 +41,9 @@ type GatewayConfig struct {
 	// Logger receives the RPC log and the server's logs; discarded when
 	// nil.
 	Logger *slog.Logger
+	// CORS says which browser origins may call the gateway; none when
+	// zero.
+	CORS crossorigin.Config
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -83,9 +87,13 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		return nil, err
 	}
 	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{
+	withCORS, err := crossorigin.Middleware(cfg.CORS)
+	if err != nil {
+		return nil, err
+	}
+	handler := withCORS(gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger)
+	}, logger))
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()

@@ -9,8 +9,10 @@
 // in: request ids (so every later layer can log them), metrics (so they
 // count what CORS and authentication refuse), CORS (so preflights are
 // answered without credentials), authentication, and last the Connect
-// surface of package gateway. Run adds only one layer of its own, the one
-// that ends blocked body reads at shutdown, outside all of them.
+// surface of package gateway. Run adds two layers of its own, outside all
+// of them: on a loopback listener, the refusal of requests whose Host is
+// not a loopback name (against DNS rebinding), and the one that ends
+// blocked body reads at shutdown.
 package httpserver
 
 import (
@@ -87,7 +89,8 @@ func WithOnShutdown(fn func()) Option {
 // that they wind up and answer within the other half (http.Server.Shutdown
 // alone would wait on a stream forever); whatever is left then is closed.
 // Run returns nil after a graceful shutdown; a nil logger discards the
-// server's logs.
+// server's logs. On a loopback listener it refuses requests whose Host is
+// not a loopback name, as the package doc says.
 func Run(ctx context.Context, logger *slog.Logger, ln net.Listener, handler http.Handler, opts ...Option) error {
 	o := options{config: DefaultConfig()}
 	for _, opt := range opts {
@@ -102,7 +105,7 @@ func Run(ctx context.Context, logger *slog.Logger, ln net.Listener, handler http
 	// half the grace period, so streams see ctx.Done() and end.
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
-	srv := newServer(handler, cfg, logger)
+	srv := newServer(loopbackHostsOnly(ln.Addr(), logger, handler), cfg, logger)
 	srv.BaseContext = func(net.Listener) context.Context { return base }
 	for _, fn := range o.onShutdown {
 		srv.RegisterOnShutdown(fn)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -49,6 +50,8 @@ type Options struct {
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
+	// CORS says which browser origins may call kvgate; none when zero.
+	CORS crossorigin.Config
 }
 
 // Stack is a running kvgate with its upstream.
@@ -113,6 +116,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
 		Logger:         logger,
+		CORS:           opts.CORS,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
