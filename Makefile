@@ -13,10 +13,18 @@ GRPCURL := $(BIN)/grpcurl
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./data
 GO_TEST_FLAGS ?= -race -count=1
+# The browser test drives Debian's Chromium; nothing may download a browser.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: deps
-deps: node_modules/.stamp $(BUF) $(GRPCURL) ## Install everything the build and tests need
+deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) ## Install everything the build and tests need
 	go mod download
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
