@@ -24,7 +24,7 @@ deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) ## Install everything th
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
