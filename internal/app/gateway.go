@@ -102,7 +102,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
-// than Serve.
+// than Serve. It has no loopback Host check: httpserver.Run adds that.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Upstream is the client the gateway calls its upstream with.
