@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -52,6 +53,8 @@ type Config struct {
 	Server httpserver.Config
 	// LogFormat is the log format, text or json.
 	LogFormat string
+	// Auth decides who may call kvgate.
+	Auth auth.Config
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
 }
@@ -71,7 +74,7 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
 	}
-	return nil
+	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
 
 // Run serves kvgate until ctx ends, then shuts down gracefully.
@@ -91,7 +94,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStore()
 	var eg errgroup.Group
-	if cfg.FastlyToken == "" {
+	// Pass-through callers bring Fastly tokens, so they always mean Fastly.
+	if cfg.FastlyToken == "" && !cfg.Auth.FastlyTokenPassthrough {
 		store, err := openLocalStore(cfg, logger)
 		if err != nil {
 			return err
@@ -122,6 +126,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,
 		Logger:         logger,
+		Auth:           cfg.Auth,
 	})
 	if err != nil {
 		stopStore()
@@ -132,7 +137,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
+	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	serveErr := gw.Serve(ctx, ln)
+	stopReloading()
 	stopStore()
 	return errors.Join(serveErr, eg.Wait())
 }

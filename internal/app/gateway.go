@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
@@ -40,6 +41,8 @@ type GatewayConfig struct {
 	// Logger receives the RPC log and the server's logs; discarded when
 	// nil.
 	Logger *slog.Logger
+	// Auth decides who may call; everyone when zero.
+	Auth auth.Config
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -53,6 +56,7 @@ type Gateway struct {
 	handler http.Handler
 	server  httpserver.Config
 	logger  *slog.Logger
+	guard   *auth.Guard
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -82,20 +86,29 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	guard, err := auth.NewGuard(cfg.Auth, logger)
+	if err != nil {
+		return nil, err
+	}
 	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{
+	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger)
+	}, logger, gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
+	handler = guard.Middleware(handler)
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, guard: guard}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
 // than Serve.
 func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// ReloadTokens reads the token file again, as SIGHUP does; a file that
+// fails to parse keeps the tokens in use.
+func (g *Gateway) ReloadTokens() error { return g.guard.Reload() }
 
 // Upstream is the client the gateway calls its upstream with.
 func (g *Gateway) Upstream() *upstream.Client { return g.kv }
@@ -104,6 +117,11 @@ func (g *Gateway) Upstream() *upstream.Client { return g.kv }
 // gracefully: streams are told to wind up as soon as shutdown starts, and
 // once the server has stopped the upstream's idle connections are closed.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	// The token file is watched while the gateway serves.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() { defer close(watching); g.guard.Watch(watchCtx) }()
+	defer func() { stopWatch(); <-watching }()
 	err := httpserver.Run(ctx, g.logger, ln, g.handler,
 		httpserver.WithConfig(g.server),
 		httpserver.WithOnShutdown(g.svc.Drain))

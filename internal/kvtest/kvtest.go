@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -49,6 +50,8 @@ type Options struct {
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
+	// Auth decides who may call; everyone when zero.
+	Auth auth.Config
 }
 
 // Stack is a running kvgate with its upstream.
@@ -63,6 +66,8 @@ type Stack struct {
 	UpstreamURL string
 	// Client calls the upstream directly, bypassing kvgate.
 	Client *upstream.Client
+	// Gateway is the running gateway.
+	Gateway *app.Gateway
 
 	shutdown func() error
 }
@@ -113,11 +118,13 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
 		Logger:         logger,
+		Auth:           opts.Auth,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
 	}
 	st.Client = gw.Upstream()
+	st.Gateway = gw
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
