@@ -133,11 +133,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		_ = eg.Wait()
 		return err
 	}
+	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
-	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	serveErr := gw.Serve(ctx, ln)
 	stopReloading()
 	stopStore()
