@@ -37,7 +37,12 @@ func errNoFastlyKey() *connect.Error {
 		"this kvgate calls Fastly with each caller's own API token: send it in the "+FastlyKeyHeader+" header")
 }
 
+// errRightMissing refuses a token without right r; r is zero for a
+// procedure no right covers.
 func errRightMissing(r right) *connect.Error {
+	if r == 0 {
+		return refusal(connect.CodePermissionDenied, reasonRightMissing, "no token may call this procedure")
+	}
 	return refusal(connect.CodePermissionDenied, reasonRightMissing, "the token does not have the "+r.String()+" right")
 }
 

@@ -1,11 +1,16 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect/v2"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 )
@@ -218,5 +223,34 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate(%q) = %v, want failure %v", tc.listen, err, tc.wantFail)
 			}
 		})
+	}
+}
+
+// TestUnlistedProcedureRefused checks that a KV procedure missing from the
+// rights table is refused to every token, whatever its rights.
+func TestUnlistedProcedureRefused(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	file := "tokens:\n  - name: all\n    sha256: " + hashOf("tok") + "\n    stores: [\"*\"]\n    allow: [read, write, delete]\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := NewGuard(Config{TokensFile: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.identify(func(string) string { return "Bearer tok" })
+	if c.entry == nil {
+		t.Fatal("the token was not found")
+	}
+	ctx := context.WithValue(context.Background(), callerKey{}, c)
+	called := false
+	serve := g.KVInterceptor()(func(context.Context, connect.Spec, connect.ServerStream) error {
+		called = true
+		return nil
+	})
+	err = serve(ctx, connect.Spec{Procedure: "/fastly.kv.v1.KVStoreService/DropStore"}, nil)
+	if connect.CodeOf(err) != connect.CodePermissionDenied || called {
+		t.Errorf("an unlisted procedure: %v (handler called: %v), want permission denied", err, called)
 	}
 }

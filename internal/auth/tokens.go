@@ -21,13 +21,14 @@ const (
 
 var rightsByName = map[string]right{"read": rightRead, "write": rightWrite, "delete": rightDelete}
 
+// String is the right's name in the token file.
 func (r right) String() string {
 	for name, v := range rightsByName {
 		if v == r {
 			return name
 		}
 	}
-	return "do this"
+	return "unknown"
 }
 
 // procedureRights is the right each KV procedure needs. A procedure that
