@@ -54,8 +54,8 @@ func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error
 	for k, v := range cl.header {
 		req.Header[k] = v
 	}
-	if c.token != "" {
-		req.Header.Set("Fastly-Key", c.token)
+	if token := c.tokenFor(ctx); token != "" {
+		req.Header.Set("Fastly-Key", token)
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	return req, nil

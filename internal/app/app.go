@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kvgate/kvgate/internal/crossorigin"
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -55,6 +56,8 @@ type Config struct {
 	LogFormat string
 	// CORS says which browser origins may call kvgate.
 	CORS crossorigin.Config
+	// Auth decides who may call kvgate.
+	Auth auth.Config
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
 }
@@ -77,7 +80,7 @@ func (c *Config) Validate() error {
 	if err := c.CORS.Validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
 
 // Run serves kvgate until ctx ends, then shuts down gracefully.
@@ -97,7 +100,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStore()
 	var eg errgroup.Group
-	if cfg.FastlyToken == "" {
+	// Pass-through callers bring Fastly tokens, so they always mean Fastly.
+	if cfg.FastlyToken == "" && !cfg.Auth.FastlyTokenPassthrough {
 		store, err := openLocalStore(cfg, logger)
 		if err != nil {
 			return err
@@ -129,17 +133,20 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Server:         cfg.Server,
 		Logger:         logger,
 		CORS:           cfg.CORS,
+		Auth:           cfg.Auth,
 	})
 	if err != nil {
 		stopStore()
 		_ = eg.Wait()
 		return err
 	}
+	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}
 	serveErr := gw.Serve(ctx, ln)
+	stopReloading()
 	stopStore()
 	return errors.Join(serveErr, eg.Wait())
 }

@@ -116,6 +116,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", env.duration("KVGATE_RETRY_MAX", retry.MaxDelay),
 		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
 	registerCORSFlags(fs, env, cfg)
+	registerAuthFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

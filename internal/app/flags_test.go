@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -29,6 +30,7 @@ func defaultGatewayConfig() Config {
 		Batch:          service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
 		Server:         httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
 		LogFormat:      "text",
+		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
 	}
 }
 
@@ -211,7 +213,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("max value size %d accepted", size)
 		}
 	}
-	if c := (Config{Listen: ":0", MaxValueBytes: upstream.FastlyMaxValueBytes}); c.Validate() != nil {
+	if c := (Config{Listen: "127.0.0.1:0", MaxValueBytes: upstream.FastlyMaxValueBytes}); c.Validate() != nil {
 		t.Errorf("Fastly's largest value size refused: %v", c.Validate())
 	}
 }

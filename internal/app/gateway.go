@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kvgate/kvgate/internal/crossorigin"
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
@@ -44,6 +45,8 @@ type GatewayConfig struct {
 	// CORS says which browser origins may call the gateway; none when
 	// zero.
 	CORS crossorigin.Config
+	// Auth decides who may call; everyone when zero.
+	Auth auth.Config
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -57,6 +60,7 @@ type Gateway struct {
 	handler http.Handler
 	server  httpserver.Config
 	logger  *slog.Logger
+	guard   *auth.Guard
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -86,24 +90,36 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	guard, err := auth.NewGuard(cfg.Auth, logger)
+	if err != nil {
+		return nil, err
+	}
 	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err
 	}
-	handler := withCORS(gateway.NewHandler(svc, gateway.Limits{
+	// HTTP middleware, innermost first, in the order package httpserver
+	// documents.
+	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger))
+	}, logger, gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
+	handler = guard.Middleware(handler)
+	handler = withCORS(handler)
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, guard: guard}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
 // than Serve. It has no loopback Host check: httpserver.Run adds that.
 func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// ReloadTokens reads the token file again, as SIGHUP does; a file that
+// fails to parse keeps the tokens in use.
+func (g *Gateway) ReloadTokens() error { return g.guard.Reload() }
 
 // Upstream is the client the gateway calls its upstream with.
 func (g *Gateway) Upstream() *upstream.Client { return g.kv }
@@ -112,6 +128,11 @@ func (g *Gateway) Upstream() *upstream.Client { return g.kv }
 // gracefully: streams are told to wind up as soon as shutdown starts, and
 // once the server has stopped the upstream's idle connections are closed.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	// The token file is watched while the gateway serves.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() { defer close(watching); g.guard.Watch(watchCtx) }()
+	defer func() { stopWatch(); <-watching }()
 	err := httpserver.Run(ctx, g.logger, ln, g.handler,
 		httpserver.WithConfig(g.server),
 		httpserver.WithOnShutdown(g.svc.Drain))

@@ -20,6 +20,8 @@ import (
 
 	connectcors "connectrpc.com/cors"
 	"github.com/rs/cors"
+
+	"github.com/kvgate/kvgate/internal/auth"
 )
 
 // MaxAge is how long, in seconds, a browser may cache a preflight's
@@ -125,9 +127,10 @@ func normalizeOrigin(origin string) (string, error) {
 
 // AllowedHeaders are the request headers allowed across origins: those
 // the Connect and gRPC-Web clients send, Authorization for bearer tokens,
-// and X-Request-Id so a page can correlate its calls with kvgate's logs.
+// Fastly-Key for callers' own Fastly tokens in pass-through mode, and
+// X-Request-Id so a page can correlate its calls with kvgate's logs.
 func AllowedHeaders() []string {
-	return append(connectcors.AllowedHeaders(), "Authorization", "X-Request-Id")
+	return append(connectcors.AllowedHeaders(), "Authorization", auth.FastlyKeyHeader, "X-Request-Id")
 }
 
 // ExposedHeaders are the response headers a page's script may read: the

@@ -21,6 +21,7 @@ import (
 	"connectrpc.com/grpcreflect/v2"
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/auth"
 )
 
 // Limits bound what one RPC may carry and how long it may run.
@@ -75,9 +76,13 @@ const defaultReadMaxBytes = 1 << 20
 // Cross-cutting behaviour that needs to know the RPC (its procedure, its
 // messages) joins the interceptor chain here, outermost first; behaviour
 // that needs only HTTP wraps the returned handler in app.NewGateway.
-func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
+func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger, opts ...Option) http.Handler {
 	limits = limits.withDefaults()
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
+	var o handlerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	api := connect.NewServer(interceptors(recoverPanics(logger), logRPCs(logger), o.kvAccess, boundDeadlines(limits), nameInvalidUTF8)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -108,7 +113,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	// Reflection lives on its own server: it is bidirectional streaming
 	// over HTTP/2 only, and its chatter does not belong in the RPC log.
 	// Health checks share it, for the same reason.
-	infra := connect.NewServer()
+	infra := connect.NewServer(interceptors(o.infraAccess)...)
 	registerHealth(infra, kvv1connect.KVStoreServiceName)
 	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
 		return []string{
@@ -135,8 +140,9 @@ func noStoreGETs(next http.Handler) http.Handler {
 }
 
 // logRPCs writes one line per RPC: procedure, code and duration, and for
-// failures the cause kept from the caller. Never values, metadata or
-// tokens: messages are not looked at.
+// failures the cause kept from the caller, and the caller's name when
+// auth knows it. Never values, metadata or tokens: messages are not
+// looked at.
 func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
 	return func(next connect.ServerFunc) connect.ServerFunc {
 		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
@@ -146,6 +152,9 @@ func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
 				slog.String("procedure", spec.Procedure),
 				slog.String("code", codeName(err)),
 				slog.Duration("duration", time.Since(start)),
+			}
+			if name := auth.CallerName(ctx); name != "" {
+				attrs = append(attrs, slog.String("caller", name))
 			}
 			level := slog.LevelInfo
 			if err != nil {

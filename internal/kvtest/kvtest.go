@@ -21,6 +21,7 @@ import (
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
 	"github.com/kvgate/kvgate/internal/crossorigin"
+	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -52,6 +53,8 @@ type Options struct {
 	Logger *slog.Logger
 	// CORS says which browser origins may call kvgate; none when zero.
 	CORS crossorigin.Config
+	// Auth decides who may call; everyone when zero.
+	Auth auth.Config
 }
 
 // Stack is a running kvgate with its upstream.
@@ -66,6 +69,8 @@ type Stack struct {
 	UpstreamURL string
 	// Client calls the upstream directly, bypassing kvgate.
 	Client *upstream.Client
+	// Gateway is the running gateway.
+	Gateway *app.Gateway
 
 	shutdown func() error
 }
@@ -117,11 +122,13 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Server:         server,
 		Logger:         logger,
 		CORS:           opts.CORS,
+		Auth:           opts.Auth,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
 	}
 	st.Client = gw.Upstream()
+	st.Gateway = gw
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,23 @@
+package upstream
+
+import "context"
+
+// tokenKey is the context key of a per-call Fastly token.
+type tokenKey struct{}
+
+// WithToken returns a context whose upstream calls send token as
+// Fastly-Key instead of the [ClientConfig] token: kvgate's pass-through
+// mode calls Fastly with each caller's own token. An empty token leaves
+// the client's own.
+func WithToken(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, token)
+}
+
+// tokenFor is the Fastly-Key to send for a call made with ctx: the
+// per-call token when [WithToken] set one, else the client's.
+func (c *Client) tokenFor(ctx context.Context) string {
+	if t, _ := ctx.Value(tokenKey{}).(string); t != "" {
+		return t
+	}
+	return c.token
+}
