@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -29,6 +30,7 @@ func defaultGatewayConfig() Config {
 		Batch:          service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
 		Server:         httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
 		LogFormat:      "text",
+		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
 	}
 }
 

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 )
@@ -38,8 +41,11 @@ type GatewayConfig struct {
 	// httpserver.DefaultConfig() when the whole struct is zero.
 	Server httpserver.Config
 	// Logger receives the RPC log and the server's logs; discarded when
-	// nil.
+	// nil. Lines logged for an RPC carry its request id.
 	Logger *slog.Logger
+	// Telemetry says what operators see: traces, metrics, request ids,
+	// the RPC log level and readiness.
+	Telemetry telemetry.Config
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -53,6 +59,7 @@ type Gateway struct {
 	handler http.Handler
 	server  httpserver.Config
 	logger  *slog.Logger
+	tel     *telemetry.Telemetry
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -63,6 +70,11 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = slog.New(telemetry.LogHandler(logger.Handler()))
+	tel, err := telemetry.New(context.Background(), cfg.Telemetry, logger)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -78,19 +90,31 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Token:         cfg.Token,
 		MaxValueBytes: maxValue,
 		Retry:         cfg.Retry,
+		Observer:      tel.UpstreamObserver(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
-	handler := gateway.NewHandler(svc, gateway.Limits{
+	interceptors, err := tel.Interceptors()
+	if err == nil {
+		err = tel.ObserveGauges(svc.BatchBytesInFlight, kv.WriteBudgetRemaining)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger)
+	}, logger, gateway.WithInterceptors(interceptors...), gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel))
+	// Outermost last: metrics count what the layers inside refuse, and
+	// request ids are there for every layer's logs.
+	handler = tel.Metrics(handler, gateway.ServiceNames()...)
+	handler = telemetry.RequestIDs(handler)
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, tel: tel}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
@@ -106,10 +130,26 @@ func (g *Gateway) Upstream() *upstream.Client { return g.kv }
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	err := httpserver.Run(ctx, g.logger, ln, g.handler,
 		httpserver.WithConfig(g.server),
-		httpserver.WithOnShutdown(g.svc.Drain))
+		httpserver.WithOnShutdown(g.svc.Drain),
+		httpserver.WithOnShutdown(func() { g.tel.NotReady("kvgate is shutting down") }))
 	// No RPC uses the upstream any more; idle pooled connections would
 	// hold up the upstream's own shutdown (the local store's, when it runs
 	// in the same process) for its whole grace period.
 	g.hc.CloseIdleConnections()
-	return err
+	// Flush the spans and metrics not yet exported, within a bound of its
+	// own: the serve context has ended already.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, g.tel.Shutdown(flushCtx))
+}
+
+// ServeAdmin serves the admin endpoints (/metrics, /healthz, /readyz) on
+// ln and probes the upstream for /readyz until ctx ends.
+func (g *Gateway) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go g.tel.RunReadiness(probeCtx, telemetry.UpstreamProbe(g.kv, g.tel.Config().ReadyProbeStore))
+	return httpserver.Run(ctx, g.logger.With("component", "admin"), ln, g.tel.AdminHandler(),
+		httpserver.WithConfig(httpserver.Config{ReadHeaderTimeout: httpserver.DefaultReadHeaderTimeout,
+			IdleTimeout: httpserver.DefaultIdleTimeout, ShutdownTimeout: time.Second}))
 }

@@ -75,9 +75,14 @@ const defaultReadMaxBytes = 1 << 20
 // Cross-cutting behaviour that needs to know the RPC (its procedure, its
 // messages) joins the interceptor chain here, outermost first; behaviour
 // that needs only HTTP wraps the returned handler in app.NewGateway.
-func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
+func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger, opts ...HandlerOption) http.Handler {
 	limits = limits.withDefaults()
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
+	var o handlerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), boundDeadlines(limits), nameInvalidUTF8)
+	api := connect.NewServer(chain...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -110,14 +115,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	// Health checks share it, for the same reason.
 	infra := connect.NewServer()
 	registerHealth(infra, kvv1connect.KVStoreServiceName)
-	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
-		return []string{
-			kvv1connect.KVStoreServiceName,
-			healthServiceName,
-			"grpc.reflection.v1.ServerReflection",
-			"grpc.reflection.v1alpha.ServerReflection",
-		}
-	})))
+	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(ServiceNames)))
 	connecthttp.Mount(mux, infra)
 	return noStoreGETs(mux)
 }
@@ -134,26 +132,27 @@ func noStoreGETs(next http.Handler) http.Handler {
 	})
 }
 
-// logRPCs writes one line per RPC: procedure, code and duration, and for
-// failures the cause kept from the caller. Never values, metadata or
-// tokens: messages are not looked at.
-func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
+// logRPCs writes one line per RPC whose level is at least minLevel:
+// procedure, code and duration, and for failures the cause kept from the
+// caller. Never values, metadata or tokens: messages are not looked at.
+// The line's level is [RPCLogLevelOf] its outcome.
+func logRPCs(logger *slog.Logger, minLevel slog.Level) connect.ServerInterceptor {
 	return func(next connect.ServerFunc) connect.ServerFunc {
 		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
 			start := time.Now()
 			err := next(ctx, spec, stream)
+			level := RPCLogLevelOf(err)
+			if level < minLevel {
+				return err
+			}
 			attrs := []slog.Attr{
 				slog.String("procedure", spec.Procedure),
 				slog.String("code", codeName(err)),
 				slog.Duration("duration", time.Since(start)),
 			}
-			level := slog.LevelInfo
 			if err != nil {
 				if cause := errors.Unwrap(err); cause != nil {
 					attrs = append(attrs, slog.String("cause", cause.Error()))
-				}
-				if serverFault(connect.CodeOf(err)) {
-					level = slog.LevelWarn
 				}
 			}
 			logger.LogAttrs(ctx, level, "rpc", attrs...)
@@ -169,14 +168,22 @@ func codeName(err error) string {
 	return connect.CodeOf(err).String()
 }
 
-// serverFault reports codes that point at kvgate or its upstream rather
-// than at the caller's request.
-func serverFault(code connect.Code) bool {
-	switch code {
-	case connect.CodeInternal, connect.CodeUnknown, connect.CodeUnavailable, connect.CodeDataLoss:
-		return true
+// RPCLogLevelOf is the level of an RPC's log line given its outcome:
+// Error for failures that point at kvgate itself (internal, unknown, data
+// loss: a bug, or an upstream answer it could not understand), Warn for an
+// upstream that is unavailable, Info for successes and for failures the
+// caller's request caused.
+func RPCLogLevelOf(err error) slog.Level {
+	if err == nil {
+		return slog.LevelInfo
 	}
-	return false
+	switch connect.CodeOf(err) {
+	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
+		return slog.LevelError
+	case connect.CodeUnavailable:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // boundDeadlines applies DefaultTimeout to unary RPCs that came without a
