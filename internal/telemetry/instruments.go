@@ -75,7 +75,7 @@ func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (i
 			return err
 		}
 	}
-	_, err := m.Int64ObservableGauge("kvgate.ready", metric.WithUnit("1"),
+	_, err := m.Int64ObservableGauge("kvgate.ready",
 		metric.WithDescription("1 while /readyz answers ready, else 0"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			if ok, _ := t.ready.state(); ok {
