@@ -43,6 +43,8 @@ func (b *batcher) runBatch(op *writeOp) opResult {
 		lines[i] = i
 	}
 	body := op.body
+	b.inFlight.Add(int64(len(body)))
+	defer b.inFlight.Add(-int64(len(body)))
 	for len(lines) > 0 {
 		out, err := b.kv.PutBatch(b.ctx, b.store, body)
 		if err != nil {

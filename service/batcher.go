@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"sync/atomic"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/upstream"
@@ -81,6 +82,7 @@ type opResult struct {
 type batcher struct {
 	kv       Upstream
 	bodies   *bodyPool
+	inFlight *atomic.Int64 // the service's batchBytes
 	store    string
 	cfg      BatchConfig
 	maxValue int64
@@ -118,7 +120,7 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 		}
 	})
 	return &batcher{
-		kv: s.kv, bodies: s.bodies, store: store, cfg: s.batch, maxValue: s.maxValue,
+		kv: s.kv, bodies: s.bodies, inFlight: &s.batchBytes, store: store, cfg: s.batch, maxValue: s.maxValue,
 		ctx: opsCtx,
 		cancel: func() {
 			stop()

@@ -51,7 +51,15 @@ type Service struct {
 	bodies   *bodyPool
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
+	// batchBytes is the size of the batch bodies being sent; see
+	// BatchBytesInFlight.
+	batchBytes atomic.Int64
 }
+
+// BatchBytesInFlight is the size of the batch PUT bodies the service holds
+// while sending them upstream, across every batch write: what metrics
+// report as the batch bytes buffered.
+func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 
 // Drain tells the service that kvgate is shutting down and that the
 // contexts of the RPCs in flight are about to end. Streams then end with

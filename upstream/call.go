@@ -36,6 +36,8 @@ type call struct {
 	// mayHaveApplied is set once a retried attempt may have reached the
 	// upstream and been applied.
 	mayHaveApplied bool
+	// status is the last attempt's HTTP status, zero without an answer.
+	status int
 }
 
 func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
@@ -58,6 +60,7 @@ func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error
 		req.Header.Set("Fastly-Key", token)
 	}
 	req.Header.Set("User-Agent", c.userAgent)
+	setRequestID(ctx, req)
 	return req, nil
 }
 
@@ -77,7 +80,7 @@ func success(status int) bool { return status >= 200 && status < 300 }
 // [UnknownOutcomeError].
 func (c *Client) run(ctx context.Context, cl *call) error {
 	for attempt := 1; ; attempt++ {
-		err := c.attempt(ctx, cl, attempt)
+		err := c.observedAttempt(ctx, cl, attempt)
 		if err == nil {
 			return nil
 		}
@@ -111,6 +114,7 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 		return &TransportError{Op: cl.op, Err: unwrapURLError(err)}
 	}
 	defer resp.Body.Close()
+	cl.status = resp.StatusCode
 	c.budget.update(cl.method, resp.Header)
 	if success(resp.StatusCode) || (cl.acceptStatus != nil && cl.acceptStatus(resp.StatusCode)) {
 		if cl.read == nil {

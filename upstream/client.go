@@ -45,6 +45,8 @@ type ClientConfig struct {
 	// Retry is the retry policy; [DefaultRetryPolicy] fills the fields
 	// left zero.
 	Retry RetryPolicy
+	// Observer, when set, is told about every attempt.
+	Observer Observer
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -56,6 +58,7 @@ type Client struct {
 	maxValue  int64
 	retry     RetryPolicy
 	budget    *rateBudget
+	observer  Observer
 }
 
 // NewClient returns a Client for cfg.
@@ -76,6 +79,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		maxValue:  cfg.MaxValueBytes,
 		retry:     cfg.Retry.withDefaults(),
 		budget:    newRateBudget(),
+		observer:  cfg.Observer,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(DefaultMaxIdleConns)

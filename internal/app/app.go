@@ -13,13 +13,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/auth"
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -58,6 +60,9 @@ type Config struct {
 	CORS crossorigin.Config
 	// Auth decides who may call kvgate.
 	Auth auth.Config
+	// Telemetry says what operators see: the admin listener, the RPC log
+	// level, readiness probing and (from the OTEL_* variables) export.
+	Telemetry telemetry.Config
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
 }
@@ -79,6 +84,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.CORS.Validate(); err != nil {
 		return err
+	}
+	if c.Telemetry.ReadyProbeInterval < 0 {
+		return errors.New("the readiness probe interval must not be negative")
+	}
+	if c.Telemetry.AdminListen != "" && c.Telemetry.AdminListen == c.Listen {
+		return errors.New("the admin listener must not be the public listen address")
 	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
@@ -134,11 +145,21 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Logger:         logger,
 		CORS:           cfg.CORS,
 		Auth:           cfg.Auth,
+		Telemetry:      telemetryFromEnv(cfg.Telemetry),
 	})
 	if err != nil {
 		stopStore()
 		_ = eg.Wait()
 		return err
+	}
+	if cfg.Telemetry.AdminListen != "" {
+		adminLn, err := net.Listen("tcp", cfg.Telemetry.AdminListen)
+		if err != nil {
+			stopStore()
+			return errors.Join(fmt.Errorf("listening on %s for the admin endpoints: %w", cfg.Telemetry.AdminListen, err), eg.Wait())
+		}
+		logger.Info("admin endpoints serving", "addr", adminLn.Addr().String(), "paths", "/metrics /healthz /readyz")
+		eg.Go(func() error { return gw.ServeAdmin(ctx, adminLn) })
 	}
 	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
@@ -181,4 +202,13 @@ func dataDirName(dir string) string {
 		return "(memory)"
 	}
 	return dir
+}
+
+// telemetryFromEnv lets the process environment's OTEL_* variables decide
+// OTLP export, unless the config reads them some other way.
+func telemetryFromEnv(cfg telemetry.Config) telemetry.Config {
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
+	}
+	return cfg
 }

@@ -117,6 +117,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
 	registerCORSFlags(fs, env, cfg)
 	registerAuthFlags(fs, env, cfg)
+	registerObservabilityFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

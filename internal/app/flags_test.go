@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -31,6 +32,7 @@ func defaultGatewayConfig() Config {
 		Server:         httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
 		LogFormat:      "text",
 		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
+		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
 	}
 }
 

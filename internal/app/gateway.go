@@ -2,15 +2,18 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/auth"
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 )
@@ -40,13 +43,16 @@ type GatewayConfig struct {
 	// httpserver.DefaultConfig() when the whole struct is zero.
 	Server httpserver.Config
 	// Logger receives the RPC log and the server's logs; discarded when
-	// nil.
+	// nil. Lines logged for an RPC carry its request id.
 	Logger *slog.Logger
 	// CORS says which browser origins may call the gateway; none when
 	// zero.
 	CORS crossorigin.Config
 	// Auth decides who may call; everyone when zero.
 	Auth auth.Config
+	// Telemetry says what operators see: traces, metrics, request ids,
+	// the RPC log level and readiness.
+	Telemetry telemetry.Config
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -61,6 +67,7 @@ type Gateway struct {
 	server  httpserver.Config
 	logger  *slog.Logger
 	guard   *auth.Guard
+	tel     *telemetry.Telemetry
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -71,6 +78,11 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = slog.New(telemetry.LogHandler(logger.Handler()))
+	tel, err := telemetry.New(context.Background(), cfg.Telemetry, logger)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -86,6 +98,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Token:         cfg.Token,
 		MaxValueBytes: maxValue,
 		Retry:         cfg.Retry,
+		Observer:      tel.UpstreamObserver(),
 	})
 	if err != nil {
 		return nil, err
@@ -99,18 +112,32 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	// HTTP middleware, innermost first, in the order package httpserver
-	// documents.
+	interceptors, err := tel.Interceptors()
+	if err == nil {
+		err = tel.ObserveGauges(svc.BatchBytesInFlight, kv.WriteBudgetRemaining)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
-	}, logger, gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
+	}, logger,
+		gateway.WithInterceptors(interceptors...),
+		gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel),
+		gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
+	// HTTP middleware, innermost first, in the order package httpserver
+	// documents: authentication, CORS (so preflights need no credentials),
+	// metrics (so they count what the layers inside refuse), and request
+	// ids outermost, there for every layer's logs.
 	handler = guard.Middleware(handler)
 	handler = withCORS(handler)
+	handler = tel.Metrics(handler, gateway.ServiceNames()...)
+	handler = telemetry.RequestIDs(handler)
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, guard: guard}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, guard: guard, tel: tel}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
@@ -135,10 +162,26 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	defer func() { stopWatch(); <-watching }()
 	err := httpserver.Run(ctx, g.logger, ln, g.handler,
 		httpserver.WithConfig(g.server),
-		httpserver.WithOnShutdown(g.svc.Drain))
+		httpserver.WithOnShutdown(g.svc.Drain),
+		httpserver.WithOnShutdown(func() { g.tel.NotReady("kvgate is shutting down") }))
 	// No RPC uses the upstream any more; idle pooled connections would
 	// hold up the upstream's own shutdown (the local store's, when it runs
 	// in the same process) for its whole grace period.
 	g.hc.CloseIdleConnections()
-	return err
+	// Flush the spans and metrics not yet exported, within a bound of its
+	// own: the serve context has ended already.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, g.tel.Shutdown(flushCtx))
+}
+
+// ServeAdmin serves the admin endpoints (/metrics, /healthz, /readyz) on
+// ln and probes the upstream for /readyz until ctx ends.
+func (g *Gateway) ServeAdmin(ctx context.Context, ln net.Listener) error {
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go g.tel.RunReadiness(probeCtx, telemetry.UpstreamProbe(g.kv, g.tel.Config().ReadyProbeStore))
+	return httpserver.Run(ctx, g.logger.With("component", "admin"), ln, g.tel.AdminHandler(),
+		httpserver.WithConfig(httpserver.Config{ReadHeaderTimeout: httpserver.DefaultReadHeaderTimeout,
+			IdleTimeout: httpserver.DefaultIdleTimeout, ShutdownTimeout: time.Second}))
 }

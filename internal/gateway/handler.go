@@ -76,13 +76,14 @@ const defaultReadMaxBytes = 1 << 20
 // Cross-cutting behaviour that needs to know the RPC (its procedure, its
 // messages) joins the interceptor chain here, outermost first; behaviour
 // that needs only HTTP wraps the returned handler in app.NewGateway.
-func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger, opts ...Option) http.Handler {
+func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger, opts ...HandlerOption) http.Handler {
 	limits = limits.withDefaults()
 	var o handlerOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
-	api := connect.NewServer(interceptors(recoverPanics(logger), logRPCs(logger), o.kvAccess, boundDeadlines(limits), nameInvalidUTF8)...)
+	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), nameInvalidUTF8)
+	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -113,16 +114,9 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	// Reflection lives on its own server: it is bidirectional streaming
 	// over HTTP/2 only, and its chatter does not belong in the RPC log.
 	// Health checks share it, for the same reason.
-	infra := connect.NewServer(interceptors(o.infraAccess)...)
+	infra := connect.NewServer(nonNil([]connect.ServerInterceptor{o.infraAccess})...)
 	registerHealth(infra, kvv1connect.KVStoreServiceName)
-	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(func() []string {
-		return []string{
-			kvv1connect.KVStoreServiceName,
-			healthServiceName,
-			"grpc.reflection.v1.ServerReflection",
-			"grpc.reflection.v1alpha.ServerReflection",
-		}
-	})))
+	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(ServiceNames)))
 	connecthttp.Mount(mux, infra)
 	return noStoreGETs(mux)
 }
@@ -139,15 +133,20 @@ func noStoreGETs(next http.Handler) http.Handler {
 	})
 }
 
-// logRPCs writes one line per RPC: procedure, code and duration, and for
-// failures the cause kept from the caller, and the caller's name when
-// auth knows it. Never values, metadata or tokens: messages are not
-// looked at.
-func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
+// logRPCs writes one line per RPC whose level is at least minLevel:
+// procedure, code and duration, and for failures the cause kept from the
+// caller, and the caller's name when auth knows it. Never values, metadata
+// or tokens: messages are not looked at. The line's level is
+// [RPCLogLevelOf] its outcome.
+func logRPCs(logger *slog.Logger, minLevel slog.Level) connect.ServerInterceptor {
 	return func(next connect.ServerFunc) connect.ServerFunc {
 		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
 			start := time.Now()
 			err := next(ctx, spec, stream)
+			level := RPCLogLevelOf(err)
+			if level < minLevel {
+				return err
+			}
 			attrs := []slog.Attr{
 				slog.String("procedure", spec.Procedure),
 				slog.String("code", codeName(err)),
@@ -156,13 +155,9 @@ func logRPCs(logger *slog.Logger) connect.ServerInterceptor {
 			if name := auth.CallerName(ctx); name != "" {
 				attrs = append(attrs, slog.String("caller", name))
 			}
-			level := slog.LevelInfo
 			if err != nil {
 				if cause := errors.Unwrap(err); cause != nil {
 					attrs = append(attrs, slog.String("cause", cause.Error()))
-				}
-				if serverFault(connect.CodeOf(err)) {
-					level = slog.LevelWarn
 				}
 			}
 			logger.LogAttrs(ctx, level, "rpc", attrs...)
@@ -178,14 +173,22 @@ func codeName(err error) string {
 	return connect.CodeOf(err).String()
 }
 
-// serverFault reports codes that point at kvgate or its upstream rather
-// than at the caller's request.
-func serverFault(code connect.Code) bool {
-	switch code {
-	case connect.CodeInternal, connect.CodeUnknown, connect.CodeUnavailable, connect.CodeDataLoss:
-		return true
+// RPCLogLevelOf is the level of an RPC's log line given its outcome:
+// Error for failures that point at kvgate itself (internal, unknown, data
+// loss: a bug, or an upstream answer it could not understand), Warn for an
+// upstream that is unavailable, Info for successes and for failures the
+// caller's request caused.
+func RPCLogLevelOf(err error) slog.Level {
+	if err == nil {
+		return slog.LevelInfo
 	}
-	return false
+	switch connect.CodeOf(err) {
+	case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
+		return slog.LevelError
+	case connect.CodeUnavailable:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 // boundDeadlines applies DefaultTimeout to unary RPCs that came without a

@@ -20,9 +20,10 @@ import (
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
-	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/auth"
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -55,6 +56,10 @@ type Options struct {
 	CORS crossorigin.Config
 	// Auth decides who may call; everyone when zero.
 	Auth auth.Config
+	// Telemetry configures what operators see. With AdminListen set (say
+	// to 127.0.0.1:0) the stack serves the admin endpoints there, at
+	// Stack.AdminURL, and probes the upstream for /readyz.
+	Telemetry telemetry.Config
 }
 
 // Stack is a running kvgate with its upstream.
@@ -71,6 +76,9 @@ type Stack struct {
 	Client *upstream.Client
 	// Gateway is the running gateway.
 	Gateway *app.Gateway
+	// AdminURL is the base URL of the admin endpoints, empty unless
+	// Options.Telemetry.AdminListen was set.
+	AdminURL string
 
 	shutdown func() error
 }
@@ -123,6 +131,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Logger:         logger,
 		CORS:           opts.CORS,
 		Auth:           opts.Auth,
+		Telemetry:      opts.Telemetry,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
@@ -137,6 +146,9 @@ func Start(tb testing.TB, opts Options) *Stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(ctx, ln) }()
+	if opts.Telemetry.AdminListen != "" {
+		st.AdminURL = serveAdmin(tb, ctx, gw, opts.Telemetry.AdminListen)
+	}
 	var once sync.Once
 	var serveErr error
 	st.shutdown = func() error {
@@ -185,4 +197,22 @@ type tWriter struct{ tb testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.tb.Log(string(p))
 	return len(p), nil
+}
+
+// serveAdmin serves gw's admin endpoints on addr until ctx ends, and
+// returns their base URL.
+func serveAdmin(tb testing.TB, ctx context.Context, gw *app.Gateway, addr string) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		tb.Fatalf("admin listen: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- gw.ServeAdmin(ctx, ln) }()
+	tb.Cleanup(func() {
+		if err := <-done; err != nil {
+			tb.Errorf("serve admin: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }

@@ -1,0 +1,148 @@
+package telemetry
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// instruments are kvgate's own metrics, beside otelconnect's
+// rpc.server.call.duration. The README lists them with their Prometheus
+// names.
+type instruments struct {
+	meter            metric.Meter
+	rpcRequests      metric.Int64Counter
+	rpcInFlight      metric.Int64UpDownCounter
+	upstreamRequests metric.Int64Counter
+	upstreamRetries  metric.Int64Counter
+	upstreamDuration metric.Float64Histogram
+}
+
+func newInstruments(m metric.Meter) (instruments, error) {
+	inst := instruments{meter: m}
+	var errs [5]error
+	inst.rpcRequests, errs[0] = m.Int64Counter("kvgate.rpc.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("RPCs answered, by procedure and code, those refused before reaching the service included"))
+	inst.rpcInFlight, errs[1] = m.Int64UpDownCounter("kvgate.rpc.in_flight", metric.WithUnit("{request}"),
+		metric.WithDescription("RPCs open now, by procedure: each one HTTP stream; the streaming procedures' are the long-lived streams"))
+	inst.upstreamRequests, errs[2] = m.Int64Counter("kvgate.upstream.requests", metric.WithUnit("{request}"),
+		metric.WithDescription("upstream attempts, by call, method and HTTP status (none: no answer; not_sent: refused while Fastly's write budget was spent)"))
+	inst.upstreamRetries, errs[3] = m.Int64Counter("kvgate.upstream.retries", metric.WithUnit("{request}"),
+		metric.WithDescription("upstream attempts that were retries, by call"))
+	inst.upstreamDuration, errs[4] = m.Float64Histogram("kvgate.upstream.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("time of one upstream attempt, answer read, by call"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+	for _, err := range errs {
+		if err != nil {
+			return inst, err
+		}
+	}
+	return inst, nil
+}
+
+// ObserveGauges reports, on every collection, the batch bytes buffered
+// (see service.Service.BatchBytesInFlight) and Fastly's remaining write
+// budget (see upstream.Client.WriteBudgetRemaining, reported only while
+// known). Either function may be nil.
+func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (int64, bool)) error {
+	m := t.inst.meter
+	if batchBytes != nil {
+		if _, err := m.Int64ObservableGauge("kvgate.batch.buffered", metric.WithUnit("By"),
+			metric.WithDescription("bytes of batch PUT bodies held while being sent upstream"),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(batchBytes())
+				return nil
+			})); err != nil {
+			return err
+		}
+	}
+	if writeBudget != nil {
+		if _, err := m.Int64ObservableGauge("kvgate.upstream.write_budget.remaining", metric.WithUnit("{request}"),
+			metric.WithDescription("Fastly's remaining write budget, as its last write response said (Fastly-RateLimit-Remaining)"),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				if n, ok := writeBudget(); ok {
+					o.Observe(n)
+				}
+				return nil
+			})); err != nil {
+			return err
+		}
+	}
+	_, err := m.Int64ObservableGauge("kvgate.ready",
+		metric.WithDescription("1 while /readyz answers ready, else 0"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			if ok, _ := t.ready.state(); ok {
+				o.Observe(1)
+			} else {
+				o.Observe(0)
+			}
+			return nil
+		}))
+	return err
+}
+
+// UpstreamObserver is the [upstream.Observer] that records every upstream
+// attempt as a client span and in the upstream metrics. It labels by call
+// (get_item, put_item, ...) and never by URL, so that keys and store ids
+// stay out of metrics and traces and the labels stay few.
+func (t *Telemetry) UpstreamObserver() upstream.Observer {
+	return &upstreamObserver{tracer: t.tracer.Tracer(meterName), inst: &t.inst}
+}
+
+type upstreamObserver struct {
+	tracer trace.Tracer
+	inst   *instruments
+}
+
+func (o *upstreamObserver) StartAttempt(ctx context.Context, a upstream.Attempt) (context.Context, func(upstream.AttemptOutcome)) {
+	op := opLabel(a.Op)
+	ctx, span := o.tracer.Start(ctx, "upstream "+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("kvgate.upstream.op", op),
+			attribute.String("http.request.method", a.Method),
+			attribute.Int("kvgate.upstream.attempt", a.Number),
+		))
+	return ctx, func(out upstream.AttemptOutcome) {
+		status := statusLabel(out)
+		if out.Status != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", out.Status))
+		}
+		if out.Kind != upstream.KindNone {
+			span.SetAttributes(attribute.String("kvgate.upstream.kind", out.Kind.String()))
+		}
+		if out.Status == 0 || out.Status >= 500 {
+			span.SetStatus(codes.Error, status)
+		}
+		span.End()
+		opAttr := attribute.String("op", op)
+		o.inst.upstreamRequests.Add(ctx, 1, metric.WithAttributes(opAttr,
+			attribute.String("method", a.Method), attribute.String("status", status)))
+		o.inst.upstreamDuration.Record(ctx, out.Duration.Seconds(), metric.WithAttributes(opAttr))
+		if a.Number > 1 {
+			o.inst.upstreamRetries.Add(ctx, 1, metric.WithAttributes(opAttr))
+		}
+	}
+}
+
+// opLabel turns an [upstream.Op] ("get item") into a label value
+// ("get_item").
+func opLabel(op upstream.Op) string { return strings.ReplaceAll(string(op), " ", "_") }
+
+// statusLabel is an attempt's status label: its HTTP status, not_sent, or
+// none when no answer came.
+func statusLabel(out upstream.AttemptOutcome) string {
+	switch {
+	case out.NotSent:
+		return "not_sent"
+	case out.Status == 0:
+		return "none"
+	}
+	return strconv.Itoa(out.Status)
+}
