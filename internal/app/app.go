@@ -50,6 +50,8 @@ type Config struct {
 	// Server holds the HTTP server timeouts, the gateway's and the local
 	// store's.
 	Server httpserver.Config
+	// Transport holds TLS and the caps of kvgate's public port.
+	Transport TransportConfig
 	// LogFormat is the log format, text or json.
 	LogFormat string
 	// Ready, when set, receives kvgate's listening address once it serves.
@@ -71,7 +73,7 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
 	}
-	return nil
+	return c.Transport.Validate()
 }
 
 // Run serves kvgate until ctx ends, then shuts down gracefully.
@@ -121,6 +123,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		DefaultTimeout: cfg.DefaultTimeout,
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,
+		Transport:      cfg.Transport,
 		Logger:         logger,
 	})
 	if err != nil {
@@ -128,7 +131,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		_ = eg.Wait()
 		return err
 	}
-	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
+	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over "+gw.Transports())
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}

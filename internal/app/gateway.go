@@ -37,6 +37,9 @@ type GatewayConfig struct {
 	// Server holds the HTTP server's timeouts, used as given;
 	// httpserver.DefaultConfig() when the whole struct is zero.
 	Server httpserver.Config
+	// Transport is TLS (cleartext when its files are empty) and the caps
+	// of the gateway's port, each zero limit taking its default.
+	Transport TransportConfig
 	// Logger receives the RPC log and the server's logs; discarded when
 	// nil.
 	Logger *slog.Logger
@@ -52,6 +55,7 @@ type Gateway struct {
 	svc     *service.Service
 	handler http.Handler
 	server  httpserver.Config
+	serve   transportServing
 	logger  *slog.Logger
 }
 
@@ -90,7 +94,11 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger}, nil
+	serve, err := transportOptions(cfg.Transport, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, serve: serve, logger: logger}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
@@ -104,9 +112,8 @@ func (g *Gateway) Upstream() *upstream.Client { return g.kv }
 // gracefully: streams are told to wind up as soon as shutdown starts, and
 // once the server has stopped the upstream's idle connections are closed.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	err := httpserver.Run(ctx, g.logger, ln, g.handler,
-		httpserver.WithConfig(g.server),
-		httpserver.WithOnShutdown(g.svc.Drain))
+	opts := append([]httpserver.Option{httpserver.WithConfig(g.server), httpserver.WithOnShutdown(g.svc.Drain)}, g.serve.options...)
+	err := httpserver.Run(ctx, g.logger, ln, g.handler, opts...)
 	// No RPC uses the upstream any more; idle pooled connections would
 	// hold up the upstream's own shutdown (the local store's, when it runs
 	// in the same process) for its whole grace period.
