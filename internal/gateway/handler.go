@@ -77,7 +77,7 @@ const defaultReadMaxBytes = 1 << 20
 // that needs only HTTP wraps the returned handler in app.NewGateway.
 func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
 	limits = limits.withDefaults()
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
+	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), cutOffBodyReads, nameInvalidUTF8)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -89,19 +89,14 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 		connecthttp.WithSendMaxBytes(valueMessage),
 		connecthttp.WithCompressMinBytes(compressMinBytes),
 		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
-			switch spec.Procedure {
-			case kvv1connect.KVStoreServicePutItemProcedure:
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
-			case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
-				// Per message; a stream may carry any number of them.
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(max(valueMessage, batchMessageBytes))}
-			case kvv1connect.KVStoreServiceGetItemProcedure:
+			opts := []connecthttp.Option{connecthttp.WithReadMaxBytes(readMaxBytes(spec.Procedure, valueMessage))}
+			if spec.Procedure == kvv1connect.KVStoreServiceGetItemProcedure {
 				// Values are opaque bytes, often already compressed; gzip
 				// on them costs more CPU than the whole hop and rarely
 				// saves bytes. Callers still may send compressed requests.
-				return []connecthttp.Option{connecthttp.WithCompressMinBytes(math.MaxInt)}
+				opts = append(opts, connecthttp.WithCompressMinBytes(math.MaxInt))
 			}
-			return nil
+			return opts
 		}),
 	)
 
@@ -118,8 +113,8 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 			"grpc.reflection.v1alpha.ServerReflection",
 		}
 	})))
-	connecthttp.Mount(mux, infra)
-	return noStoreGETs(mux)
+	connecthttp.Mount(mux, infra, connecthttp.WithReadMaxBytes(defaultReadMaxBytes))
+	return noStoreGETs(refuseOversizeMessages(mux, valueMessage))
 }
 
 // noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its

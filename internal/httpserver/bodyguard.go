@@ -34,6 +34,18 @@ func EndBodyReadsWhenDone(ctx context.Context) (stop func() bool) {
 	return context.AfterFunc(ctx, func() { g.end(context.Cause(ctx)) })
 }
 
+// EndBodyReads ends the request body reads of the request ctx belongs to,
+// those under way and those to come, with cause: for a handler that has
+// refused the request and reads no more of it. The connection is then not
+// reused for another request (HTTP/1.1) or the stream is reset (HTTP/2),
+// rather than net/http waiting for the rest of the body. Outside Run's
+// requests it does nothing.
+func EndBodyReads(ctx context.Context, cause error) {
+	if g, ok := ctx.Value(guardKey{}).(*bodyGuard); ok {
+		g.end(cause)
+	}
+}
+
 // guardBodies bounds every request body read: a read ends once the request
 // context ends (a client stream waiting for its next message would
 // otherwise not notice that the server is shutting down until the
