@@ -61,11 +61,11 @@ func TestTLSProtocolsAndClientCertificates(t *testing.T) {
 	files.ClientCAFile = ""
 	clientCert := ca.ClientCertificate(t)
 	cases := []struct {
-		name    string
-		files   TLSFiles
-		h2      bool
-		cert    bool
-		want    string // the answer; empty when the client must be refused
+		name  string
+		files TLSFiles
+		h2    bool
+		cert  bool
+		want  string // the answer; empty when the client must be refused
 	}{
 		{name: "h2 by ALPN", files: files, h2: true, want: "HTTP/2.0 tls=true client=none"},
 		{name: "http/1.1", files: files, want: "HTTP/1.1 tls=true client=none"},
