@@ -54,6 +54,8 @@ type Config struct {
 	// Server holds the HTTP server timeouts, the gateway's and the local
 	// store's.
 	Server httpserver.Config
+	// Transport holds TLS and the caps of kvgate's public port.
+	Transport TransportConfig
 	// LogFormat is the log format, text or json.
 	LogFormat string
 	// CORS says which browser origins may call kvgate.
@@ -90,6 +92,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Telemetry.AdminListen != "" && c.Telemetry.AdminListen == c.Listen {
 		return errors.New("the admin listener must not be the public listen address")
+	}
+	if err := c.Transport.Validate(); err != nil {
+		return err
 	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
@@ -142,6 +147,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		DefaultTimeout: cfg.DefaultTimeout,
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,
+		Transport:      cfg.Transport,
 		Logger:         logger,
 		CORS:           cfg.CORS,
 		Auth:           cfg.Auth,
@@ -162,7 +168,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		eg.Go(func() error { return gw.ServeAdmin(ctx, adminLn) })
 	}
 	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
-	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
+	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over "+gw.Transports())
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}

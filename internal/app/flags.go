@@ -99,6 +99,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	limits := gateway.DefaultLimits()
 	batch := service.DefaultBatchConfig()
 	retry := upstream.DefaultRetryPolicy()
+	registerTransportFlags(fs, env, cfg)
 	fs.IntVar(&cfg.Batch.MaxLines, "batch-lines", int(env.int("KVGATE_BATCH_LINES", int64(batch.MaxLines))),
 		"most items in one batch PUT (env KVGATE_BATCH_LINES)")
 	fs.IntVar(&cfg.Batch.MaxBytes, "batch-bytes", int(env.int("KVGATE_BATCH_BYTES", int64(batch.MaxBytes))),

@@ -42,6 +42,9 @@ type GatewayConfig struct {
 	// Server holds the HTTP server's timeouts, used as given;
 	// httpserver.DefaultConfig() when the whole struct is zero.
 	Server httpserver.Config
+	// Transport is TLS (cleartext when its files are empty) and the caps
+	// of the gateway's port, each zero limit taking its default.
+	Transport TransportConfig
 	// Logger receives the RPC log and the server's logs; discarded when
 	// nil. Lines logged for an RPC carry its request id.
 	Logger *slog.Logger
@@ -65,6 +68,7 @@ type Gateway struct {
 	svc     *service.Service
 	handler http.Handler
 	server  httpserver.Config
+	serve   transportServing
 	logger  *slog.Logger
 	guard   *auth.Guard
 	tel     *telemetry.Telemetry
@@ -137,7 +141,11 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, guard: guard, tel: tel}, nil
+	serve, err := transportOptions(cfg.Transport, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, serve: serve, logger: logger, guard: guard, tel: tel}, nil
 }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
@@ -160,10 +168,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	watching := make(chan struct{})
 	go func() { defer close(watching); g.guard.Watch(watchCtx) }()
 	defer func() { stopWatch(); <-watching }()
-	err := httpserver.Run(ctx, g.logger, ln, g.handler,
+	opts := append([]httpserver.Option{
 		httpserver.WithConfig(g.server),
 		httpserver.WithOnShutdown(g.svc.Drain),
-		httpserver.WithOnShutdown(func() { g.tel.NotReady("kvgate is shutting down") }))
+		httpserver.WithOnShutdown(func() { g.tel.NotReady("kvgate is shutting down") }),
+	}, g.serve.options...)
+	err := httpserver.Run(ctx, g.logger, ln, g.handler, opts...)
 	// No RPC uses the upstream any more; idle pooled connections would
 	// hold up the upstream's own shutdown (the local store's, when it runs
 	// in the same process) for its whole grace period.

@@ -82,7 +82,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	for _, opt := range opts {
 		opt(&o)
 	}
-	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), nameInvalidUTF8)
+	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, nameInvalidUTF8)
 	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
@@ -95,19 +95,14 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 		connecthttp.WithSendMaxBytes(valueMessage),
 		connecthttp.WithCompressMinBytes(compressMinBytes),
 		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
-			switch spec.Procedure {
-			case kvv1connect.KVStoreServicePutItemProcedure:
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
-			case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
-				// Per message; a stream may carry any number of them.
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(max(valueMessage, batchMessageBytes))}
-			case kvv1connect.KVStoreServiceGetItemProcedure:
+			opts := []connecthttp.Option{connecthttp.WithReadMaxBytes(readMaxBytes(spec.Procedure, valueMessage))}
+			if spec.Procedure == kvv1connect.KVStoreServiceGetItemProcedure {
 				// Values are opaque bytes, often already compressed; gzip
 				// on them costs more CPU than the whole hop and rarely
 				// saves bytes. Callers still may send compressed requests.
-				return []connecthttp.Option{connecthttp.WithCompressMinBytes(math.MaxInt)}
+				opts = append(opts, connecthttp.WithCompressMinBytes(math.MaxInt))
 			}
-			return nil
+			return opts
 		}),
 	)
 
@@ -117,8 +112,8 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	infra := connect.NewServer(nonNil([]connect.ServerInterceptor{o.infraAccess})...)
 	registerHealth(infra, kvv1connect.KVStoreServiceName)
 	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(ServiceNames)))
-	connecthttp.Mount(mux, infra)
-	return noStoreGETs(mux)
+	connecthttp.Mount(mux, infra, connecthttp.WithReadMaxBytes(defaultReadMaxBytes))
+	return noStoreGETs(refuseOversizeMessages(mux, valueMessage))
 }
 
 // noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its

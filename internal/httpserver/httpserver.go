@@ -9,14 +9,22 @@
 // in: request ids (so every later layer can log them), metrics (so they
 // count what CORS and authentication refuse), CORS (so preflights are
 // answered without credentials), authentication, and last the Connect
-// surface of package gateway. Run adds two layers of its own, outside all
-// of them: on a loopback listener, the refusal of requests whose Host is
-// not a loopback name (against DNS rebinding), and the one that ends
-// blocked body reads at shutdown.
+// surface of package gateway. Run adds layers of its own outside all of
+// them: on a loopback listener, the refusal of requests whose Host is not
+// a loopback name (against DNS rebinding); the one that sets Request.TLS
+// on connections it terminates TLS on; and the one that bounds body reads
+// (ended at shutdown, at [EndBodyReadsWhenDone]'s deadline, and when the
+// client stalls).
+//
+// Run can also serve TLS ([LoadTLS], [WithTLS]) and cap connections,
+// streams, header bytes and body stalls ([WithLimits]). Its listener
+// bounds what net/http leaves unbounded on HTTP/2: a header block that
+// never ends is cut off after the header timeout, as HTTP/1.1 headers are.
 package httpserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -68,6 +76,8 @@ type Option func(*options)
 
 type options struct {
 	config     Config
+	limits     Limits
+	tls        *tls.Config
 	onShutdown []func()
 }
 
@@ -105,8 +115,14 @@ func Run(ctx context.Context, logger *slog.Logger, ln net.Listener, handler http
 	// half the grace period, so streams see ctx.Done() and end.
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
-	srv := newServer(loopbackHostsOnly(ln.Addr(), logger, handler), cfg, logger)
+	srv := newServer(loopbackHostsOnly(ln.Addr(), logger, handler), cfg, o.limits, logger)
 	srv.BaseContext = func(net.Listener) context.Context { return base }
+	addr := ln.Addr().String()
+	ln = limitConns(ln, o.limits.MaxConns)
+	if o.tls != nil {
+		ln = tlsListener{Listener: ln, config: o.tls}
+	}
+	ln = watchHeaderBlocks(ln, cfg.ReadHeaderTimeout, logger)
 	for _, fn := range o.onShutdown {
 		srv.RegisterOnShutdown(fn)
 	}
@@ -121,7 +137,7 @@ func Run(ctx context.Context, logger *slog.Logger, ln net.Listener, handler http
 	eg.Go(func() error {
 		<-egCtx.Done()
 		start := time.Now()
-		logger.Info("shutdown starting", "addr", ln.Addr().String())
+		logger.Info("shutdown starting", "addr", addr)
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
 		endRequests := time.AfterFunc(cfg.ShutdownTimeout/2, cancelBase)
@@ -132,46 +148,27 @@ func Run(ctx context.Context, logger *slog.Logger, ln net.Listener, handler http
 			cancelBase()
 			err = srv.Close()
 		}
-		logger.Info("shutdown finished", "addr", ln.Addr().String(), "duration", time.Since(start))
+		logger.Info("shutdown finished", "addr", addr, "duration", time.Since(start))
 		return err
 	})
 	return eg.Wait()
 }
 
 // newServer returns an http.Server for handler that speaks HTTP/1.1 and
-// cleartext HTTP/2 (which gRPC clients need) on one port.
-func newServer(handler http.Handler, cfg Config, logger *slog.Logger) *http.Server {
+// cleartext HTTP/2 (which gRPC clients need) on one port, and HTTP/2 on
+// the decrypted stream of the connections its listener terminates TLS on.
+func newServer(handler http.Handler, cfg Config, limits Limits, logger *slog.Logger) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:           endReadsOnCancel(handler),
+	srv := &http.Server{
+		Handler:           requestTLSState(guardBodies(handler, limits.BodyStallTimeout)),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
+		ConnContext:       rememberTLSConn,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-}
-
-// endReadsOnCancel ends a request's blocked body reads once its context is
-// cancelled. A client stream waiting for the client's next message would
-// otherwise not notice that the server is shutting down until the
-// connection is closed, too late to answer with what it did.
-func endReadsOnCancel(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		ended := make(chan struct{})
-		stop := context.AfterFunc(r.Context(), func() {
-			defer close(ended)
-			_ = rc.SetReadDeadline(time.Now())
-		})
-		defer func() {
-			// w must not be touched once the handler has returned: wait
-			// for a SetReadDeadline already under way.
-			if !stop() {
-				<-ended
-			}
-		}()
-		next.ServeHTTP(w, r)
-	})
+	applyLimits(srv, limits)
+	return srv
 }

@@ -49,6 +49,9 @@ type Options struct {
 	// ShutdownTimeout is kvgate's grace period on Shutdown, and
 	// ReadHeaderTimeout its server's; the defaults when zero.
 	ShutdownTimeout, ReadHeaderTimeout time.Duration
+	// Transport is kvgate's TLS and limits; cleartext with the default
+	// limits when zero. With TLS the stack's URL is https.
+	Transport app.TransportConfig
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
@@ -128,6 +131,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		DefaultTimeout: opts.DefaultTimeout,
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
+		Transport:      opts.Transport,
 		Logger:         logger,
 		CORS:           opts.CORS,
 		Auth:           opts.Auth,
@@ -165,6 +169,9 @@ func Start(tb testing.TB, opts Options) *Stack {
 	})
 	st.Addr = ln.Addr().String()
 	st.URL = "http://" + st.Addr
+	if opts.Transport.TLS.Enabled() {
+		st.URL = "https://" + st.Addr
+	}
 	return st
 }
 
