@@ -2,19 +2,23 @@ package auth_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/internal/testutil"
 )
 
 // TestSecretsStaySecret makes every RPC over every protocol with a good
 // bearer token, a wrong one, none, and callers' own Fastly tokens, with
 // kvgate logging everything it logs, then scans every byte kvgate wrote to
-// its log and to its callers (headers, bodies, trailers) for the secrets.
+// its log, to its callers (headers, bodies, trailers) and to its metrics
+// endpoint for the secrets.
 func TestSecretsStaySecret(t *testing.T) {
 	t.Parallel()
 	path := tokensPath(t)
@@ -26,8 +30,9 @@ func TestSecretsStaySecret(t *testing.T) {
 	writeTokens(t, path, good)
 	var log, seen testutil.LockedBuffer
 	st := kvtest.Start(t, kvtest.Options{
-		Auth:   auth.Config{TokensFile: path, FastlyTokenPassthrough: true, PollInterval: 10 * time.Millisecond},
-		Logger: logTo(&log),
+		Auth:      auth.Config{TokensFile: path, FastlyTokenPassthrough: true, PollInterval: 10 * time.Millisecond},
+		Telemetry: telemetry.Config{AdminListen: "127.0.0.1:0"},
+		Logger:    logTo(&log),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -56,7 +61,11 @@ func TestSecretsStaySecret(t *testing.T) {
 	if !strings.Contains(log.String(), "caller=good") {
 		t.Errorf("the log does not name the token:\n%s", log.String())
 	}
-	for what, written := range map[string]string{"the log": log.String(), "the responses": seen.String()} {
+	metrics := scrape(t, st.AdminURL+"/metrics")
+	if !strings.Contains(metrics, "kvgate_rpc_requests_total") {
+		t.Fatalf("the metrics show no RPC:\n%s", metrics)
+	}
+	for what, written := range map[string]string{"the log": log.String(), "the responses": seen.String(), "the metrics": metrics} {
 		if written == "" {
 			t.Fatalf("%s are empty: nothing was scanned", what)
 		}
@@ -66,4 +75,19 @@ func TestSecretsStaySecret(t *testing.T) {
 			}
 		}
 	}
+}
+
+// scrape returns the body of a GET of url.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, res.StatusCode, err)
+	}
+	return string(body)
 }
