@@ -3,7 +3,10 @@ package service
 import (
 	"context"
 
+	"google.golang.org/protobuf/proto"
+
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -53,6 +56,9 @@ type writeOp struct {
 	lineEnds []int
 	// single is the item of a single-item PUT.
 	single *kvv1.BatchItem
+	// charge is the memory budget the op's body or item holds until the
+	// op is done.
+	charge membudget.Charge
 }
 
 // opResult is what became of one op.
@@ -97,6 +103,10 @@ type batcher struct {
 
 	tally   tally
 	callErr error
+
+	// acct is the RPC's memory budget account: lines and items kept
+	// beyond their message take their share of its charge.
+	acct *membudget.Account
 }
 
 // newBatcher starts a batch write to store for the RPC whose context is ctx.
@@ -126,6 +136,7 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 		},
 		busy: make(map[string]bool),
 		done: make(chan opResult),
+		acct: membudget.AccountFrom(ctx),
 	}
 }
 
@@ -154,7 +165,11 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 		if b.openKeys[item.GetKey()] {
 			b.seal()
 		}
-		b.enqueue(&writeOp{keys: []string{item.GetKey()}, indexes: []uint64{index}, single: item})
+		charge, err := b.take(index, item.GetKey(), proto.Size(item))
+		if err != nil {
+			return err
+		}
+		b.enqueue(&writeOp{keys: []string{item.GetKey()}, indexes: []uint64{index}, single: item, charge: charge})
 		return b.throttle()
 	}
 	if b.open != nil && (b.openKeys[line.Key] || len(b.open.keys) == b.cfg.MaxLines || len(b.open.body)+size > b.cfg.MaxBytes) {
@@ -163,10 +178,15 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 			return err
 		}
 	}
+	charge, err := b.take(index, line.Key, size)
+	if err != nil {
+		return err
+	}
 	if b.open == nil {
 		b.open = &writeOp{body: b.bodies.get()}
 		b.openKeys = make(map[string]bool)
 	}
+	b.open.charge.Add(charge)
 	b.open.keys = append(b.open.keys, line.Key)
 	b.open.indexes = append(b.open.indexes, index)
 	b.open.body = upstream.AppendBatchLine(b.open.body, line)
@@ -244,6 +264,7 @@ func (b *batcher) collect(r opResult) {
 	if r.op.single == nil {
 		b.bodies.put(r.op.body)
 	}
+	r.op.charge.Release()
 	b.tally.record(r.written, r.failures)
 	if r.callErr != nil && b.callErr == nil {
 		b.callErr = r.callErr
@@ -261,6 +282,7 @@ func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
 	for b.inflight > 0 || (b.callErr == nil && len(b.queue) > 0) {
 		b.collect(<-b.done)
 	}
+	b.releaseUnsent()
 	b.cancel()
 	if b.callErr != nil {
 		return nil, b.tally.withProgress(b.callErr)

@@ -45,6 +45,10 @@ type ClientConfig struct {
 	// Retry is the retry policy; [DefaultRetryPolicy] fills the fields
 	// left zero.
 	Retry RetryPolicy
+	// ReserveValue, when set, is called before a GET's value of n bytes
+	// is read, with the call's context, to hold memory for it; see
+	// [ReservationError].
+	ReserveValue func(ctx context.Context, n int64) error
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -56,6 +60,7 @@ type Client struct {
 	maxValue  int64
 	retry     RetryPolicy
 	budget    *rateBudget
+	reserve   func(ctx context.Context, n int64) error
 }
 
 // NewClient returns a Client for cfg.
@@ -76,6 +81,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		maxValue:  cfg.MaxValueBytes,
 		retry:     cfg.Retry.withDefaults(),
 		budget:    newRateBudget(),
+		reserve:   cfg.ReserveValue,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(DefaultMaxIdleConns)
@@ -202,6 +208,9 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 				if t, err := http.ParseTime(lm); err == nil {
 					it.LastModified = t
 				}
+			}
+			if err := c.reserveValue(ctx, resp.ContentLength); err != nil {
+				return err
 			}
 			if it.Value, err = c.readValue(resp); err != nil {
 				return err

@@ -54,6 +54,8 @@ type Config struct {
 	LogFormat string
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
+	// MemoryBudget bounds the bytes held for values in flight.
+	MemoryBudget MemoryBudgetConfig
 }
 
 // Validate reports configuration errors before anything starts.
@@ -71,7 +73,7 @@ func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
 	}
-	return nil
+	return c.MemoryBudget.validate(c.MaxValueBytes)
 }
 
 // Run serves kvgate until ctx ends, then shuts down gracefully.
@@ -122,12 +124,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,
 		Logger:         logger,
+		MemoryBudget:   cfg.MemoryBudget,
 	})
 	if err != nil {
 		stopStore()
 		_ = eg.Wait()
 		return err
 	}
+	limitRuntimeMemory(gw.MemoryBudget(), logger)
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over HTTP/1.1 and h2c")
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())

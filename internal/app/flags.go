@@ -115,6 +115,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
 	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", env.duration("KVGATE_RETRY_MAX", retry.MaxDelay),
 		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
+	registerMemoryBudgetFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 )
@@ -40,6 +41,9 @@ type GatewayConfig struct {
 	// Logger receives the RPC log and the server's logs; discarded when
 	// nil.
 	Logger *slog.Logger
+	// MemoryBudget bounds the bytes held for values in flight; derived
+	// from the machine when zero.
+	MemoryBudget MemoryBudgetConfig
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -53,6 +57,7 @@ type Gateway struct {
 	handler http.Handler
 	server  httpserver.Config
 	logger  *slog.Logger
+	budget  *membudget.Budget
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -72,12 +77,14 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if maxValue <= 0 {
 		maxValue = upstream.DefaultMaxValueBytes
 	}
+	budget := cfg.MemoryBudget.budget(maxValue)
 	kv, err := upstream.NewClient(upstream.ClientConfig{
 		HTTPClient:    hc,
 		BaseURL:       cfg.UpstreamURL,
 		Token:         cfg.Token,
 		MaxValueBytes: maxValue,
 		Retry:         cfg.Retry,
+		ReserveValue:  membudget.ReserveResponseValue,
 	})
 	if err != nil {
 		return nil, err
@@ -85,13 +92,18 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
 	handler := gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+		Budget: budget,
 	}, logger)
 	server := cfg.Server
 	if server == (httpserver.Config{}) {
 		server = httpserver.DefaultConfig()
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, logger: logger, budget: budget}, nil
 }
+
+// MemoryBudget is the budget the gateway's RPCs hold values in flight
+// under.
+func (g *Gateway) MemoryBudget() *membudget.Budget { return g.budget }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
 // than Serve.

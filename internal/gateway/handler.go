@@ -21,6 +21,7 @@ import (
 	"connectrpc.com/grpcreflect/v2"
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/membudget"
 )
 
 // Limits bound what one RPC may carry and how long it may run.
@@ -35,6 +36,9 @@ type Limits struct {
 	// stream whose caller set none; DefaultLimits' when zero. Without a
 	// cap a caller could hold upstream work open for as long as it likes.
 	MaxTimeout time.Duration
+	// Budget bounds the bytes held for values in flight across all RPCs
+	// (see package membudget); nil for none.
+	Budget *membudget.Budget
 }
 
 // DefaultLimits returns the deadline defaults: 30s for unary RPCs that
@@ -77,7 +81,7 @@ const defaultReadMaxBytes = 1 << 20
 // that needs only HTTP wraps the returned handler in app.NewGateway.
 func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *slog.Logger) http.Handler {
 	limits = limits.withDefaults()
-	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), nameInvalidUTF8)
+	api := connect.NewServer(recoverPanics(logger), logRPCs(logger), boundDeadlines(limits), bindBudget, nameInvalidUTF8)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
 	mux := http.NewServeMux()
@@ -89,12 +93,10 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 		connecthttp.WithSendMaxBytes(valueMessage),
 		connecthttp.WithCompressMinBytes(compressMinBytes),
 		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
+			if readMax := readMaxBytes(spec.Procedure, limits); readMax != defaultReadMaxBytes {
+				return []connecthttp.Option{connecthttp.WithReadMaxBytes(readMax)}
+			}
 			switch spec.Procedure {
-			case kvv1connect.KVStoreServicePutItemProcedure:
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(valueMessage)}
-			case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
-				// Per message; a stream may carry any number of them.
-				return []connecthttp.Option{connecthttp.WithReadMaxBytes(max(valueMessage, batchMessageBytes))}
 			case kvv1connect.KVStoreServiceGetItemProcedure:
 				// Values are opaque bytes, often already compressed; gzip
 				// on them costs more CPU than the whole hop and rarely
@@ -119,7 +121,22 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 		}
 	})))
 	connecthttp.Mount(mux, infra)
-	return noStoreGETs(mux)
+	return chargeRequests(limits.Budget, limits, noStoreGETs(mux))
+}
+
+// readMaxBytes is the largest request message procedure accepts: one
+// value plus the rest for PutItem, a batch message for the batch writes,
+// defaultReadMaxBytes for the rest.
+func readMaxBytes(procedure string, limits Limits) int {
+	valueMessage := int(limits.MaxValueBytes) + envelopeSlack
+	switch procedure {
+	case kvv1connect.KVStoreServicePutItemProcedure:
+		return valueMessage
+	case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
+		// Per message; a stream may carry any number of them.
+		return max(valueMessage, batchMessageBytes)
+	}
+	return defaultReadMaxBytes
 }
 
 // noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its

@@ -21,6 +21,7 @@ import (
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -49,6 +50,9 @@ type Options struct {
 	// Logger receives kvgate's logs; discarded (or sent to the test log in
 	// verbose runs) when nil.
 	Logger *slog.Logger
+	// MemoryBudget bounds kvgate's values in flight; derived from the
+	// machine when zero.
+	MemoryBudget app.MemoryBudgetConfig
 }
 
 // Stack is a running kvgate with its upstream.
@@ -63,6 +67,9 @@ type Stack struct {
 	UpstreamURL string
 	// Client calls the upstream directly, bypassing kvgate.
 	Client *upstream.Client
+	// MemoryBudget is kvgate's budget for values in flight, to read its
+	// Stats.
+	MemoryBudget *membudget.Budget
 
 	shutdown func() error
 }
@@ -113,11 +120,13 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
 		Logger:         logger,
+		MemoryBudget:   opts.MemoryBudget,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
 	}
 	st.Client = gw.Upstream()
+	st.MemoryBudget = gw.MemoryBudget()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"strings"
+
+	"connectrpc.com/connect/v2"
+
+	"github.com/kvgate/kvgate/internal/membudget"
+)
+
+// chargeRequests gives every request an account of the memory budget b
+// (see package membudget) and charges its messages to it as they are
+// read, before connect-go buffers them; the account is closed, releasing
+// what it still holds, once the handler has written the answer. With no
+// budget, requests pass untouched.
+//
+// A message is charged in one step when its size is known (from its
+// envelope, or the Content-Length of a Connect unary request), for the
+// bytes held while it is decoded: the wire bytes and the decoded
+// message, twice its size. A compressed message's decompressed size is
+// known only once decompressed, so it is charged its compressed size
+// plus twice the procedure's read limit, which bounds decompression.
+func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.Handler {
+	if b == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		acct := membudget.NewAccount(b)
+		defer acct.Close()
+		if r.Body != nil && r.Body != http.NoBody && r.Method == http.MethodPost {
+			r.Body = &chargedBody{
+				body: r.Body, acct: acct,
+				readMax:   int64(readMaxBytes(r.URL.Path, limits)),
+				enveloped: enveloped(r.Header.Get("Content-Type")),
+				length:    r.ContentLength,
+				encoded:   encoded(r.Header.Get("Content-Encoding")),
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(membudget.WithAccount(r.Context(), acct)))
+	})
+}
+
+// enveloped reports the content types that frame each message with a
+// 5-byte prefix: gRPC, gRPC-Web and Connect streaming.
+func enveloped(contentType string) bool {
+	return strings.HasPrefix(contentType, "application/grpc") || strings.HasPrefix(contentType, "application/connect+")
+}
+
+func encoded(contentEncoding string) bool {
+	return contentEncoding != "" && contentEncoding != "identity"
+}
+
+// budgetError is what a request refused budget fails with.
+func budgetError(err error) error {
+	return connect.NewError(connect.CodeResourceExhausted, membudget.PublicMessage).WithCause(err)
+}
+
+// chargedBody charges each message of a request body before passing its
+// bytes on, and releases the previous message's charge when the next is
+// read: connect-go reads a stream's next message only when the handler
+// asks for it, by which time the handler is done with the last one.
+type chargedBody struct {
+	body      io.ReadCloser
+	acct      *membudget.Account
+	readMax   int64
+	enveloped bool
+	length    int64 // Content-Length, -1 when unknown
+	encoded   bool  // compressed as a whole (Connect unary)
+
+	started bool
+	prefix  [5]byte
+	pending []byte // prefix bytes not yet passed on
+	left    int64  // payload bytes of the current message not yet passed on
+}
+
+func (c *chargedBody) Read(p []byte) (int, error) {
+	if !c.enveloped {
+		if !c.started {
+			c.started = true
+			if err := c.acct.ChargeMessage(c.unaryCharge()); err != nil {
+				return 0, budgetError(err)
+			}
+		}
+		return c.body.Read(p)
+	}
+	if len(c.pending) == 0 && c.left == 0 {
+		if err := c.nextMessage(); err != nil {
+			return 0, err
+		}
+	}
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.body.Read(p)
+	c.left -= int64(n)
+	if err == io.EOF && c.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// nextMessage releases the last message, reads the next one's prefix and
+// charges the message.
+func (c *chargedBody) nextMessage() error {
+	c.acct.ReleaseMessage()
+	n, err := io.ReadFull(c.body, c.prefix[:])
+	if err != nil {
+		if n > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		c.pending = c.prefix[:n]
+		if n > 0 {
+			// Hand on what came; the short read shows next time.
+			return nil
+		}
+		return err
+	}
+	size := int64(binary.BigEndian.Uint32(c.prefix[1:]))
+	if err := c.acct.ChargeMessage(c.messageCharge(size, c.prefix[0]&1 != 0)); err != nil {
+		return budgetError(err)
+	}
+	c.pending, c.left = c.prefix[:], size
+	return nil
+}
+
+// messageCharge is what an enveloped message of size bytes is charged.
+// One over the read limit is refused and discarded unbuffered.
+func (c *chargedBody) messageCharge(size int64, compressed bool) int64 {
+	switch {
+	case c.readMax > 0 && size > c.readMax:
+		return 0
+	case compressed:
+		return size + 2*c.readMax
+	}
+	return 2 * size
+}
+
+// unaryCharge is what a Connect unary request is charged.
+func (c *chargedBody) unaryCharge() int64 {
+	size := c.readMax
+	if c.length >= 0 && c.length < size {
+		size = c.length
+	}
+	if c.encoded {
+		return size + 2*c.readMax
+	}
+	return 2 * size
+}
+
+func (c *chargedBody) Close() error { return c.body.Close() }
+
+// bindBudget lets the RPC's account wait for budget until the RPC's
+// deadline, once boundDeadlines has set it.
+func bindBudget(next connect.ServerFunc) connect.ServerFunc {
+	return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
+		membudget.AccountFrom(ctx).Bind(ctx)
+		return next(ctx, spec, stream)
+	}
+}
