@@ -20,6 +20,21 @@ func (b *batcher) take(index uint64, key string, n int) (membudget.Charge, error
 	return charge, nil
 }
 
+// yield is what a batch write does before it waits for memory budget: it
+// sends its open batch and waits until none of its writes is left queued,
+// so that while it waits it holds budget only for writes in flight, which
+// release it when they end. Waiting RPCs thus never hold what other
+// waiters need.
+func (b *batcher) yield() {
+	b.seal()
+	for b.callErr == nil && len(b.queue) > 0 {
+		b.collect(<-b.done)
+	}
+	if b.callErr != nil {
+		b.releaseUnsent()
+	}
+}
+
 // releaseUnsent releases what ops that will never be sent hold: the open
 // batch and queued ops left behind when the batch write failed.
 func (b *batcher) releaseUnsent() {

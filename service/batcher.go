@@ -127,7 +127,7 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 			cancel()
 		}
 	})
-	return &batcher{
+	b := &batcher{
 		kv: s.kv, bodies: s.bodies, store: store, cfg: s.batch, maxValue: s.maxValue,
 		ctx: opsCtx,
 		cancel: func() {
@@ -138,6 +138,8 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 		done: make(chan opResult),
 		acct: membudget.AccountFrom(ctx),
 	}
+	b.acct.BeforeWait(b.yield)
+	return b
 }
 
 // add takes the next item of the stream. It returns once the item is
@@ -237,6 +239,9 @@ func (b *batcher) start() {
 		b.inflight++
 		go func() {
 			r := b.run(op)
+			// Released here, not when collected: the RPC may be waiting
+			// for budget, and cannot collect until it has some.
+			op.charge.Release()
 			r.op = op
 			b.done <- r
 		}()
@@ -264,7 +269,6 @@ func (b *batcher) collect(r opResult) {
 	if r.op.single == nil {
 		b.bodies.put(r.op.body)
 	}
-	r.op.charge.Release()
 	b.tally.record(r.written, r.failures)
 	if r.callErr != nil && b.callErr == nil {
 		b.callErr = r.callErr
@@ -283,6 +287,7 @@ func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
 		b.collect(<-b.done)
 	}
 	b.releaseUnsent()
+	b.acct.BeforeWait(nil)
 	b.cancel()
 	if b.callErr != nil {
 		return nil, b.tally.withProgress(b.callErr)

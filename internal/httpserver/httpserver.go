@@ -144,6 +144,7 @@ func newServer(handler http.Handler, cfg Config, logger *slog.Logger) *http.Serv
 	return &http.Server{
 		Handler:           endReadsOnCancel(handler),
 		Protocols:         protocols,
+		HTTP2:             http2Config(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

@@ -24,6 +24,8 @@ type Account struct {
 	ctx      context.Context // the RPC's: its deadline bounds waits
 	message  int64
 	response int64
+	// beforeWait, when set, is called before the RPC waits for budget.
+	beforeWait func()
 }
 
 // NewAccount returns an empty account drawing on b.
@@ -53,6 +55,28 @@ func (a *Account) Bind(ctx context.Context) {
 	a.mu.Unlock()
 }
 
+// BeforeWait sets f to be called, on the RPC's goroutine, whenever the
+// RPC is about to wait for budget: it lets go of what it can (a batch
+// write sends its open batch), so that RPCs waiting for budget never hold
+// on to budget that other waiters need.
+func (a *Account) BeforeWait(f func()) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.beforeWait = f
+	a.mu.Unlock()
+}
+
+// acquire takes n bytes in one step, calling the BeforeWait function
+// before it waits.
+func (a *Account) acquire(ctx context.Context, n int64) (int64, error) {
+	a.mu.Lock()
+	f := a.beforeWait
+	a.mu.Unlock()
+	return a.budget.acquire(ctx, n, f)
+}
+
 // ChargeMessage takes n bytes for a request message about to be read,
 // in one step, waiting on the bound context.
 func (a *Account) ChargeMessage(n int64) error {
@@ -62,7 +86,7 @@ func (a *Account) ChargeMessage(n int64) error {
 	a.mu.Lock()
 	ctx := a.ctx
 	a.mu.Unlock()
-	got, err := a.budget.Acquire(ctx, n)
+	got, err := a.acquire(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -96,7 +120,7 @@ func (a *Account) Take(ctx context.Context, n int64) (Charge, error) {
 	moved := min(n, a.message)
 	a.message -= moved
 	a.mu.Unlock()
-	got, err := a.budget.Acquire(ctx, n-moved)
+	got, err := a.acquire(ctx, n-moved)
 	if err != nil {
 		a.budget.Release(moved)
 		return Charge{}, err
@@ -118,7 +142,7 @@ func (a *Account) ReserveResponse(ctx context.Context, n int64) error {
 	if more <= 0 {
 		return nil
 	}
-	got, err := a.budget.Acquire(ctx, more)
+	got, err := a.acquire(ctx, more)
 	if err != nil {
 		return err
 	}

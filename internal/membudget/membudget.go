@@ -77,11 +77,19 @@ func (b *Budget) Stats() Stats {
 // never. Release the returned amount. It fails with [ErrExhausted] when
 // ctx ends first, or when ctx's deadline is near (see [waitContext]).
 func (b *Budget) Acquire(ctx context.Context, n int64) (int64, error) {
+	return b.acquire(ctx, n, nil)
+}
+
+// acquire is Acquire calling beforeWait, when not nil, before it waits.
+func (b *Budget) acquire(ctx context.Context, n int64, beforeWait func()) (int64, error) {
 	if b == nil || n <= 0 {
 		return 0, nil
 	}
 	n = min(n, b.size)
 	if !b.sem.TryAcquire(n) {
+		if beforeWait != nil {
+			beforeWait()
+		}
 		wctx, cancel := waitContext(ctx)
 		defer cancel()
 		b.waiters.Add(1)
