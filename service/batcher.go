@@ -180,7 +180,8 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 			return err
 		}
 	}
-	charge, err := b.take(index, line.Key, size)
+	// Bodies grow by doubling: a line may take twice its size.
+	charge, err := b.take(index, line.Key, 2*size)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,9 @@ import (
 	"strings"
 
 	"connectrpc.com/connect/v2"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/membudget"
 )
 
@@ -20,10 +22,12 @@ import (
 //
 // A message is charged in one step when its size is known (from its
 // envelope, or the Content-Length of a Connect unary request), for the
-// bytes held while it is decoded: the wire bytes and the decoded
-// message, twice its size. A compressed message's decompressed size is
-// known only once decompressed, so it is charged its compressed size
-// plus twice the procedure's read limit, which bounds decompression.
+// bytes held while it is decoded: connect-go's buffer of the wire bytes,
+// which grows by doubling to up to twice the message, and the decoded
+// message: wireFactor times its size. A compressed message's
+// decompressed size is known only once decompressed, so it is charged
+// its compressed buffer plus wireFactor times the procedure's read
+// limit, which bounds decompression.
 func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.Handler {
 	if b == nil {
 		return next
@@ -31,16 +35,21 @@ func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		acct := membudget.NewAccount(b)
 		defer acct.Close()
+		ctx := membudget.WithAccount(r.Context(), acct)
 		if r.Body != nil && r.Body != http.NoBody && r.Method == http.MethodPost {
-			r.Body = &chargedBody{
+			body := &chargedBody{
 				body: r.Body, acct: acct,
 				readMax:   int64(readMaxBytes(r.URL.Path, limits)),
 				enveloped: enveloped(r.Header.Get("Content-Type")),
+				streaming: r.URL.Path == kvv1connect.KVStoreServiceBatchPutItemsProcedure,
+				batch:     r.URL.Path == kvv1connect.KVStoreServiceBatchPutItemsProcedure || r.URL.Path == kvv1connect.KVStoreServicePutItemsProcedure,
 				length:    r.ContentLength,
 				encoded:   encoded(r.Header.Get("Content-Encoding")),
 			}
+			r.Body = body
+			ctx = context.WithValue(ctx, chargedBodyKey{}, body)
 		}
-		next.ServeHTTP(w, r.WithContext(membudget.WithAccount(r.Context(), acct)))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -70,27 +79,54 @@ type chargedBody struct {
 	enveloped bool
 	length    int64 // Content-Length, -1 when unknown
 	encoded   bool  // compressed as a whole (Connect unary)
+	// streaming is set for a client stream, whose handler is done with a
+	// message when it asks for the next. A unary request's one message
+	// is held until the RPC ends, though connect-go reads on to the end
+	// of the body as soon as it has it.
+	streaming bool
+	// batch is set for the batch writes, which copy their messages into
+	// batch lines taking their charge along; other messages are settled
+	// to their decoded size once received.
+	batch bool
 
 	started bool
 	prefix  [5]byte
 	pending []byte // prefix bytes not yet passed on
 	left    int64  // payload bytes of the current message not yet passed on
+	err     error  // how the body ended, once the prefix read found out
+}
+
+type chargedBodyKey struct{}
+
+// prepare charges the next message before connect-go is asked for it,
+// so that a request waiting for budget holds none of connect-go's
+// buffers meanwhile.
+func (c *chargedBody) prepare() error {
+	if !c.enveloped {
+		if c.started {
+			return nil
+		}
+		c.started = true
+		if err := c.acct.ChargeMessage(c.unaryCharge()); err != nil {
+			return budgetError(err)
+		}
+		return nil
+	}
+	if len(c.pending) > 0 || c.left > 0 || c.err != nil {
+		return nil
+	}
+	return c.nextMessage()
 }
 
 func (c *chargedBody) Read(p []byte) (int, error) {
+	if err := c.prepare(); err != nil {
+		return 0, err
+	}
 	if !c.enveloped {
-		if !c.started {
-			c.started = true
-			if err := c.acct.ChargeMessage(c.unaryCharge()); err != nil {
-				return 0, budgetError(err)
-			}
-		}
 		return c.body.Read(p)
 	}
 	if len(c.pending) == 0 && c.left == 0 {
-		if err := c.nextMessage(); err != nil {
-			return 0, err
-		}
+		return 0, c.err
 	}
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
@@ -111,18 +147,15 @@ func (c *chargedBody) Read(p []byte) (int, error) {
 // nextMessage releases the last message, reads the next one's prefix and
 // charges the message.
 func (c *chargedBody) nextMessage() error {
-	c.acct.ReleaseMessage()
+	if c.streaming {
+		c.acct.ReleaseMessage()
+	}
 	n, err := io.ReadFull(c.body, c.prefix[:])
 	if err != nil {
-		if n > 0 && err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		c.pending = c.prefix[:n]
-		if n > 0 {
-			// Hand on what came; the short read shows next time.
-			return nil
-		}
-		return err
+		// Hand on what came; connect-go sees the short read or the end
+		// after it.
+		c.pending, c.err = c.prefix[:n], err
+		return nil
 	}
 	size := int64(binary.BigEndian.Uint32(c.prefix[1:]))
 	if err := c.acct.ChargeMessage(c.messageCharge(size, c.prefix[0]&1 != 0)); err != nil {
@@ -139,10 +172,13 @@ func (c *chargedBody) messageCharge(size int64, compressed bool) int64 {
 	case c.readMax > 0 && size > c.readMax:
 		return 0
 	case compressed:
-		return size + 2*c.readMax
+		return 2*size + wireFactor*c.readMax
 	}
-	return 2 * size
+	return wireFactor * size
 }
+
+// wireFactor is what a message is charged per byte: see chargeRequests.
+const wireFactor = 3
 
 // unaryCharge is what a Connect unary request is charged.
 func (c *chargedBody) unaryCharge() int64 {
@@ -151,18 +187,38 @@ func (c *chargedBody) unaryCharge() int64 {
 		size = c.length
 	}
 	if c.encoded {
-		return size + 2*c.readMax
+		return 2*size + wireFactor*c.readMax
 	}
-	return 2 * size
+	return wireFactor * size
 }
 
 func (c *chargedBody) Close() error { return c.body.Close() }
 
 // bindBudget lets the RPC's account wait for budget until the RPC's
-// deadline, once boundDeadlines has set it.
+// deadline, once boundDeadlines has set it, and charges each request
+// message before connect-go reads it.
 func bindBudget(next connect.ServerFunc) connect.ServerFunc {
 	return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
 		membudget.AccountFrom(ctx).Bind(ctx)
+		if body, ok := ctx.Value(chargedBodyKey{}).(*chargedBody); ok {
+			stream = chargingStream{stream, body}
+		}
 		return next(ctx, spec, stream)
 	}
+}
+
+type chargingStream struct {
+	connect.ServerStream
+	body *chargedBody
+}
+
+func (s chargingStream) Receive(msg any) error {
+	if err := s.body.prepare(); err != nil {
+		return err
+	}
+	err := s.ServerStream.Receive(msg)
+	if m, ok := msg.(proto.Message); ok && err == nil && !s.body.batch {
+		s.body.acct.SettleMessage(int64(proto.Size(m)))
+	}
+	return err
 }

@@ -108,6 +108,21 @@ func (a *Account) ReleaseMessage() {
 	a.budget.Release(n)
 }
 
+// SettleMessage keeps only n bytes of the last message's charge: what the
+// decoded message itself holds once the buffers it was read and decoded
+// through are gone. An RPC about to wait for more (a read's response)
+// then holds no more than it uses.
+func (a *Account) SettleMessage(n int64) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	extra := max(a.message-max(n, 0), 0)
+	a.message -= extra
+	a.mu.Unlock()
+	a.budget.Release(extra)
+}
+
 // Take returns a charge of n bytes for something made from the current
 // message that outlives it (a batch line, an item kept for a single
 // PUT): moved from the message's charge, and only what that lacks is

@@ -119,7 +119,7 @@ func (b *Budget) Release(n int64) {
 }
 
 // waitContext bounds a wait for bytes: it ends a little before ctx's
-// deadline (a tenth of the time left, at most a second), so the caller
+// deadline (a quarter of the time left, at most a second), so the caller
 // still gets RESOURCE_EXHAUSTED, saying why, rather than its own
 // deadline passing with no answer.
 func waitContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -127,7 +127,7 @@ func waitContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if !ok {
 		return context.WithCancel(ctx)
 	}
-	margin := min(time.Until(deadline)/10, time.Second)
+	margin := min(time.Until(deadline)/4, time.Second)
 	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
