@@ -180,7 +180,10 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 			return err
 		}
 	}
-	// Bodies grow by doubling: a line may take twice its size.
+	// A body grows by doubling as lines are appended, so a line may take
+	// twice its size; the charge moves from the message's, three times
+	// the message's size. Recycled bodies are never larger than new ones
+	// (see bodyPool.put).
 	charge, err := b.take(index, line.Key, 2*size)
 	if err != nil {
 		return err
@@ -240,8 +243,13 @@ func (b *batcher) start() {
 		b.inflight++
 		go func() {
 			r := b.run(op)
-			// Released here, not when collected: the RPC may be waiting
-			// for budget, and cannot collect until it has some.
+			// The body is let go and its charge released here, not when
+			// collected: the RPC may be waiting for budget, and cannot
+			// collect until it has some.
+			if op.single == nil {
+				b.bodies.put(op.body)
+			}
+			op.body, op.single = nil, nil
 			op.charge.Release()
 			r.op = op
 			b.done <- r
@@ -266,9 +274,6 @@ func (b *batcher) collect(r opResult) {
 	b.inflight--
 	for _, k := range r.op.keys {
 		delete(b.busy, k)
-	}
-	if r.op.single == nil {
-		b.bodies.put(r.op.body)
 	}
 	b.tally.record(r.written, r.failures)
 	if r.callErr != nil && b.callErr == nil {

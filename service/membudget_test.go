@@ -148,7 +148,8 @@ func TestMemoryBudgetExhausted(t *testing.T) {
 	t.Parallel()
 	st := startBudgetStack(t)
 	client := st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())
-	// Room for a small message and its lines, not for a 1 MiB value.
+	// Room for a small message and its lines, not for a 1 MiB value's
+	// message (charged 3 MiB).
 	held, err := st.MemoryBudget.Acquire(t.Context(), budgetBytes-256<<10)
 	if err != nil {
 		t.Fatal(err)

@@ -66,6 +66,11 @@ func TestMemoryBudgetRSS(t *testing.T) {
 	)
 	defer p.Stop(t)
 	ctx := testContext(t)
+	if *memoryFull {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(t.Context(), 10*time.Minute)
+		defer cancel()
+	}
 	pid := p.Pid()
 	var sampled int64
 	stopSampling := sampleRSS(ctx, pid, &sampled)
