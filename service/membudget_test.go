@@ -178,3 +178,36 @@ func TestMemoryBudgetExhausted(t *testing.T) {
 	}
 	checkBudgetReturned(t, st.MemoryBudget)
 }
+
+// TestMemoryBudgetGzipBombs sends PutItem requests that expand far past
+// the message limit when decompressed, many at once: each is refused
+// with RESOURCE_EXHAUSTED, and the budget, charged for decompression up
+// to the limit, is never exceeded.
+func TestMemoryBudgetGzipBombs(t *testing.T) {
+	t.Parallel()
+	st := startBudgetStack(t)
+	for _, proto := range []struct {
+		name string
+		opts []connecthttp.Option
+	}{
+		{"connect", nil},
+		{"grpc", []connecthttp.Option{connecthttp.WithGRPC()}},
+	} {
+		client := st.NewClient(kvtest.H2CClient(), append(proto.opts, connecthttp.WithSendCompression("gzip"))...)
+		bomb := make([]byte, 8*budgetMaxValue) // zeros: compresses about a thousandfold
+		var g errgroup.Group
+		for i := range 12 {
+			g.Go(func() error {
+				_, err := client.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: "bombs", Key: fmt.Sprint(i), Value: bomb})
+				if connect.CodeOf(err) != connect.CodeResourceExhausted {
+					return fmt.Errorf("%s gzip bomb %d: %v, want resource_exhausted", proto.name, i, err)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Error(err)
+		}
+	}
+	checkBudgetReturned(t, st.MemoryBudget)
+}
