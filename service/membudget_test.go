@@ -155,12 +155,12 @@ func TestMemoryBudgetExhausted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "big", Value: budgetValue(0, 1<<20)})
 	asConnectError(t, "PutItem while the budget is held", err, connect.CodeResourceExhausted)
 
-	ctx, cancel = context.WithTimeout(t.Context(), 2*time.Second)
+	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	small := []*kvv1.BatchItem{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}
 	big := []*kvv1.BatchItem{{Key: "c", Value: budgetValue(2, 1<<20)}}
