@@ -22,8 +22,8 @@ import (
 // A small budget in front of a slow store, so that many callers at once
 // must wait for it.
 const (
-	budgetBytes    = 16 << 20
-	budgetMaxValue = 2 << 20
+	budgetBytes    = 8 << 20
+	budgetMaxValue = 1 << 20
 	budgetLatency  = 50 * time.Millisecond
 )
 
@@ -57,13 +57,13 @@ func checkBudgetReturned(t *testing.T, b *membudget.Budget) {
 
 func budgetValue(i int, size int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, size) }
 
-// TestMemoryBudgetConcurrentBatchStreams sends 40 BatchPutItems streams
-// of 4 MiB each at once through a 16 MiB budget: they wait for it in
+// TestMemoryBudgetConcurrentBatchStreams sends 24 BatchPutItems streams
+// of 1 MiB each at once through an 8 MiB budget: they wait for it in
 // turn, and every item is written.
 func TestMemoryBudgetConcurrentBatchStreams(t *testing.T) {
 	t.Parallel()
 	st := startBudgetStack(t)
-	const streams, messages, perMessage, valueBytes = 40, 8, 2, 256 << 10
+	const streams, messages, perMessage, valueBytes = 24, 4, 2, 128 << 10
 	for _, proto := range []struct {
 		name string
 		opts []connecthttp.Option
@@ -98,13 +98,13 @@ func TestMemoryBudgetConcurrentBatchStreams(t *testing.T) {
 	checkBudgetReturned(t, st.MemoryBudget)
 }
 
-// TestMemoryBudgetConcurrentLargeValues writes and reads 24 values of the
+// TestMemoryBudgetConcurrentLargeValues writes and reads 12 values of the
 // largest size at once, each charged twice over on the way in and on the
 // way out, through a budget that fits only a few at a time.
 func TestMemoryBudgetConcurrentLargeValues(t *testing.T) {
 	t.Parallel()
 	st := startBudgetStack(t)
-	const calls = 24
+	const calls = 12
 	for _, proto := range []struct {
 		name string
 		opts []connecthttp.Option
@@ -157,13 +157,13 @@ func TestMemoryBudgetExhausted(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "big", Value: budgetValue(0, 1<<20)})
+	_, err = client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "big", Value: budgetValue(0, budgetMaxValue)})
 	asConnectError(t, "PutItem while the budget is held", err, connect.CodeResourceExhausted)
 
 	ctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	small := []*kvv1.BatchItem{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}
-	big := []*kvv1.BatchItem{{Key: "c", Value: budgetValue(2, 1<<20)}}
+	big := []*kvv1.BatchItem{{Key: "c", Value: budgetValue(2, budgetMaxValue)}}
 	_, err = batchPut(ctx, client, []*kvv1.BatchPutItemsRequest{{StoreId: "s", Items: small}, {Items: big}})
 	_, progress := batchProgress(t, "BatchPutItems while the budget is held", err, connect.CodeResourceExhausted)
 	// Before waiting, the stream sent the batch it had: the small items.
@@ -173,7 +173,7 @@ func TestMemoryBudgetExhausted(t *testing.T) {
 	}
 
 	st.MemoryBudget.Release(held)
-	if _, err := client.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: "s", Key: "big", Value: budgetValue(0, 1<<20)}); err != nil {
+	if _, err := client.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: "s", Key: "big", Value: budgetValue(0, budgetMaxValue)}); err != nil {
 		t.Errorf("PutItem once the budget is free: %v", err)
 	}
 	checkBudgetReturned(t, st.MemoryBudget)
@@ -194,9 +194,9 @@ func TestMemoryBudgetGzipBombs(t *testing.T) {
 		{"grpc", []connecthttp.Option{connecthttp.WithGRPC()}},
 	} {
 		client := st.NewClient(kvtest.H2CClient(), append(proto.opts, connecthttp.WithSendCompression("gzip"))...)
-		bomb := make([]byte, 8*budgetMaxValue) // zeros: compresses about a thousandfold
+		bomb := make([]byte, 4*budgetMaxValue) // zeros: compresses about a thousandfold
 		var g errgroup.Group
-		for i := range 12 {
+		for i := range 6 {
 			g.Go(func() error {
 				_, err := client.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: "bombs", Key: fmt.Sprint(i), Value: bomb})
 				if connect.CodeOf(err) != connect.CodeResourceExhausted {
