@@ -4,7 +4,10 @@ import (
 	"context"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/proto"
+
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -54,6 +57,9 @@ type writeOp struct {
 	lineEnds []int
 	// single is the item of a single-item PUT.
 	single *kvv1.BatchItem
+	// charge is the memory budget the op's body or item holds until the
+	// op is done.
+	charge membudget.Charge
 }
 
 // opResult is what became of one op.
@@ -99,6 +105,10 @@ type batcher struct {
 
 	tally   tally
 	callErr error
+
+	// acct is the RPC's memory budget account: lines and items kept
+	// beyond their message take their share of its charge.
+	acct *membudget.Account
 }
 
 // newBatcher starts a batch write to store for the RPC whose context is ctx.
@@ -119,7 +129,7 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 			cancel()
 		}
 	})
-	return &batcher{
+	b := &batcher{
 		kv: s.kv, bodies: s.bodies, inFlight: &s.batchBytes, store: store, cfg: s.batch, maxValue: s.maxValue,
 		ctx: opsCtx,
 		cancel: func() {
@@ -128,7 +138,10 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 		},
 		busy: make(map[string]bool),
 		done: make(chan opResult),
+		acct: membudget.AccountFrom(ctx),
 	}
+	b.acct.BeforeWait(b.yield)
+	return b
 }
 
 // add takes the next item of the stream. It returns once the item is
@@ -156,7 +169,11 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 		if b.openKeys[item.GetKey()] {
 			b.seal()
 		}
-		b.enqueue(&writeOp{keys: []string{item.GetKey()}, indexes: []uint64{index}, single: item})
+		charge, err := b.take(index, item.GetKey(), proto.Size(item))
+		if err != nil {
+			return err
+		}
+		b.enqueue(&writeOp{keys: []string{item.GetKey()}, indexes: []uint64{index}, single: item, charge: charge})
 		return b.throttle()
 	}
 	if b.open != nil && (b.openKeys[line.Key] || len(b.open.keys) == b.cfg.MaxLines || len(b.open.body)+size > b.cfg.MaxBytes) {
@@ -165,10 +182,19 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 			return err
 		}
 	}
+	// A body grows by doubling as lines are appended, so a line may take
+	// twice its size; the charge moves from the message's, three times
+	// the message's size. Recycled bodies are never larger than new ones
+	// (see bodyPool.put).
+	charge, err := b.take(index, line.Key, 2*size)
+	if err != nil {
+		return err
+	}
 	if b.open == nil {
 		b.open = &writeOp{body: b.bodies.get()}
 		b.openKeys = make(map[string]bool)
 	}
+	b.open.charge.Add(charge)
 	b.open.keys = append(b.open.keys, line.Key)
 	b.open.indexes = append(b.open.indexes, index)
 	b.open.body = upstream.AppendBatchLine(b.open.body, line)
@@ -219,6 +245,14 @@ func (b *batcher) start() {
 		b.inflight++
 		go func() {
 			r := b.run(op)
+			// The body is let go and its charge released here, not when
+			// collected: the RPC may be waiting for budget, and cannot
+			// collect until it has some.
+			if op.single == nil {
+				b.bodies.put(op.body)
+			}
+			op.body, op.single = nil, nil
+			op.charge.Release()
 			r.op = op
 			b.done <- r
 		}()
@@ -243,9 +277,6 @@ func (b *batcher) collect(r opResult) {
 	for _, k := range r.op.keys {
 		delete(b.busy, k)
 	}
-	if r.op.single == nil {
-		b.bodies.put(r.op.body)
-	}
 	b.tally.record(r.written, r.failures)
 	if r.callErr != nil && b.callErr == nil {
 		b.callErr = r.callErr
@@ -263,6 +294,8 @@ func (b *batcher) finish() (*kvv1.BatchPutItemsResponse, error) {
 	for b.inflight > 0 || (b.callErr == nil && len(b.queue) > 0) {
 		b.collect(<-b.done)
 	}
+	b.releaseUnsent()
+	b.acct.BeforeWait(nil)
 	b.cancel()
 	if b.callErr != nil {
 		return nil, b.tally.withProgress(b.callErr)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -102,6 +103,8 @@ func fromUpstream(err error, subject notFoundSubject) *connect.Error {
 		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded before Fastly answered").WithCause(err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(err)
+	case errors.Is(err, membudget.ErrExhausted):
+		return budgetError(err)
 	}
 	kind := upstream.KindOf(err)
 	w, ok := wireErrors[kind]

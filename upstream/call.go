@@ -81,8 +81,8 @@ func success(status int) bool { return status >= 200 && status < 300 }
 func (c *Client) run(ctx context.Context, cl *call) error {
 	for attempt := 1; ; attempt++ {
 		err := c.observedAttempt(ctx, cl, attempt)
-		if err == nil {
-			return nil
+		if err == nil || isReservationError(err) {
+			return err
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
@@ -127,7 +127,7 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 		var se *StatusError
 		var re *ResponseError
 		switch {
-		case err == nil, errors.As(err, &re):
+		case err == nil, errors.As(err, &re), isReservationError(err):
 			return err
 		case errors.As(err, &se):
 			se.Attempts = attempt

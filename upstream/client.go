@@ -47,6 +47,10 @@ type ClientConfig struct {
 	Retry RetryPolicy
 	// Observer, when set, is told about every attempt.
 	Observer Observer
+	// ReserveValue, when set, is called before a GET's value of n bytes
+	// is read, with the call's context, to hold memory for it; see
+	// [ReservationError].
+	ReserveValue func(ctx context.Context, n int64) error
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -59,6 +63,7 @@ type Client struct {
 	retry     RetryPolicy
 	budget    *rateBudget
 	observer  Observer
+	reserve   func(ctx context.Context, n int64) error
 }
 
 // NewClient returns a Client for cfg.
@@ -80,6 +85,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		retry:     cfg.Retry.withDefaults(),
 		budget:    newRateBudget(),
 		observer:  cfg.Observer,
+		reserve:   cfg.ReserveValue,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(DefaultMaxIdleConns)
@@ -206,6 +212,9 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 				if t, err := http.ParseTime(lm); err == nil {
 					it.LastModified = t
 				}
+			}
+			if err := c.reserveValue(ctx, resp.ContentLength); err != nil {
+				return err
 			}
 			if it.Value, err = c.readValue(resp); err != nil {
 				return err

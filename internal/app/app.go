@@ -67,6 +67,8 @@ type Config struct {
 	Telemetry telemetry.Config
 	// Ready, when set, receives kvgate's listening address once it serves.
 	Ready func(addr net.Addr)
+	// MemoryBudget bounds the bytes held for values in flight.
+	MemoryBudget MemoryBudgetConfig
 }
 
 // Validate reports configuration errors before anything starts.
@@ -94,6 +96,9 @@ func (c *Config) Validate() error {
 		return errors.New("the admin listener must not be the public listen address")
 	}
 	if err := c.Transport.Validate(); err != nil {
+		return err
+	}
+	if err := c.MemoryBudget.validate(c.MaxValueBytes); err != nil {
 		return err
 	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
@@ -152,6 +157,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		CORS:           cfg.CORS,
 		Auth:           cfg.Auth,
 		Telemetry:      telemetryFromEnv(cfg.Telemetry),
+		MemoryBudget:   cfg.MemoryBudget,
 	})
 	if err != nil {
 		stopStore()
@@ -167,6 +173,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		logger.Info("admin endpoints serving", "addr", adminLn.Addr().String(), "paths", "/metrics /healthz /readyz")
 		eg.Go(func() error { return gw.ServeAdmin(ctx, adminLn) })
 	}
+	limitRuntimeMemory(gw.MemoryBudget(), logger)
 	stopReloading := reloadTokensOnHangup(gw, cfg.Auth, logger)
 	logger.Info("kvgate serving", "addr", ln.Addr().String(), "protocols", "connect, grpc, grpc-web over "+gw.Transports())
 	if cfg.Ready != nil {

@@ -119,6 +119,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerCORSFlags(fs, env, cfg)
 	registerAuthFlags(fs, env, cfg)
 	registerObservabilityFlags(fs, env, cfg)
+	registerMemoryBudgetFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

@@ -13,6 +13,7 @@ import (
 	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -56,6 +57,9 @@ type GatewayConfig struct {
 	// Telemetry says what operators see: traces, metrics, request ids,
 	// the RPC log level and readiness.
 	Telemetry telemetry.Config
+	// MemoryBudget bounds the bytes held for values in flight; derived
+	// from the machine when zero.
+	MemoryBudget MemoryBudgetConfig
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -72,6 +76,7 @@ type Gateway struct {
 	logger  *slog.Logger
 	guard   *auth.Guard
 	tel     *telemetry.Telemetry
+	budget  *membudget.Budget
 }
 
 // NewGateway assembles the gateway stack for cfg.
@@ -96,6 +101,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if maxValue <= 0 {
 		maxValue = upstream.DefaultMaxValueBytes
 	}
+	budget := cfg.MemoryBudget.budget(maxValue)
 	kv, err := upstream.NewClient(upstream.ClientConfig{
 		HTTPClient:    hc,
 		BaseURL:       cfg.UpstreamURL,
@@ -103,6 +109,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		MaxValueBytes: maxValue,
 		Retry:         cfg.Retry,
 		Observer:      tel.UpstreamObserver(),
+		ReserveValue:  membudget.ReserveResponseValue,
 	})
 	if err != nil {
 		return nil, err
@@ -125,6 +132,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
+		Budget: budget,
 	}, logger,
 		gateway.WithInterceptors(interceptors...),
 		gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel),
@@ -145,8 +153,12 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, serve: serve, logger: logger, guard: guard, tel: tel}, nil
+	return &Gateway{kv: kv, hc: hc, svc: svc, handler: handler, server: server, serve: serve, logger: logger, guard: guard, tel: tel, budget: budget}, nil
 }
+
+// MemoryBudget is the budget the gateway's RPCs hold values in flight
+// under.
+func (g *Gateway) MemoryBudget() *membudget.Budget { return g.budget }
 
 // Handler is the gateway's HTTP handler, for serving it some other way
 // than Serve. It has no loopback Host check: httpserver.Run adds that.

@@ -54,18 +54,25 @@ func unmarshalRead(src io.Reader, msg any, decode func([]byte, proto.Message) er
 	if !ok {
 		return fmt.Errorf("%w: got %T", connectproto.ErrNotProtoMessage, msg)
 	}
-	buf := buffers.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 1<<20 { // keep the pool from pinning value-sized buffers
-			buf.Reset()
-			buffers.Put(buf)
+	var data []byte
+	if whole, ok := src.(*bytes.Buffer); ok {
+		// connect-go hands over the whole message already buffered:
+		// decoding it in place saves holding a second copy.
+		data = whole.Bytes()
+	} else {
+		buf := buffers.Get().(*bytes.Buffer)
+		defer func() {
+			if buf.Cap() <= 1<<20 { // keep the pool from pinning value-sized buffers
+				buf.Reset()
+				buffers.Put(buf)
+			}
+		}()
+		buf.Reset()
+		if _, err := buf.ReadFrom(src); err != nil {
+			return err
 		}
-	}()
-	buf.Reset()
-	if _, err := buf.ReadFrom(src); err != nil {
-		return err
+		data = buf.Bytes()
 	}
-	data := buf.Bytes()
 	err := decode(data, m)
 	if err == nil {
 		return nil

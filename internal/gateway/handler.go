@@ -22,6 +22,7 @@ import (
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/auth"
+	"github.com/kvgate/kvgate/internal/membudget"
 )
 
 // Limits bound what one RPC may carry and how long it may run.
@@ -36,6 +37,9 @@ type Limits struct {
 	// stream whose caller set none; DefaultLimits' when zero. Without a
 	// cap a caller could hold upstream work open for as long as it likes.
 	MaxTimeout time.Duration
+	// Budget bounds the bytes held for values in flight across all RPCs
+	// (see package membudget); nil for none.
+	Budget *membudget.Budget
 }
 
 // DefaultLimits returns the deadline defaults: 30s for unary RPCs that
@@ -82,7 +86,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	for _, opt := range opts {
 		opt(&o)
 	}
-	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, nameInvalidUTF8)
+	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
 	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
@@ -113,7 +117,9 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	registerHealth(infra, kvv1connect.KVStoreServiceName)
 	grpcreflect.Register(infra, grpcreflect.WithNamer(grpcreflect.NamerFunc(ServiceNames)))
 	connecthttp.Mount(mux, infra, connecthttp.WithReadMaxBytes(defaultReadMaxBytes))
-	return noStoreGETs(refuseOversizeMessages(mux, valueMessage))
+	// A message declaring more than its procedure accepts is refused
+	// before it is charged to the memory budget.
+	return noStoreGETs(refuseOversizeMessages(chargeRequests(limits.Budget, limits, mux), valueMessage))
 }
 
 // noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its

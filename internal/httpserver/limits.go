@@ -71,9 +71,7 @@ func WithLimits(l Limits) Option {
 // applyLimits sets the caps the http.Server enforces itself.
 func applyLimits(srv *http.Server, l Limits) {
 	srv.MaxHeaderBytes = l.MaxHeaderBytes
-	if l.MaxConcurrentStreams > 0 {
-		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: l.MaxConcurrentStreams}
-	}
+	srv.HTTP2 = http2Config(l.MaxConcurrentStreams)
 }
 
 // limitConns holds accepts beyond maxConns until a served connection

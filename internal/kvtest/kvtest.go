@@ -23,6 +23,7 @@ import (
 	"github.com/kvgate/kvgate/internal/auth"
 	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
@@ -63,6 +64,9 @@ type Options struct {
 	// to 127.0.0.1:0) the stack serves the admin endpoints there, at
 	// Stack.AdminURL, and probes the upstream for /readyz.
 	Telemetry telemetry.Config
+	// MemoryBudget bounds kvgate's values in flight; derived from the
+	// machine when zero.
+	MemoryBudget app.MemoryBudgetConfig
 }
 
 // Stack is a running kvgate with its upstream.
@@ -82,6 +86,9 @@ type Stack struct {
 	// AdminURL is the base URL of the admin endpoints, empty unless
 	// Options.Telemetry.AdminListen was set.
 	AdminURL string
+	// MemoryBudget is kvgate's budget for values in flight, to read its
+	// Stats.
+	MemoryBudget *membudget.Budget
 
 	shutdown func() error
 }
@@ -136,12 +143,14 @@ func Start(tb testing.TB, opts Options) *Stack {
 		CORS:           opts.CORS,
 		Auth:           opts.Auth,
 		Telemetry:      opts.Telemetry,
+		MemoryBudget:   opts.MemoryBudget,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
 	}
 	st.Client = gw.Upstream()
 	st.Gateway = gw
+	st.MemoryBudget = gw.MemoryBudget()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
