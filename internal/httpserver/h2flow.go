@@ -14,8 +14,9 @@ import "net/http"
 // most maxStreams × streamWindow (32 MiB at the default 250 streams).
 const streamWindow = 128 << 10
 
-// http2Config allows maxStreams concurrent streams per connection (DefaultMaxConcurrentStreams
-// default of 250 when not positive), with the windows described above.
+// http2Config allows maxStreams concurrent streams per connection
+// ([DefaultMaxConcurrentStreams] when not positive), with the windows
+// described above.
 func http2Config(maxStreams int) *http.HTTP2Config {
 	if maxStreams <= 0 {
 		maxStreams = DefaultMaxConcurrentStreams
