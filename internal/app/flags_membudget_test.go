@@ -51,7 +51,7 @@ func TestMemoryBudgetValidate(t *testing.T) {
 		bytes int64
 		ok    bool
 	}{{0, true}, {256 << 20, true}, {2 * (maxValue + 64<<10), true}, {maxValue, false}} {
-		c := Config{Listen: ":0", MaxValueBytes: maxValue, MemoryBudget: MemoryBudgetConfig{Bytes: tc.bytes}}
+		c := Config{Listen: "127.0.0.1:0", MaxValueBytes: maxValue, MemoryBudget: MemoryBudgetConfig{Bytes: tc.bytes}}
 		if err := c.Validate(); (err == nil) != tc.ok {
 			t.Errorf("budget %d with 25 MiB values: Validate = %v, want ok %v", tc.bytes, err, tc.ok)
 		}

@@ -211,7 +211,7 @@ func configDiff(got, want Config) string {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, size := range []int64{0, -1, upstream.FastlyMaxValueBytes + 1} {
-		c := Config{Listen: ":0", MaxValueBytes: size}
+		c := Config{Listen: "127.0.0.1:0", MaxValueBytes: size}
 		if c.Validate() == nil {
 			t.Errorf("max value size %d accepted", size)
 		}
