@@ -81,7 +81,7 @@ soak: ## The full fault soak: 100,000 items and 10,000 unary calls through 10% 4
 	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ -soak.items=100000 -soak.unary=10000
 
 .PHONY: soak-memory
-soak-memory: ## The memory budget at the issue's sizes: 200 streams of 1 MiB items and 50 PutItems of 25 MiB through a 256 MiB budget, upstream at 500 ms
+soak-memory: ## The memory budget test with the upstream at 500 ms: 200 streams of 1 MiB items and 50 PutItems of 25 MiB through a 256 MiB budget
 	go test -count=1 -timeout 15m -v -run TestMemoryBudgetRSS ./test/interop/ -memory.full
 
 FUZZTIME ?= 1m

@@ -17,7 +17,7 @@ import (
 )
 
 var memoryFull = flag.Bool("memory.full", false,
-	"run TestMemoryBudgetRSS at the issue's full sizes (make soak-memory): 1 MiB items, 25 MiB values, a 256 MiB budget, 500ms upstream")
+	"run TestMemoryBudgetRSS with the upstream slowed to 500ms, as the attack it guards against was (make soak-memory)")
 
 // budgetLoad is one run of TestMemoryBudgetRSS.
 type budgetLoad struct {
@@ -46,15 +46,14 @@ func (l budgetLoad) String() string {
 // concurrent large PutItem calls at once through a kvgate with a memory
 // budget in front of a slow upstream (a kvlocal process), and checks
 // from kvgate's peak RSS (VmHWM) that it stayed under the budget plus a
-// fixed overhead, and that every item was written. make test runs
-// reduced sizes; make soak-memory the (-memory.full).
+// fixed overhead, and that every item was written. make test slows the
+// upstream to 200ms; make soak-memory to 500ms (-memory.full).
 func TestMemoryBudgetRSS(t *testing.T) {
 	t.Parallel()
-	load := budgetLoad{budget: 64 << 20, latency: 100 * time.Millisecond,
-		streams: 200, streamMessages: 2, itemBytes: 512 << 10, puts: 50, putBytes: 4 << 20}
+	load := budgetLoad{budget: 256 << 20, latency: 200 * time.Millisecond,
+		streams: 200, streamMessages: 4, itemBytes: 1 << 20, puts: 50, putBytes: 25 << 20}
 	if *memoryFull {
-		load = budgetLoad{budget: 256 << 20, latency: 500 * time.Millisecond,
-			streams: 200, streamMessages: 4, itemBytes: 1 << 20, puts: 50, putBytes: 25 << 20}
+		load.latency = 500 * time.Millisecond
 	}
 	// The store keeps its data in memory, in its own process.
 	local := startProc(t, "kvlocal", kvlocalBin, localServingLine, nil,
@@ -65,12 +64,8 @@ func TestMemoryBudgetRSS(t *testing.T) {
 		"-max-value-bytes", strconv.Itoa(load.putBytes),
 	)
 	defer p.Stop(t)
-	ctx := testContext(t)
-	if *memoryFull {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(t.Context(), 10*time.Minute)
-		defer cancel()
-	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
 	pid := p.Pid()
 	var sampled int64
 	stopSampling := sampleRSS(ctx, pid, &sampled)
