@@ -54,15 +54,7 @@ func TestNoOpenDoorByDefault(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			fs := flag.NewFlagSet("kvgate", flag.ContinueOnError)
-			cfg, err := GatewayFlags(fs, func(k string) string { return tc.env[k] })
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := fs.Parse(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			err = cfg.Validate()
+			cfg, err := gatewayConfig(tc.env, tc.args)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Errorf("refused: %v", err)

@@ -1,8 +1,6 @@
 package app
 
 import (
-	"flag"
-	"io"
 	"strings"
 	"testing"
 
@@ -41,15 +39,7 @@ func TestCORSFlags(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			fs := flag.NewFlagSet("test", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			cfg, err := GatewayFlags(fs, func(k string) string { return tc.env[k] })
-			if err == nil {
-				if err = fs.Parse(tc.args); err != nil {
-					t.Fatal(err)
-				}
-				err = cfg.Validate()
-			}
+			cfg, err := gatewayConfig(tc.env, tc.args)
 			if tc.wantErrPart != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrPart) {
 					t.Fatalf("got error %v, want one containing %q", err, tc.wantErrPart)

@@ -220,3 +220,18 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Fastly's largest value size refused: %v", c.Validate())
 	}
 }
+
+// gatewayConfig reads kvgate's flags from env and args as kvgate does,
+// then validates the result as Run does.
+func gatewayConfig(env map[string]string, args []string) (*Config, error) {
+	fs := flag.NewFlagSet("kvgate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg, err := GatewayFlags(fs, func(k string) string { return env[k] })
+	if err == nil {
+		err = fs.Parse(args)
+	}
+	if err == nil {
+		err = cfg.Validate()
+	}
+	return cfg, err
+}
