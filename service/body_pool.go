@@ -18,12 +18,14 @@ func (p *bodyPool) get() []byte {
 	return make([]byte, 0, newBodyBytes(p.maxBytes))
 }
 
-// put returns a body once no request reads it any more. Only bodies no
-// larger than a new one are kept: a batch is charged to the memory budget
-// for the lines it holds, and a recycled body larger than that would hold
-// memory no charge accounts for. Larger ones are left to the GC.
+// put returns a body once no request reads it any more. Bodies that grew
+// past twice the batch limit (one oversized line) are left to the GC.
+// A recycled body can be larger than the lines of its next batch, which
+// are what the memory budget is charged for (twice over, for growth): the
+// difference is at most a batch body per batch write in flight, and
+// idle bodies go with the next garbage collections.
 func (p *bodyPool) put(b []byte) {
-	if cap(b) == 0 || cap(b) > newBodyBytes(p.maxBytes) {
+	if cap(b) == 0 || cap(b) > 2*p.maxBytes {
 		return
 	}
 	p.pool.Put(&b)
