@@ -70,6 +70,11 @@ func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler 
 	known := knownProcedures(services)
 	inst := &t.inst
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			// A CORS preflight asks about an RPC; it is not one.
+			next.ServeHTTP(w, r)
+			return
+		}
 		procedure := r.URL.Path
 		if !known[procedure] {
 			procedure = "other"

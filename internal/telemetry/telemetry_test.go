@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect/v2/connecthttp"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/crossorigin"
 	"github.com/kvgate/kvgate/internal/kvtest"
 	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/internal/testutil"
@@ -42,11 +43,15 @@ func getText(t *testing.T, url string) (int, string) {
 
 // TestMetricsShowRPCs makes RPCs over Connect and gRPC and finds them on
 // /metrics by procedure and code, beside the upstream requests they caused
-// by status.
+// by status. CORS preflights are not counted as RPCs.
 func TestMetricsShowRPCs(t *testing.T) {
 	t.Parallel()
-	st := kvtest.Start(t, kvtest.Options{Telemetry: telemetry.Config{AdminListen: adminLoopback}})
+	st := kvtest.Start(t, kvtest.Options{
+		Telemetry: telemetry.Config{AdminListen: adminLoopback},
+		CORS:      crossorigin.Config{Origins: []string{"http://localhost:5173"}},
+	})
 	ctx := t.Context()
+	preflight(t, st.URL+"/fastly.kv.v1.KVStoreService/PutItem", "http://localhost:5173")
 	for _, opts := range [][]connecthttp.Option{nil, {connecthttp.WithGRPC()}} {
 		kv := st.NewClient(kvtest.H2CClient(), opts...)
 		if _, err := kv.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "s", Key: "k", Value: []byte("v")}); err != nil {
@@ -77,6 +82,25 @@ func TestMetricsShowRPCs(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
+	}
+}
+
+// preflight sends a CORS preflight for a POST to url from origin.
+func preflight(t *testing.T, url, origin string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodOptions, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", origin)
+	req.Header.Set("Access-Control-Request-Method", http.MethodPost)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("preflight answered %d", resp.StatusCode)
 	}
 }
 
