@@ -7,18 +7,15 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
-	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/membudget"
+	"github.com/kvgate/kvgate/internal/rpcerr"
 	"github.com/kvgate/kvgate/upstream"
 )
-
-// errorDomain is the google.rpc.ErrorInfo domain of kvgate's errors.
-const errorDomain = "kvgate"
 
 // Machine-readable reasons carried in google.rpc.ErrorInfo.
 const (
@@ -133,10 +130,10 @@ func (w wireError) build(subject notFoundSubject, status int, retryAfter time.Du
 	}
 	cerr := withInfo(connect.NewError(w.code, msg), w.reason, status)
 	if w.detail != nil {
-		cerr = withDetail(cerr, w.detail)
+		cerr = rpcerr.WithDetail(cerr, w.detail)
 	}
 	if retryAfter > 0 && (w.code == connect.CodeResourceExhausted || w.code == connect.CodeUnavailable) {
-		cerr = withDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+		cerr = rpcerr.WithDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 	}
 	return cerr
 }
@@ -144,20 +141,11 @@ func (w wireError) build(subject notFoundSubject, status int, retryAfter time.Du
 // withInfo attaches a google.rpc.ErrorInfo with reason and, when known, the
 // upstream HTTP status.
 func withInfo(cerr *connect.Error, reason string, status int) *connect.Error {
-	info := &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain}
+	var metadata map[string]string
 	if status != 0 {
-		info.Metadata = map[string]string{"http_status": strconv.Itoa(status)}
+		metadata = map[string]string{"http_status": strconv.Itoa(status)}
 	}
-	return withDetail(cerr, info)
-}
-
-// withDetail attaches m to cerr. A message that cannot be packed (none of
-// kvgate's) is left out rather than failing the answer.
-func withDetail(cerr *connect.Error, m proto.Message) *connect.Error {
-	if d, err := connectproto.NewErrorDetail(m); err == nil {
-		return cerr.WithDetail(d)
-	}
-	return cerr
+	return rpcerr.WithInfo(cerr, reason, metadata)
 }
 
 // batchFailure reports one item of a batch write that failed with cerr.

@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
+	"github.com/kvgate/kvgate/internal/rpcerr"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -112,7 +113,7 @@ func checkWire(t *testing.T, cerr *connect.Error, want wantWire) {
 	}
 	if want.reason != "" {
 		info, ok := next().(*errdetails.ErrorInfo)
-		if !ok || info.GetReason() != want.reason || info.GetDomain() != errorDomain || info.GetMetadata()["http_status"] != want.httpStatus {
+		if !ok || info.GetReason() != want.reason || info.GetDomain() != rpcerr.Domain || info.GetMetadata()["http_status"] != want.httpStatus {
 			t.Errorf("ErrorInfo %v; want reason %s, http_status %q", info, want.reason, want.httpStatus)
 		}
 		if want.httpStatus == "" && len(info.GetMetadata()) != 0 {

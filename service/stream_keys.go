@@ -6,6 +6,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/rpcerr"
 )
 
 // StreamKeys enumerates keys page after page. A producer goroutine fetches
@@ -65,7 +66,7 @@ func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, s
 		if s.draining.Load() && errors.Is(err, context.Canceled) {
 			cerr = errShuttingDown
 		}
-		return withDetail(cerr, &kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered})
+		return rpcerr.WithDetail(cerr, &kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered})
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect/v2"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/rpcerr"
 )
 
 // tally accounts for the items of one batch write: how many arrived, which
@@ -61,5 +62,5 @@ func (t *tally) withProgress(err error) error {
 	for _, r := range t.ranges {
 		progress.Written = append(progress.Written, &kvv1.IndexRange{Start: r.start, End: r.end})
 	}
-	return withDetail(cerr, progress)
+	return rpcerr.WithDetail(cerr, progress)
 }

@@ -4,14 +4,11 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
-	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-)
 
-// errorDomain is the google.rpc.ErrorInfo domain of kvgate's errors.
-const errorDomain = "kvgate"
+	"github.com/kvgate/kvgate/internal/rpcerr"
+)
 
 // Machine-readable reasons of the refusals, in google.rpc.ErrorInfo.
 const (
@@ -52,19 +49,10 @@ func errStoreOutOfScope() *connect.Error {
 
 func errTokenRateLimited(wait time.Duration) *connect.Error {
 	cerr := refusal(connect.CodeResourceExhausted, reasonTokenRateLimited, "the token's request rate is exceeded; retry later")
-	return withDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
+	return rpcerr.WithDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(wait)})
 }
 
 // refusal is an error with code and msg and an ErrorInfo saying reason.
 func refusal(code connect.Code, reason, msg string) *connect.Error {
-	return withDetail(connect.NewError(code, msg), &errdetails.ErrorInfo{Reason: reason, Domain: errorDomain})
-}
-
-// withDetail attaches m to cerr; a message that cannot be packed (none of
-// these) is left out rather than failing the answer.
-func withDetail(cerr *connect.Error, m proto.Message) *connect.Error {
-	if d, err := connectproto.NewErrorDetail(m); err == nil {
-		return cerr.WithDetail(d)
-	}
-	return cerr
+	return rpcerr.WithInfo(connect.NewError(code, msg), reason, nil)
 }

@@ -8,8 +8,9 @@ import (
 	"strings"
 
 	"connectrpc.com/connect/v2"
-	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"github.com/kvgate/kvgate/internal/rpcerr"
 )
 
 // Violations collects what is wrong with a request, field by field, so that
@@ -44,10 +45,7 @@ func (v Violations) Err() *connect.Error {
 		descs[i] = fv.Description
 	}
 	cerr := connect.NewError(connect.CodeInvalidArgument, "invalid request: "+strings.Join(descs, "; "))
-	if d, err := connectproto.NewErrorDetail(&errdetails.BadRequest{FieldViolations: v}); err == nil {
-		cerr = cerr.WithDetail(d)
-	}
-	return cerr
+	return rpcerr.WithDetail(cerr, &errdetails.BadRequest{FieldViolations: v})
 }
 
 // Field is the error for one bad field: INVALID_ARGUMENT with a
