@@ -2,6 +2,7 @@ package kvctl
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -184,7 +185,7 @@ func (c *cli) streamKeys(cmd *cobra.Command, prefix string, each func(string) er
 	defer stream.Close()
 	for {
 		msg, err := stream.Receive()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
