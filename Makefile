@@ -34,16 +34,17 @@ $(BUF) $(GRPCURL) &: tools/go.mod tools/go.sum
 	cd tools && go build -o $(BIN)/ tool
 
 .PHONY: generate
-generate: node_modules/.stamp $(BUF) ## Regenerate gen/ and the test-only grpc-go stubs from proto/
+generate: node_modules/.stamp $(BUF) ## Regenerate gen/, packages/client/dist and the test-only grpc-go stubs from proto/
 	$(BUF) generate
 	$(BUF) generate --template buf.gen.grpc.yaml
 
 .PHONY: checkgenerate
-checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ is not what proto/ generates
+checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ or packages/client/dist is not what proto/ generates
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BUF) generate -o "$$tmp"; \
 	$(BUF) generate --template buf.gen.grpc.yaml -o "$$tmp"; \
-	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen; then \
+	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen || \
+		! diff -r "$$tmp/packages/client/dist" packages/client/dist; then \
 		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
