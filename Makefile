@@ -15,16 +15,26 @@ DATA ?= ./data
 GO_TEST_FLAGS ?= -race -count=1
 # The browser test drives Debian's Chromium; nothing may download a browser.
 CHROMIUM := /usr/bin/chromium
+# The Python client test uses Debian's protoc, gRPC plugin and Python
+# packages (test/polyglot).
+PYTHON_DEPS := /usr/bin/protoc /usr/bin/grpc_python_plugin \
+	/usr/lib/python3/dist-packages/grpc/__init__.py \
+	/usr/lib/python3/dist-packages/google/protobuf/__init__.py
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: deps
-deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) ## Install everything the build and tests need
+deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) $(PYTHON_DEPS) ## Install everything the build and tests need
 	go mod download
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+$(PYTHON_DEPS) &:
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
