@@ -15,16 +15,26 @@ DATA ?= ./data
 GO_TEST_FLAGS ?= -race -count=1
 # The browser test drives Debian's Chromium; nothing may download a browser.
 CHROMIUM := /usr/bin/chromium
+# The Python client test uses Debian's protoc, gRPC plugin and Python
+# packages (test/polyglot).
+PYTHON_DEPS := /usr/bin/protoc /usr/bin/grpc_python_plugin \
+	/usr/lib/python3/dist-packages/grpc/__init__.py \
+	/usr/lib/python3/dist-packages/google/protobuf/__init__.py
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: deps
-deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) ## Install everything the build and tests need
+deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) $(PYTHON_DEPS) ## Install everything the build and tests need
 	go mod download
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+$(PYTHON_DEPS) &:
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -34,16 +44,17 @@ $(BUF) $(GRPCURL) &: tools/go.mod tools/go.sum
 	cd tools && go build -o $(BIN)/ tool
 
 .PHONY: generate
-generate: node_modules/.stamp $(BUF) ## Regenerate gen/ and the test-only grpc-go stubs from proto/
+generate: node_modules/.stamp $(BUF) ## Regenerate gen/, packages/client/dist and the test-only grpc-go stubs from proto/
 	$(BUF) generate
 	$(BUF) generate --template buf.gen.grpc.yaml
 
 .PHONY: checkgenerate
-checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ is not what proto/ generates
+checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ or packages/client/dist is not what proto/ generates
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BUF) generate -o "$$tmp"; \
 	$(BUF) generate --template buf.gen.grpc.yaml -o "$$tmp"; \
-	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen; then \
+	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen || \
+		! diff -r "$$tmp/packages/client/dist" packages/client/dist; then \
 		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
