@@ -62,6 +62,11 @@ func TestMemoryBudgetRSS(t *testing.T) {
 		[]string{"FASTLY_API_TOKEN=test", "FASTLY_API_URL=http://" + local.Addr},
 		"-memory-budget", strconv.FormatInt(load.budget, 10),
 		"-max-value-bytes", strconv.Itoa(load.putBytes),
+		// This test measures memory, not stall detection (which has tests
+		// of its own). On a loaded machine the race-instrumented client
+		// here can leave a waiting upload unfed for longer than the 30 s
+		// default, and the call would fail as stalled.
+		"-body-stall-timeout", "5m",
 	)
 	defer p.Stop(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
