@@ -34,6 +34,7 @@ func defaultGatewayConfig() Config {
 		LogFormat:      "text",
 		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
 		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
+		WebApp:         true,
 	}
 }
 
