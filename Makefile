@@ -55,7 +55,7 @@ checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ or web/dist is not w
 	$(BUF) generate --template buf.gen.grpc.yaml -o "$$tmp"; \
 	$(call WEB_BUNDLE,$$tmp/web/dist/app.js); \
 	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen || \
-		! diff -r "$$tmp/web/dist" web/dist; then \
+		! diff -rq "$$tmp/web/dist" web/dist; then \
 		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
