@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,7 +41,7 @@ type driverLine struct {
 func TestBrowserApp(t *testing.T) {
 	t.Parallel()
 	root := kvtest.RepoRoot(t)
-	chromium := requireBrowser(t, root)
+	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"))
 	shots := os.Getenv("KVGATE_WEB_ARTIFACTS")
 	if shots == "" {
 		shots = t.ArtifactDir()
@@ -152,29 +151,4 @@ func seedLongList(t *testing.T, c interface {
 		}
 	}
 	return last
-}
-
-// requireBrowser returns Chromium's path once it, node and playwright-core
-// are present: without them the test skips, unless CI is set (CI
-// installs them with make deps).
-func requireBrowser(t *testing.T, root string) string {
-	t.Helper()
-	const chromium = "/usr/bin/chromium"
-	var missing []error
-	for _, path := range []string{chromium, filepath.Join(root, "node_modules", "playwright-core", "package.json")} {
-		if _, err := os.Stat(path); err != nil {
-			missing = append(missing, err)
-		}
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		missing = append(missing, err)
-	}
-	if err := errors.Join(missing...); err != nil {
-		err = fmt.Errorf("the browser app test needs chromium, node and node_modules (make deps): %w", err)
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
-	return chromium
 }
