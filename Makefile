@@ -44,17 +44,29 @@ $(BUF) $(GRPCURL) &: tools/go.mod tools/go.sum
 	cd tools && go build -o $(BIN)/ tool
 
 .PHONY: generate
-generate: node_modules/.stamp $(BUF) ## Regenerate gen/, packages/client/dist and the test-only grpc-go stubs from proto/
+generate: node_modules/.stamp $(BUF) ## Regenerate gen/, packages/client/dist, the test-only grpc-go stubs and the browser app's bundle
 	$(BUF) generate
 	$(BUF) generate --template buf.gen.grpc.yaml
+	$(MAKE) web
+
+# The browser app's bundle, committed like gen/ so building kvgate needs
+# only Go. esbuild's output is the same for the same sources and version.
+WEB_BUNDLE = node_modules/.bin/esbuild web/src/main.ts --bundle --platform=browser --format=esm \
+	--target=es2022 --minify --legal-comments=none --log-level=warning --outfile=$(1)
+
+.PHONY: web
+web: node_modules/.stamp ## Rebuild the browser app's bundle (web/dist) from web/src
+	$(call WEB_BUNDLE,web/dist/app.js)
 
 .PHONY: checkgenerate
-checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/ or packages/client/dist is not what proto/ generates
+checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/, packages/client/dist or web/dist is not what proto/ and web/src generate
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BUF) generate -o "$$tmp"; \
 	$(BUF) generate --template buf.gen.grpc.yaml -o "$$tmp"; \
+	$(call WEB_BUNDLE,$$tmp/web/dist/app.js); \
 	if ! diff -r "$$tmp/gen" gen || ! diff -r "$$tmp/test/interop/gen" test/interop/gen || \
-		! diff -r "$$tmp/packages/client/dist" packages/client/dist; then \
+		! diff -r "$$tmp/packages/client/dist" packages/client/dist || \
+		! diff -rq "$$tmp/web/dist" web/dist; then \
 		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 

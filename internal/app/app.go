@@ -69,6 +69,8 @@ type Config struct {
 	Ready func(addr net.Addr)
 	// MemoryBudget bounds the bytes held for values in flight.
 	MemoryBudget MemoryBudgetConfig
+	// WebApp serves the browser app at / on kvgate's port.
+	WebApp bool
 }
 
 // Validate reports configuration errors before anything starts.
@@ -158,6 +160,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Auth:           cfg.Auth,
 		Telemetry:      telemetryFromEnv(cfg.Telemetry),
 		MemoryBudget:   cfg.MemoryBudget,
+		WebApp:         cfg.WebApp,
 	})
 	if err != nil {
 		stopStore()

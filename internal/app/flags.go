@@ -120,6 +120,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerAuthFlags(fs, env, cfg)
 	registerObservabilityFlags(fs, env, cfg)
 	registerMemoryBudgetFlags(fs, env, cfg)
+	registerWebFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

@@ -34,6 +34,7 @@ func defaultGatewayConfig() Config {
 		LogFormat:      "text",
 		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
 		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
+		WebApp:         true,
 	}
 }
 
@@ -96,6 +97,10 @@ func TestFlags(t *testing.T) {
 			args: []string{"-listen", ":10", "-data", "", "-retry-attempts", "2", "-log-format", "json"},
 			want: func(c *Config) { c.Listen, c.DataDir, c.Retry.MaxAttempts, c.LogFormat = ":10", "", 2, "json" },
 		},
+		{name: "browser app off by flag", args: []string{"-web=false"}, want: func(c *Config) { c.WebApp = false }},
+		{name: "browser app off by environment", env: map[string]string{"KVGATE_WEB": "false"}, want: func(c *Config) { c.WebApp = false }},
+		{name: "browser app flag overrides the environment", env: map[string]string{"KVGATE_WEB": "0"}, args: []string{"-web"}, want: func(*Config) {}},
+		{name: "malformed KVGATE_WEB", env: map[string]string{"KVGATE_WEB": "maybe"}, wantErr: true},
 		{
 			name: "store faults",
 			env:  map[string]string{"KVGATE_STORE_FAULTS": "429=0.1,seed=3", "KVGATE_STORE_LATENCY": "20ms"},

@@ -17,6 +17,7 @@ import (
 	"github.com/kvgate/kvgate/internal/telemetry"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/web"
 )
 
 // GatewayConfig configures the KV gateway stack: the upstream client, the
@@ -60,6 +61,9 @@ type GatewayConfig struct {
 	// MemoryBudget bounds the bytes held for values in flight; derived
 	// from the machine when zero.
 	MemoryBudget MemoryBudgetConfig
+	// WebApp serves the browser app (package web) for GET and HEAD of / and
+	// its assets; off when false.
+	WebApp bool
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -138,10 +142,14 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel),
 		gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
 	// HTTP middleware, innermost first, in the order package httpserver
-	// documents: authentication, CORS (so preflights need no credentials),
+	// documents: authentication, the browser app (its page and assets need
+	// no credentials; its calls do), CORS (so preflights need no credentials),
 	// metrics (so they count what the layers inside refuse), and request
 	// ids outermost, there for every layer's logs.
 	handler = guard.Middleware(handler)
+	if cfg.WebApp {
+		handler = web.Mount(handler)
+	}
 	handler = withCORS(handler)
 	handler = tel.Metrics(handler, gateway.ServiceNames()...)
 	handler = telemetry.RequestIDs(handler)

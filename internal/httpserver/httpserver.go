@@ -8,7 +8,8 @@
 // assembles the gateway, app.NewGateway, in this order from the outside
 // in: request ids (so every later layer can log them), metrics (so they
 // count what CORS and authentication refuse), CORS (so preflights are
-// answered without credentials), authentication, and last the Connect
+// answered without credentials), the browser app's page and assets
+// (package web, when served), authentication, and last the Connect
 // surface of package gateway. Run adds layers of its own outside all of
 // them: on a loopback listener, the refusal of requests whose Host is not
 // a loopback name (against DNS rebinding); the one that sets Request.TLS

@@ -67,6 +67,8 @@ type Options struct {
 	// MemoryBudget bounds kvgate's values in flight; derived from the
 	// machine when zero.
 	MemoryBudget app.MemoryBudgetConfig
+	// WebApp serves the browser app at /; off when false.
+	WebApp bool
 }
 
 // Stack is a running kvgate with its upstream.
@@ -144,6 +146,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Auth:           opts.Auth,
 		Telemetry:      opts.Telemetry,
 		MemoryBudget:   opts.MemoryBudget,
+		WebApp:         opts.WebApp,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)

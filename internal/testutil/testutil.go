@@ -1,7 +1,8 @@
 // Package testutil holds the small helpers kvgate's tests share: a log
 // sink safe for concurrent writers, RPC error-code assertions, a readable
 // diff of two key lists, a stream reader, and the HTTP field-value rule the
-// fuzz targets check against.
+// fuzz targets check against, and the browser tests' check for Chromium,
+// node and node_modules.
 //
 // It imports no generated code, so the grpc-go interop tests (whose stubs
 // register the same proto files as the product's) may use it too.

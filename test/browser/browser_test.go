@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -76,7 +75,7 @@ type refusedResult struct {
 func TestBrowserCORS(t *testing.T) {
 	t.Parallel()
 	root := kvtest.RepoRoot(t)
-	chromium := requireBrowser(t, root)
+	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"), filepath.Join(".bin", "esbuild"))
 	bundle := filepath.Join(t.TempDir(), "page.js")
 	run(t, root, nil, filepath.Join(root, "node_modules", ".bin", "esbuild"), filepath.Join("test", "browser", "page.ts"),
 		"--bundle", "--platform=browser", "--format=esm", "--target=es2022", "--log-level=warning", "--outfile="+bundle)
@@ -167,35 +166,6 @@ func servePage(t *testing.T, bundle string) *httptest.Server {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// requireBrowser returns Chromium's path once it, node and the npm
-// packages the test uses are present: without them the test skips,
-// unless CI is set (CI installs them with make deps).
-func requireBrowser(t *testing.T, root string) string {
-	t.Helper()
-	chromium := "/usr/bin/chromium"
-	var missing []error
-	for _, path := range []string{
-		chromium,
-		filepath.Join(root, "node_modules", "playwright-core", "package.json"),
-		filepath.Join(root, "node_modules", ".bin", "esbuild"),
-	} {
-		if _, err := os.Stat(path); err != nil {
-			missing = append(missing, err)
-		}
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		missing = append(missing, err)
-	}
-	if err := errors.Join(missing...); err != nil {
-		err = fmt.Errorf("the browser test needs chromium, node and node_modules (make deps): %w", err)
-		if os.Getenv("CI") == "" {
-			t.Skip(err)
-		}
-		t.Fatal(err)
-	}
-	return chromium
 }
 
 // run runs name with args in dir, with env added, and returns its stdout;

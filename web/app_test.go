@@ -1,0 +1,154 @@
+package web_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect/v2"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
+)
+
+// longListKeys is how many keys the long-list step scrolls through.
+const longListKeys = 5000
+
+// driverLine is one line the driver prints: a step done, or the step
+// that failed with its screenshot.
+type driverLine struct {
+	Step       string `json:"step"`
+	Failed     string `json:"failed"`
+	Error      string `json:"error"`
+	Screenshot string `json:"screenshot"`
+}
+
+// TestBrowserApp drives the app in Chromium through what a person does
+// with it (web/e2e/drive.mjs), against kvgate on the local store, and
+// makes the other writer's change itself between two steps. Screenshots
+// of a failing step go to $KVGATE_WEB_ARTIFACTS, or the test's artifact
+// directory (kept with go test -artifacts).
+func TestBrowserApp(t *testing.T) {
+	t.Parallel()
+	root := kvtest.RepoRoot(t)
+	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"))
+	shots := os.Getenv("KVGATE_WEB_ARTIFACTS")
+	if shots == "" {
+		shots = t.ArtifactDir()
+	}
+	st := kvtest.Start(t, kvtest.Options{WebApp: true})
+	c := st.NewClient(http.DefaultClient)
+	const store = "web-app"
+	ctx := t.Context()
+	if _, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "other/seeded", Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	lastKey := seedLongList(t, c, store)
+
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join("web", "e2e", "drive.mjs"), st.URL+"/", store)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "SCREENSHOTS="+shots, "LAST_KEY="+lastKey)
+	cmd.WaitDelay = 10 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done, failure := followDriver(t, stdout, stdin, func() error {
+		_, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "greet/hello", Value: []byte("from another writer")})
+		return err
+	})
+	waitErr := cmd.Wait()
+	if stderr.Len() > 0 {
+		t.Logf("driver stderr:\n%s", stderr.Bytes())
+	}
+	if failure != nil {
+		t.Fatalf("step %q failed: %s\nscreenshot: %s", failure.Failed, failure.Error, failure.Screenshot)
+	}
+	if waitErr != nil {
+		t.Fatalf("driver: %v after steps %q", waitErr, done)
+	}
+	t.Logf("steps done: %q", done)
+
+	// What the page did is in the store.
+	_, err = c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: "greet/hello"})
+	testutil.WantCode(t, "reading the deleted item", err, connect.CodeNotFound)
+	for key, want := range map[string]string{"greet/a.txt": "file a", "greet/b.bin": "\x00\xff\x01"} {
+		res, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: key})
+		if err != nil || string(res.GetItem().GetValue()) != want {
+			t.Errorf("uploaded %s: %q, %v; want %q", key, res.GetItem().GetValue(), err, want)
+		}
+	}
+}
+
+// followDriver reads the driver's lines until it ends, making the other
+// writer's change when the driver waits for it, and returns the steps
+// done and the failure the driver reported, if any.
+func followDriver(t *testing.T, stdout io.Reader, stdin io.WriteCloser, otherWriter func() error) ([]string, *driverLine) {
+	t.Helper()
+	defer stdin.Close()
+	var done []string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		var line driverLine
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Errorf("driver printed %q: %v", sc.Bytes(), err)
+			continue
+		}
+		if line.Failed != "" {
+			return done, &line
+		}
+		done = append(done, line.Step)
+		if line.Step == "wait-other-writer" {
+			if err := otherWriter(); err != nil {
+				t.Errorf("the other writer's change: %v", err)
+				return done, nil
+			}
+			if _, err := fmt.Fprintln(stdin, "written"); err != nil {
+				t.Errorf("telling the driver: %v", err)
+			}
+		}
+	}
+	return done, nil
+}
+
+// seedLongList writes longListKeys keys under many/ and returns the last
+// in order.
+func seedLongList(t *testing.T, c interface {
+	PutItems(context.Context, *kvv1.PutItemsRequest) (*kvv1.PutItemsResponse, error)
+}, store string) string {
+	t.Helper()
+	const perCall = 1000
+	var last string
+	for start := 0; start < longListKeys; start += perCall {
+		req := &kvv1.PutItemsRequest{StoreId: store}
+		for i := start; i < start+perCall; i++ {
+			last = fmt.Sprintf("many/%05d", i)
+			req.Items = append(req.Items, &kvv1.BatchItem{Key: last, Value: []byte("v")})
+		}
+		if res, err := c.PutItems(t.Context(), req); err != nil || len(res.GetFailures()) > 0 {
+			t.Fatalf("seeding: %v, %v", res, err)
+		}
+	}
+	return last
+}

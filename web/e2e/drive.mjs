@@ -1,0 +1,155 @@
+// Drives kvgate's browser app in Debian's Chromium with playwright-core
+// (which never downloads a browser) through what a person does: open a
+// store, create an item, find it by prefix, open it, edit it, meet the
+// conflict after another writer changed it, delete it, upload two files,
+// and scroll a long key list. Elements are found as a person finds them:
+// by role, label and text.
+//
+//   node web/e2e/drive.mjs URL STORE
+//
+// Each step done is printed on stdout as a JSON line {"step": NAME}. At
+// {"step": "wait-other-writer"} the script waits for a line on stdin: the
+// test makes its change as another writer, then writes that line. On a
+// failing step it saves a screenshot into $SCREENSHOTS, prints
+// {"failed": NAME, "error": MESSAGE, "screenshot": PATH} and exits 1.
+// CHROMIUM overrides the browser's path (default /usr/bin/chromium).
+
+import { createInterface } from "node:readline";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, store] = process.argv.slice(2);
+const timeout = 15_000;
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  // As root on a machine with only loopback: no sandbox, no GPU, nothing
+  // that phones home.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  timeout,
+});
+const page = await browser.newPage();
+page.setDefaultTimeout(timeout);
+page.on("console", (msg) => console.error(`[console ${msg.type()}] ${msg.text()}`));
+page.on("pageerror", (err) => console.error(`[page error] ${err.message}`));
+
+const status = page.getByRole("status");
+const alert = page.getByRole("alert");
+const keyList = page.getByRole("list", { name: "Keys" });
+const value = page.getByLabel("Value", { exact: true });
+
+async function expectText(locator, text) {
+  await locator.filter({ hasText: text }).first().waitFor({ state: "visible" });
+}
+
+const steps = [
+  ["open-store", async () => {
+    await page.goto(url);
+    await page.getByLabel("Store id").fill(store);
+    await page.getByLabel("Store id").press("Enter");
+    await expectText(page.getByRole("button", { name: `Open recent store ${store}` }), store);
+  }],
+  ["create", async () => {
+    await page.getByRole("button", { name: "New item" }).click();
+    await page.getByLabel("Key", { exact: true }).fill("greet/hello");
+    await value.fill("hello world");
+    await page.getByLabel("Metadata").fill("m1");
+    await page.getByRole("button", { name: "Save" }).click();
+    await expectText(status, "Created greet/hello");
+  }],
+  ["bad-request", async () => {
+    await page.getByRole("button", { name: "New item" }).click();
+    await page.getByLabel("Key", { exact: true }).fill("a/../b");
+    await page.getByRole("button", { name: "Save" }).click();
+    await expectText(alert, "invalid_argument");
+    await expectText(alert, "field key");
+  }],
+  ["find-by-prefix", async () => {
+    await page.getByLabel("Key prefix").fill("greet/");
+    await page.getByLabel("Key prefix").press("Enter");
+    await expectText(page.locator("#key-count"), /^1 key$/);
+    await keyList.getByRole("button", { name: "greet/hello" }).waitFor();
+    if (await keyList.getByRole("button", { name: "other/seeded" }).count() !== 0) {
+      throw new Error("a key outside the prefix is listed");
+    }
+  }],
+  ["open", async () => {
+    await keyList.getByRole("button", { name: "greet/hello" }).click();
+    await expectText(status, "Opened greet/hello");
+    if (await value.inputValue() !== "hello world") throw new Error(`value shown: ${await value.inputValue()}`);
+    await expectText(page.locator("#item-facts"), "11 bytes");
+    await expectText(page.locator("#item-facts"), "Generation");
+    await expectText(page.locator("#item-facts"), "Last modified");
+  }],
+  ["edit", async () => {
+    await value.fill("hello again");
+    await page.getByRole("button", { name: "Save" }).click();
+    await expectText(status, "Saved greet/hello");
+  }],
+  ["wait-other-writer", async () => {
+    console.log(JSON.stringify({ step: "wait-other-writer" }));
+    const next = await lines.next();
+    if (next.done) throw new Error("the test closed stdin before the other writer wrote");
+  }],
+  ["conflict", async () => {
+    await value.fill("my change");
+    await page.getByRole("button", { name: "Save" }).click();
+    await expectText(alert, "another writer changed greet/hello");
+    await expectText(alert, "aborted");
+  }],
+  ["delete", async () => {
+    await keyList.getByRole("button", { name: "greet/hello" }).click();
+    await expectText(status, "Opened greet/hello");
+    if (await value.inputValue() !== "from another writer") throw new Error(`value shown: ${await value.inputValue()}`);
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete item" }).click();
+    await expectText(status, "Deleted greet/hello");
+  }],
+  ["upload", async () => {
+    await page.getByLabel("Files to upload").setInputFiles([
+      { name: "a.txt", mimeType: "text/plain", buffer: Buffer.from("file a") },
+      { name: "b.bin", mimeType: "application/octet-stream", buffer: Buffer.from([0, 255, 1]) },
+    ]);
+    const results = page.getByRole("list", { name: "Upload results" }).getByRole("listitem");
+    await expectText(results, "a.txt: written as greet/a.txt");
+    await expectText(results, "b.bin: written as greet/b.bin");
+    await expectText(status, "Uploaded 2 of 2 files");
+  }],
+  ["binary-as-hex", async () => {
+    await keyList.getByRole("button", { name: "greet/b.bin" }).click();
+    await expectText(status, "Opened greet/b.bin");
+    if (await value.inputValue() !== "00 ff 01") throw new Error(`value shown: ${await value.inputValue()}`);
+  }],
+  ["long-list", async () => {
+    await page.getByLabel("Key prefix").fill("many/");
+    await page.getByLabel("Key prefix").press("Enter");
+    await expectText(page.locator("#key-count"), /^\d+ keys$/);
+    const rows = await keyList.getByRole("listitem").count();
+    if (rows > 100) throw new Error(`${rows} rows in the page: the list is not virtualised`);
+    await keyList.evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    const last = process.env.LAST_KEY ?? "";
+    await keyList.getByRole("button", { name: last, exact: true }).waitFor();
+  }],
+];
+
+let failed = false;
+try {
+  for (const [name, run] of steps) {
+    try {
+      await run();
+      if (name !== "wait-other-writer") console.log(JSON.stringify({ step: name }));
+    } catch (err) {
+      const screenshot = join(process.env.SCREENSHOTS || ".", `${name}.png`);
+      await page.screenshot({ path: screenshot, fullPage: true }).catch((e) => console.error(`screenshot: ${e}`));
+      console.log(JSON.stringify({ failed: name, error: String(err?.message ?? err), screenshot }));
+      failed = true;
+      break;
+    }
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
