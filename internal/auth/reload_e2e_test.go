@@ -63,28 +63,34 @@ func TestTokenFileChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send := func(key string) {
+	send := func(key string, mode kvv1.PutMode) {
 		t.Helper()
-		msg := &kvv1.BatchPutItemsRequest{StoreId: "s", Items: []*kvv1.BatchItem{{Key: key, Value: []byte("v")}}}
+		msg := &kvv1.BatchPutItemsRequest{StoreId: "s", Items: []*kvv1.BatchItem{{Key: key, Value: []byte("v"), Mode: mode}}}
 		if err := stream.Send(msg); err != nil {
 			t.Fatalf("Send %s: %v", key, err)
 		}
 	}
-	send("k1")
+	// An append goes upstream at once, on its own: k1 reaching the store
+	// shows the stream got past authentication before the file changes.
+	send("k1", kvv1.PutMode_PUT_MODE_APPEND)
+	waitFor(t, "the stream's first item is written", func() bool {
+		_, err := st.Client.GetItem(ctx, "s", "k1")
+		return err == nil
+	})
 
 	writeTokens(t, path, after)
 	waitFor(t, "the new token works", func() bool { return codeOf(fresh) == connect.CodeNotFound })
 	if code := codeOf(old); code != connect.CodeUnauthenticated {
 		t.Errorf("a dropped token's new call: %v, want unauthenticated", code)
 	}
-	send("k2")
+	send("k2", kvv1.PutMode_PUT_MODE_UNSPECIFIED)
 
 	writeFile(t, path, "tokens:\n  - name: broken\n    sha256: nothex\n")
 	waitFor(t, "the broken file is rejected", func() bool { return strings.Contains(log.String(), "token file rejected") })
 	if code := codeOf(fresh); code != connect.CodeNotFound {
 		t.Errorf("after a broken file the token in use gets %v", code)
 	}
-	send("k3")
+	send("k3", kvv1.PutMode_PUT_MODE_UNSPECIFIED)
 	res, err := stream.CloseAndReceive()
 	if err != nil {
 		t.Fatalf("the stream opened before the reloads: %v", err)
