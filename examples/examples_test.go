@@ -48,8 +48,9 @@ func TestGoExample(t *testing.T) {
 	})
 }
 
-// TestTSExample bundles examples/ts/main.ts with esbuild and runs it with
-// node against a fresh stack.
+// TestTSExample runs the README's TypeScript commands (bundle
+// examples/ts/main.ts with esbuild, run it with node) against a fresh
+// stack, with the bundle in a temporary folder and the stack's URL.
 func TestTSExample(t *testing.T) {
 	t.Parallel()
 	root := kvtest.RepoRoot(t)
@@ -57,11 +58,8 @@ func TestTSExample(t *testing.T) {
 	st := kvtest.Start(t, kvtest.Options{})
 
 	bundle := filepath.Join(t.TempDir(), "example.mjs")
-	run(t, root, nil, filepath.Join(root, "node_modules", ".bin", "esbuild"),
-		filepath.Join("examples", "ts", "main.ts"),
-		"--bundle", "--platform=node", "--format=esm", "--target=node20",
-		"--log-level=warning", "--outfile="+bundle,
-	).requireSuccess(t)
+	bundleCmd, runCmd := readmeTSCommands(t, root, bundle, st.URL)
+	run(t, root, nil, "bash", "-c", bundleCmd).requireSuccess(t)
 
 	t.Run("ok", func(t *testing.T) {
 		// KVGATE_STORE is left to its default, "demo".
@@ -70,8 +68,9 @@ func TestTSExample(t *testing.T) {
 		checkOutput(t, st, "demo", res)
 	})
 	t.Run("argv", func(t *testing.T) {
-		// Without KVGATE_URL the first argument is the base URL.
-		res := run(t, root, []string{"KVGATE_URL=", "KVGATE_STORE=argv-store"}, "node", bundle, st.URL)
+		// Without KVGATE_URL the first argument is the base URL: the
+		// README's command.
+		res := run(t, root, []string{"KVGATE_URL=", "KVGATE_STORE=argv-store"}, "bash", "-c", runCmd)
 		res.requireSuccess(t)
 		checkOutput(t, st, "argv-store", res)
 	})

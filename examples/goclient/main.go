@@ -46,6 +46,7 @@ func main() {
 }
 
 func run(ctx context.Context, baseURL, store string) error {
+	// README:begin go
 	// One client serves every call and is safe for concurrent use. The
 	// transport speaks the Connect protocol with binary Protobuf by
 	// default; connecthttp.WithGRPC() or WithGRPCWeb() select the other
@@ -72,6 +73,7 @@ func run(ctx context.Context, baseURL, store string) error {
 	if err != nil {
 		return fmt.Errorf("GetItem: %w", err)
 	}
+	// README:end go
 	item := got.GetItem()
 	fmt.Printf("key: %s\n", item.GetKey())
 	fmt.Printf("value: %s\n", item.GetValue())
