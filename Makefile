@@ -20,16 +20,22 @@ CHROMIUM := /usr/bin/chromium
 PYTHON_DEPS := /usr/bin/protoc /usr/bin/grpc_python_plugin \
 	/usr/lib/python3/dist-packages/grpc/__init__.py \
 	/usr/lib/python3/dist-packages/google/protobuf/__init__.py
+# The README's "Try it" commands, run by test/interop, use curl.
+CURL := /usr/bin/curl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: deps
-deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) $(PYTHON_DEPS) ## Install everything the build and tests need
+deps: node_modules/.stamp $(BUF) $(GRPCURL) $(CHROMIUM) $(PYTHON_DEPS) $(CURL) ## Install everything the build and tests need
 	go mod download
 
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+$(CURL):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y curl
 
 $(PYTHON_DEPS) &:
 	$(SUDO) apt-get update
@@ -89,7 +95,7 @@ run: build ## Build and start kvgate on the embedded local store
 
 .PHONY: test
 test: deps checkgenerate lint build ## The whole suite
-	KVGATE_GRPCURL=$(GRPCURL) go test $(GO_TEST_FLAGS) ./...
+	KVGATE_GRPCURL=$(GRPCURL) KVGATE_BUF=$(BUF) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
 bench: ## Go benchmarks: kvgate beside direct REST calls on the same local store
