@@ -209,3 +209,18 @@ func TestFieldValueOK(t *testing.T) {
 		}
 	}
 }
+
+func TestDedent(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"  a\n    b\n", "a\n  b\n"},
+		{"\ta\n\n\t\tb\n", "a\n\n\tb\n"},
+		{"  a\n b\n", " a\nb\n"},
+		{"a\n", "a\n"},
+	}
+	for _, tt := range tests {
+		if got := testutil.Dedent(tt.in); got != tt.want {
+			t.Errorf("Dedent(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -171,3 +171,40 @@ func maskVarying(v any) any {
 	}
 	return v
 }
+
+func TestCompareOutput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, got, want string
+		ok              bool
+	}{
+		{"json layout", "{\n  \"keys\": [\n    \"a\"\n  ]\n}\n", `{"keys":["a"]}`, true},
+		{"json varying", `{"item":{"generation":"7","lastModified":"x"}}`, `{"item":{"generation":"1","lastModified":"y"}}`, true},
+		{"json varying missing", `{"item":{}}`, `{"item":{"generation":"1"}}`, false},
+		{"json differs", `{"keys":["b"]}`, `{"keys":["a"]}`, false},
+		{"not json", "oops", `{}`, false},
+		{"lines", "a\nb  \n", "a\nb", true},
+		{"lines differ", "a\nc\n", "a\nb", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if msg := compareOutput(tt.got, tt.want); (msg == "") != tt.ok {
+				t.Errorf("compareOutput(%q, %q) = %q, want match %v", tt.got, tt.want, msg, tt.ok)
+			}
+		})
+	}
+}
+
+func TestParseTryIt(t *testing.T) {
+	t.Parallel()
+	block := "# heading:\na \\\n  b\n#   out1\n#   out2\n# next:\nc\n"
+	got := parseTryIt(block)
+	want := []readmeCommand{
+		{line: 2, cmd: "a \\\n  b", want: []string{"out1", "out2"}},
+		{line: 7, cmd: "c"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parseTryIt = %#v, want %#v", got, want)
+	}
+}
