@@ -2,7 +2,8 @@
 // sink safe for concurrent writers, RPC error-code assertions, a readable
 // diff of two key lists, a stream reader, and the HTTP field-value rule the
 // fuzz targets check against, and the browser tests' check for Chromium,
-// node and node_modules.
+// node and node_modules, and the README example extraction the docs tests
+// compare with what they run.
 //
 // It imports no generated code, so the grpc-go interop tests (whose stubs
 // register the same proto files as the product's) may use it too.
