@@ -15,14 +15,16 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
+	"golang.org/x/sync/errgroup"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/internal/kvtest"
 	"github.com/kvgate/kvgate/internal/testutil"
+	"github.com/kvgate/kvgate/upstream"
 )
 
 // longListKeys is how many keys the long-list step scrolls through.
-const longListKeys = 5000
+const longListKeys = 100_000
 
 // driverLine is one line the driver prints: a step done, or the step
 // that failed with its screenshot.
@@ -53,13 +55,14 @@ func TestBrowserApp(t *testing.T) {
 	if _, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "other/seeded", Value: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	lastKey := seedLongList(t, c, store)
+	lastKey := seedLongList(t, st.Client, store)
 
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", filepath.Join("web", "e2e", "drive.mjs"), st.URL+"/", store)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "SCREENSHOTS="+shots, "LAST_KEY="+lastKey)
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "SCREENSHOTS="+shots, "LAST_KEY="+lastKey,
+		fmt.Sprintf("LONG_LIST_KEYS=%d", longListKeys))
 	cmd.WaitDelay = 10 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -132,23 +135,32 @@ func followDriver(t *testing.T, stdout io.Reader, stdin io.WriteCloser, otherWri
 	return done, nil
 }
 
-// seedLongList writes longListKeys keys under many/ and returns the last
-// in order.
-func seedLongList(t *testing.T, c interface {
-	PutItems(context.Context, *kvv1.PutItemsRequest) (*kvv1.PutItemsResponse, error)
-}, store string) string {
+// seedLongList writes longListKeys keys under many/ straight into the
+// store kvgate serves (batch PUTs of 1,000 NDJSON lines, several in
+// flight) and returns the last in order.
+func seedLongList(t *testing.T, up *upstream.Client, store string) string {
 	t.Helper()
-	const perCall = 1000
-	var last string
-	for start := 0; start < longListKeys; start += perCall {
-		req := &kvv1.PutItemsRequest{StoreId: store}
-		for i := start; i < start+perCall; i++ {
-			last = fmt.Sprintf("many/%05d", i)
-			req.Items = append(req.Items, &kvv1.BatchItem{Key: last, Value: []byte("v")})
-		}
-		if res, err := c.PutItems(t.Context(), req); err != nil || len(res.GetFailures()) > 0 {
-			t.Fatalf("seeding: %v, %v", res, err)
-		}
+	const perBatch = 1000
+	g, ctx := errgroup.WithContext(t.Context())
+	g.SetLimit(4)
+	for start := 0; start < longListKeys; start += perBatch {
+		g.Go(func() error {
+			var body []byte
+			for i := start; i < start+perBatch; i++ {
+				body = upstream.AppendBatchLine(body, upstream.BatchLine{Key: longListKey(i), Value: []byte("v")})
+			}
+			res, err := up.PutBatch(ctx, store, body)
+			if err == nil && len(res.LineErrors) > 0 {
+				err = fmt.Errorf("%d lines refused, first: %+v", len(res.LineErrors), res.LineErrors[0])
+			}
+			return err
+		})
 	}
-	return last
+	if err := g.Wait(); err != nil {
+		t.Fatalf("seeding %d keys: %v", longListKeys, err)
+	}
+	return longListKey(longListKeys - 1)
 }
+
+// longListKey is the i-th key of the long list; keys sort as numbered.
+func longListKey(i int) string { return fmt.Sprintf("many/%06d", i) }
