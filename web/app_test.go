@@ -96,7 +96,8 @@ func TestBrowserApp(t *testing.T) {
 	// What the page did is in the store.
 	_, err = c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: "greet/hello"})
 	testutil.WantCode(t, "reading the deleted item", err, connect.CodeNotFound)
-	for key, want := range map[string]string{"greet/a.txt": "file a", "greet/b.bin": "\x00\xff\x01"} {
+	for key, want := range map[string]string{"greet/a.txt": "file a", "greet/b.bin": "\x00\xff\x01",
+		"greet/c.txt": "dropped c", "greet/d.bin": "\a\b\t"} {
 		res, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: key})
 		if err != nil || string(res.GetItem().GetValue()) != want {
 			t.Errorf("uploaded %s: %q, %v; want %q", key, res.GetItem().GetValue(), err, want)

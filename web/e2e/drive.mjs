@@ -2,8 +2,8 @@
 // (which never downloads a browser) through what a person does: open a
 // store, create an item, find it by prefix, open it, edit it, meet the
 // conflict after another writer changed it, delete it, upload two files,
-// and scroll a long key list. Elements are found as a person finds them:
-// by role, label and text.
+// drop two more on the drop zone, and scroll a long key list. Elements
+// are found as a person finds them: by role, label and text.
 //
 //   node web/e2e/drive.mjs URL STORE
 //
@@ -117,6 +117,22 @@ const steps = [
     await expectText(results, "a.txt: written as greet/a.txt");
     await expectText(results, "b.bin: written as greet/b.bin");
     await expectText(status, "Uploaded 2 of 2 files");
+  }],
+  ["drop", async () => {
+    // A real drop event on the drop zone, its DataTransfer carrying File
+    // objects made in the page, as a person's drag from the desktop does.
+    const dataTransfer = await page.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(["dropped c"], "c.txt", { type: "text/plain" }));
+      dt.items.add(new File([new Uint8Array([7, 8, 9])], "d.bin"));
+      return dt;
+    });
+    await page.locator("#drop-zone").dispatchEvent("drop", { dataTransfer });
+    const results = page.getByRole("list", { name: "Upload results" }).getByRole("listitem");
+    await expectText(results, "c.txt: written as greet/c.txt");
+    await expectText(results, "d.bin: written as greet/d.bin");
+    if (await results.filter({ hasText: "a.txt" }).count() !== 0) throw new Error("the earlier upload's results are still shown");
+    await keyList.getByRole("button", { name: "greet/c.txt" }).waitFor();
   }],
   ["binary-as-hex", async () => {
     await keyList.getByRole("button", { name: "greet/b.bin" }).click();
