@@ -2,8 +2,9 @@
 // (which never downloads a browser) through what a person does: open a
 // store, create an item, find it by prefix, open it, edit it, meet the
 // conflict after another writer changed it, delete it, upload two files,
-// drop two more on the drop zone, and scroll a long key list. Elements
-// are found as a person finds them: by role, label and text.
+// drop two more on the drop zone, download a value, and scroll a long
+// key list. Elements are found as a person finds them: by role, label
+// and text.
 //
 //   node web/e2e/drive.mjs URL STORE
 //
@@ -15,6 +16,7 @@
 // CHROMIUM overrides the browser's path (default /usr/bin/chromium).
 
 import { createInterface } from "node:readline";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -138,6 +140,16 @@ const steps = [
     await keyList.getByRole("button", { name: "greet/b.bin" }).click();
     await expectText(status, "Opened greet/b.bin");
     if (await value.inputValue() !== "00 ff 01") throw new Error(`value shown: ${await value.inputValue()}`);
+  }],
+  ["download", async () => {
+    // The item open is greet/b.bin: its download is its exact bytes.
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByRole("button", { name: "Download value" }).click(),
+    ]);
+    if (download.suggestedFilename() !== "b.bin") throw new Error(`downloaded as ${download.suggestedFilename()}`);
+    const got = await readFile(await download.path());
+    if (!got.equals(Buffer.from([0, 255, 1]))) throw new Error(`downloaded bytes ${got.toString("hex")}, want 00ff01`);
   }],
   ["long-list", async () => {
     // Every key of the long list arrives through StreamKeys, yet only the
