@@ -8,11 +8,13 @@
 //
 //   node web/e2e/drive.mjs URL STORE
 //
-// Each step done is printed on stdout as a JSON line {"step": NAME}. At
-// {"step": "wait-other-writer"} the script waits for a line on stdin: the
-// test makes its change as another writer, then writes that line. On a
-// failing step it saves a screenshot into $SCREENSHOTS, prints
-// {"failed": NAME, "error": MESSAGE, "screenshot": PATH} and exits 1.
+// Each step done is printed on stdout as a JSON line {"step": NAME}; the
+// page's load time as {"loadTime": {"domContentLoadedMs", "loadMs",
+// "transferBytes"}}. At {"step": "wait-other-writer"} the script waits
+// for a line on stdin: the test makes its change as another writer, then
+// writes that line. On a failing step it saves a screenshot into
+// $SCREENSHOTS, prints {"failed": NAME, "error": MESSAGE, "screenshot":
+// PATH} and exits 1.
 // CHROMIUM overrides the browser's path (default /usr/bin/chromium).
 
 import { createInterface } from "node:readline";
@@ -48,8 +50,18 @@ async function expectText(locator, text) {
 }
 
 const steps = [
-  ["open-store", async () => {
+  ["load", async () => {
+    // How long the page takes to load, from the browser's own navigation
+    // timing, printed as {"loadTime": {...}} for the test's log.
     await page.goto(url);
+    await page.waitForFunction(() => performance.getEntriesByType("navigation")[0]?.loadEventEnd > 0);
+    const loadTime = await page.evaluate(() => {
+      const nav = performance.getEntriesByType("navigation")[0];
+      return { domContentLoadedMs: nav.domContentLoadedEventEnd, loadMs: nav.loadEventEnd, transferBytes: nav.transferSize };
+    });
+    console.log(JSON.stringify({ loadTime }));
+  }],
+  ["open-store", async () => {
     await page.getByLabel("Store id").fill(store);
     await page.getByLabel("Store id").press("Enter");
     await expectText(page.getByRole("button", { name: `Open recent store ${store}` }), store);
