@@ -42,32 +42,63 @@ type driverLine struct {
 
 // TestBrowserApp drives the app in Chromium through what a person does
 // with it (web/e2e/drive.mjs), against kvgate on the local store, and
-// makes the other writer's change itself between two steps. Screenshots
-// of a failing step go to $KVGATE_WEB_ARTIFACTS, or the test's artifact
-// directory (kept with go test -artifacts).
+// makes the other writer's change itself between two steps.
 func TestBrowserApp(t *testing.T) {
 	t.Parallel()
-	root := kvtest.RepoRoot(t)
-	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"))
-	shots := os.Getenv("KVGATE_WEB_ARTIFACTS")
-	if shots == "" {
-		shots = t.ArtifactDir()
-	}
+	d := newDriver(t)
 	st := kvtest.Start(t, kvtest.Options{WebApp: true})
 	c := st.NewClient(http.DefaultClient)
 	const store = "web-app"
-	ctx := t.Context()
-	if _, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "other/seeded", Value: []byte("x")}); err != nil {
+	if _, err := c.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: store, Key: "other/seeded", Value: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
 	lastKey := seedLongList(t, st.Client, store)
 
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	d.run(t, st.URL+"/", store, []string{"LAST_KEY=" + lastKey, fmt.Sprintf("LONG_LIST_KEYS=%d", longListKeys)}, func() error {
+		_, err := c.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: store, Key: "greet/hello", Value: []byte("from another writer")})
+		return err
+	})
+
+	// What the page did is in the store.
+	_, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: "greet/hello"})
+	testutil.WantCode(t, "reading the deleted item", err, connect.CodeNotFound)
+	for key, want := range map[string]string{"greet/a.txt": "file a", "greet/b.bin": "\x00\xff\x01",
+		"greet/c.txt": "dropped c", "greet/d.bin": "\a\b\t"} {
+		res, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: key})
+		if err != nil || string(res.GetItem().GetValue()) != want {
+			t.Errorf("uploaded %s: %q, %v; want %q", key, res.GetItem().GetValue(), err, want)
+		}
+	}
+}
+
+// driver runs web/e2e/drive.mjs in Chromium.
+type driver struct{ root, chromium, shots string }
+
+// newDriver finds Chromium and playwright-core, skipping the test without
+// them outside CI. Screenshots of a failing step go to
+// $KVGATE_WEB_ARTIFACTS, or the test's artifact directory (kept with go
+// test -artifacts).
+func newDriver(t *testing.T) driver {
+	t.Helper()
+	root := kvtest.RepoRoot(t)
+	d := driver{root: root, shots: os.Getenv("KVGATE_WEB_ARTIFACTS")}
+	d.chromium = testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"))
+	if d.shots == "" {
+		d.shots = t.ArtifactDir()
+	}
+	return d
+}
+
+// run drives the app at url on store with env added to the driver's, makes
+// otherWriter's change when the driver waits for it, fails the test on a
+// failed step, and returns the steps done.
+func (d driver) run(t *testing.T, url, store string, env []string, otherWriter func() error) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join("web", "e2e", "drive.mjs"), st.URL+"/", store)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "SCREENSHOTS="+shots, "LAST_KEY="+lastKey,
-		fmt.Sprintf("LONG_LIST_KEYS=%d", longListKeys))
+	cmd := exec.CommandContext(ctx, "node", filepath.Join("web", "e2e", "drive.mjs"), url, store)
+	cmd.Dir = d.root
+	cmd.Env = append(append(os.Environ(), "CHROMIUM="+d.chromium, "SCREENSHOTS="+d.shots), env...)
 	cmd.WaitDelay = 10 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -82,10 +113,7 @@ func TestBrowserApp(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done, failure := followDriver(t, stdout, stdin, func() error {
-		_, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "greet/hello", Value: []byte("from another writer")})
-		return err
-	})
+	done, failure := followDriver(t, stdout, stdin, otherWriter)
 	waitErr := cmd.Wait()
 	if stderr.Len() > 0 {
 		t.Logf("driver stderr:\n%s", stderr.Bytes())
@@ -97,17 +125,7 @@ func TestBrowserApp(t *testing.T) {
 		t.Fatalf("driver: %v after steps %q", waitErr, done)
 	}
 	t.Logf("steps done: %q", done)
-
-	// What the page did is in the store.
-	_, err = c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: "greet/hello"})
-	testutil.WantCode(t, "reading the deleted item", err, connect.CodeNotFound)
-	for key, want := range map[string]string{"greet/a.txt": "file a", "greet/b.bin": "\x00\xff\x01",
-		"greet/c.txt": "dropped c", "greet/d.bin": "\a\b\t"} {
-		res, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: store, Key: key})
-		if err != nil || string(res.GetItem().GetValue()) != want {
-			t.Errorf("uploaded %s: %q, %v; want %q", key, res.GetItem().GetValue(), err, want)
-		}
-	}
+	return done
 }
 
 // followDriver reads the driver's lines until it ends, making the other

@@ -15,7 +15,8 @@
 // writes that line. On a failing step it saves a screenshot into
 // $SCREENSHOTS, prints {"failed": NAME, "error": MESSAGE, "screenshot":
 // PATH} and exits 1.
-// CHROMIUM overrides the browser's path (default /usr/bin/chromium).
+// CHROMIUM overrides the browser's path (default /usr/bin/chromium);
+// DRIVE=token drives the bearer-token steps instead (see tokenSteps).
 
 import { createInterface } from "node:readline";
 import { readFile } from "node:fs/promises";
@@ -180,9 +181,28 @@ const steps = [
   }],
 ];
 
+// With DRIVE=token the script drives kvgate asking for a bearer token
+// instead: the store is refused until the person enters TOKEN.
+const tokenSteps = [
+  ["refused-without-token", async () => {
+    await page.goto(url);
+    await page.getByLabel("Store id").fill(store);
+    await page.getByLabel("Store id").press("Enter");
+    await expectText(alert, "unauthenticated");
+    if (await keyList.getByRole("listitem").count() !== 0) throw new Error("keys listed without a token");
+  }],
+  ["works-with-token", async () => {
+    await page.getByLabel("Bearer token").fill(process.env.TOKEN ?? "");
+    await page.getByLabel("Store id").press("Enter");
+    await expectText(page.locator("#key-count"), /^1 key$/);
+    await keyList.getByRole("button", { name: "seen/with-token" }).waitFor();
+    await alert.waitFor({ state: "hidden" });
+  }],
+];
+
 let failed = false;
 try {
-  for (const [name, run] of steps) {
+  for (const [name, run] of process.env.DRIVE === "token" ? tokenSteps : steps) {
     try {
       await run();
       if (name !== "wait-other-writer") console.log(JSON.stringify({ step: name }));
