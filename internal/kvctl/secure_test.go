@@ -4,10 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kvgate/kvgate/internal/app"
 	"github.com/kvgate/kvgate/internal/auth"
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/internal/kvctl"
 	"github.com/kvgate/kvgate/internal/kvtest"
 	"github.com/kvgate/kvgate/internal/testutil"
@@ -68,6 +71,66 @@ func TestToken(t *testing.T) {
 				}
 				if !jsonMatches(t, get.stdout, `{"error":{"code":"unauthenticated","message":"*","exit":1}}`) {
 					t.Errorf("get --json stdout %q", get.stdout)
+				}
+			})
+		}
+	}
+}
+
+// TestTLS checks --ca, --insecure-skip-verify and --cert/--key against
+// kvgate serving TLS, and mutual TLS, in every protocol.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	ca := testutil.NewTestCA(t)
+	dir := t.TempDir()
+	certPEM, keyPEM := ca.Issue(t, 7, false)
+	clientCert, clientKey := ca.Issue(t, 8, true)
+	caFile := testutil.WriteFile(t, dir, "ca.pem", ca.PEM)
+	server := httpserver.TLSFiles{
+		CertFile: testutil.WriteFile(t, dir, "cert.pem", certPEM),
+		KeyFile:  testutil.WriteFile(t, dir, "key.pem", keyPEM),
+	}
+	mutual := server
+	mutual.ClientCAFile = caFile
+	plain := kvtest.Start(t, kvtest.Options{Transport: app.TransportConfig{TLS: server}})
+	mtls := kvtest.Start(t, kvtest.Options{Transport: app.TransportConfig{TLS: mutual}})
+	clientFiles := []string{
+		"--cert", testutil.WriteFile(t, dir, "client.pem", clientCert),
+		"--key", testutil.WriteFile(t, dir, "client-key.pem", clientKey),
+	}
+	cases := []struct {
+		name string
+		st   *kvtest.Stack
+		args []string
+		code int
+		msg  string // in stderr when the call fails
+	}{
+		{"ca", plain, []string{"--ca", caFile}, kvctl.ExitOK, ""},
+		{"insecure skip verify", plain, []string{"--insecure-skip-verify"}, kvctl.ExitOK, ""},
+		{"no ca", plain, nil, kvctl.ExitFailure, "certificate signed by unknown authority"},
+		{"missing ca file", plain, []string{"--ca", filepath.Join(dir, "nope.pem")}, kvctl.ExitFailure, "--ca:"},
+		{"mtls", mtls, append([]string{"--ca", caFile}, clientFiles...), kvctl.ExitOK, ""},
+		{"mtls without client certificate", mtls, []string{"--ca", caFile}, kvctl.ExitFailure, "certificate"},
+		{"cert without key", mtls, []string{"--ca", caFile, clientFiles[0], clientFiles[1]}, kvctl.ExitUsage, "--cert and --key go together"},
+	}
+	for _, tc := range cases {
+		for _, proto := range []string{"connect", "grpc", "grpcweb"} {
+			t.Run(tc.name+"/"+proto, func(t *testing.T) {
+				t.Parallel()
+				if !strings.HasPrefix(tc.st.URL, "https://") {
+					t.Fatalf("stack URL %s is not https", tc.st.URL)
+				}
+				s := "tls-" + proto + "-" + strings.ReplaceAll(tc.name, " ", "-")
+				args := append([]string{"--protocol", proto, "-s", s}, tc.args...)
+				put := kvctlAt(t, tc.st.URL, "", append(args, "put", "k", "v")...)
+				if put.code != tc.code || !strings.Contains(put.stderr, tc.msg) {
+					t.Fatalf("put: exit %d stderr %q; want exit %d and %q", put.code, put.stderr, tc.code, tc.msg)
+				}
+				if tc.code != kvctl.ExitOK {
+					return
+				}
+				if get := kvctlAt(t, tc.st.URL, "", append(args, "get", "k")...); get.code != 0 || get.stdout != "v" {
+					t.Fatalf("get: %+v", get)
 				}
 			})
 		}
