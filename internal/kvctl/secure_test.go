@@ -110,7 +110,11 @@ func TestTLS(t *testing.T) {
 		{"no ca", plain, nil, kvctl.ExitFailure, "certificate signed by unknown authority"},
 		{"missing ca file", plain, []string{"--ca", filepath.Join(dir, "nope.pem")}, kvctl.ExitFailure, "--ca:"},
 		{"mtls", mtls, append([]string{"--ca", caFile}, clientFiles...), kvctl.ExitOK, ""},
-		{"mtls without client certificate", mtls, []string{"--ca", caFile}, kvctl.ExitFailure, "certificate"},
+		// Under TLS 1.3 the server refuses after the client's side of the
+		// handshake is done, so the client sees the refusal as whatever
+		// the next read or write meets (broken pipe, a closed connection,
+		// the server's alert); only the exit code is certain.
+		{"mtls without client certificate", mtls, []string{"--ca", caFile}, kvctl.ExitFailure, ""},
 		{"cert without key", mtls, []string{"--ca", caFile, clientFiles[0], clientFiles[1]}, kvctl.ExitUsage, "--cert and --key go together"},
 	}
 	for _, tc := range cases {
