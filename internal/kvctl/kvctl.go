@@ -169,6 +169,9 @@ func (c *cli) reportError(err error, exit int) {
 	if exit == ExitUsage {
 		fmt.Fprintln(c.stderr, "Run 'kvctl --help' for usage.")
 	}
+	if connect.CodeOf(err) == connect.CodeUnauthenticated {
+		fmt.Fprintln(c.stderr, "kvgate wants a token: pass --token or set KVCTL_TOKEN.")
+	}
 	if !c.json {
 		return
 	}

@@ -22,14 +22,15 @@ type result struct {
 // kvctlAt runs kvctl in-process against addr with stdin.
 func kvctlAt(t *testing.T, addr, stdin string, args ...string) result {
 	t.Helper()
+	return kvctlEnv(t, map[string]string{"KVCTL_ADDR": addr}, stdin, args...)
+}
+
+// kvctlEnv runs kvctl in-process with env as its whole environment.
+func kvctlEnv(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	env := func(k string) string {
-		if k == "KVCTL_ADDR" {
-			return addr
-		}
-		return ""
-	}
-	code := kvctl.Run(context.Background(), args, strings.NewReader(stdin), &out, &errOut, env)
+	lookup := func(k string) string { return env[k] }
+	code := kvctl.Run(context.Background(), args, strings.NewReader(stdin), &out, &errOut, lookup)
 	return result{code, out.String(), errOut.String()}
 }
 
