@@ -69,6 +69,18 @@ func TestBrowserApp(t *testing.T) {
 			t.Errorf("uploaded %s: %q, %v; want %q", key, res.GetItem().GetValue(), err, want)
 		}
 	}
+
+	// With the keyboard alone, on a fresh page: open the store, open an
+	// item from the key list, edit its value and save it.
+	const kbdStore, kbdKey = "web-app-keyboard", "notes/kbd"
+	if _, err := c.PutItem(t.Context(), &kvv1.PutItemRequest{StoreId: kbdStore, Key: kbdKey, Value: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	d.run(t, st.URL+"/", kbdStore, []string{"DRIVE=keyboard", "KEY=" + kbdKey}, func() error { return nil })
+	res, err := c.GetItem(t.Context(), &kvv1.GetItemRequest{StoreId: kbdStore, Key: kbdKey})
+	if err != nil || string(res.GetItem().GetValue()) != "typed without a mouse" {
+		t.Errorf("%s after the keyboard-only edit: %q, %v", kbdKey, res.GetItem().GetValue(), err)
+	}
 }
 
 // driver runs web/e2e/drive.mjs in Chromium.

@@ -16,7 +16,8 @@
 // $SCREENSHOTS, prints {"failed": NAME, "error": MESSAGE, "screenshot":
 // PATH} and exits 1.
 // CHROMIUM overrides the browser's path (default /usr/bin/chromium);
-// DRIVE=token drives the bearer-token steps instead (see tokenSteps).
+// DRIVE=token drives the bearer-token steps instead (see tokenSteps);
+// DRIVE=keyboard the keyboard-only steps (see keyboardSteps).
 
 import { createInterface } from "node:readline";
 import { readFile } from "node:fs/promises";
@@ -200,9 +201,52 @@ const tokenSteps = [
   }],
 ];
 
+// tabTo presses Tab until the focused element satisfies want (given the
+// element's id, data-key and text), failing after max presses.
+async function tabTo(what, want, max = 40) {
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate(() => {
+      const el = document.activeElement;
+      return { id: el?.id ?? "", key: el?.dataset?.key ?? "", text: el?.textContent?.trim() ?? "" };
+    });
+    if (want(focused)) return;
+  }
+  throw new Error(`${what} not reached after ${max} presses of Tab`);
+}
+
+// With DRIVE=keyboard the script uses the app with the keyboard alone:
+// open the store, open KEY from the key list, edit its value and save it,
+// reaching every control with Tab.
+const keyboardSteps = [
+  ["keyboard-only", async () => {
+    const key = process.env.KEY ?? "";
+    await page.goto(url);
+    await tabTo("the store id field", (f) => f.id === "store-id");
+    await page.keyboard.type(store);
+    await page.keyboard.press("Enter");
+    await expectText(page.locator("#key-count"), /^\d+ keys?$/);
+    await tabTo(`the key ${key} in the list`, (f) => f.key === key);
+    await page.keyboard.press("Enter");
+    await expectText(status, `Opened ${key}`);
+    await expectText(page.locator("#item-heading"), `Item ${key}`);
+    await expectText(page.locator("#item-facts"), "Generation");
+    if (await page.evaluate(() => document.activeElement?.id) !== "item-value") {
+      await tabTo("the value field", (f) => f.id === "item-value");
+    }
+    await page.keyboard.press("ControlOrMeta+A");
+    await page.keyboard.type("typed without a mouse");
+    await tabTo("the Save button", (f) => f.id === "save");
+    await page.keyboard.press("Enter");
+    await expectText(status, `Saved ${key}`);
+    if (await value.inputValue() !== "typed without a mouse") throw new Error(`value shown: ${await value.inputValue()}`);
+    await expectText(page.locator("#item-facts"), "21 bytes");
+  }],
+];
+
 let failed = false;
 try {
-  for (const [name, run] of process.env.DRIVE === "token" ? tokenSteps : steps) {
+  for (const [name, run] of { token: tokenSteps, keyboard: keyboardSteps }[process.env.DRIVE] ?? steps) {
     try {
       await run();
       if (name !== "wait-other-writer") console.log(JSON.stringify({ step: name }));
