@@ -97,6 +97,9 @@ func (c *Config) Validate() error {
 	if c.Telemetry.AdminListen != "" && c.Telemetry.AdminListen == c.Listen {
 		return errors.New("the admin listener must not be the public listen address")
 	}
+	if c.Telemetry.AdminPprof && c.Telemetry.AdminListen == "" {
+		return errors.New("-admin-pprof needs an admin listener (-admin-listen)")
+	}
 	if err := c.Transport.Validate(); err != nil {
 		return err
 	}

@@ -156,6 +156,10 @@ func (e *envReader) int(name string, def int64) int64 {
 	return parseEnv(e, name, def, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) })
 }
 
+func (e *envReader) bool(name string, def bool) bool {
+	return parseEnv(e, name, def, strconv.ParseBool)
+}
+
 func (e *envReader) duration(name string, def time.Duration) time.Duration {
 	return parseEnv(e, name, def, time.ParseDuration)
 }

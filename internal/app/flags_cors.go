@@ -2,7 +2,6 @@ package app
 
 import (
 	"flag"
-	"strconv"
 	"strings"
 )
 
@@ -17,7 +16,7 @@ func registerCORSFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 			return nil
 		})
 	fs.BoolVar(&cfg.CORS.AllowCredentials, "cors-allow-credentials",
-		parseEnv(env, "KVGATE_CORS_ALLOW_CREDENTIALS", false, strconv.ParseBool),
+		env.bool("KVGATE_CORS_ALLOW_CREDENTIALS", false),
 		"let those pages send the cookies, HTTP authentication or TLS client certificates the browser holds for kvgate; "+
 			"not with -cors-origins '*' (env KVGATE_CORS_ALLOW_CREDENTIALS)")
 }

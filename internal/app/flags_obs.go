@@ -17,6 +17,8 @@ func registerObservabilityFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	t := &cfg.Telemetry
 	fs.StringVar(&t.AdminListen, "admin-listen", env.string("KVGATE_ADMIN_LISTEN", ""),
 		"address of the admin endpoints /metrics, /healthz and /readyz, e.g. 127.0.0.1:9090; empty serves none; never the -listen address (env KVGATE_ADMIN_LISTEN)")
+	fs.BoolVar(&t.AdminPprof, "admin-pprof", env.bool("KVGATE_ADMIN_PPROF", false),
+		"also serve Go's profiling endpoints /debug/pprof/ on the admin listener (env KVGATE_ADMIN_PPROF)")
 	level := env.string("KVGATE_RPC_LOG_LEVEL", "info")
 	lvl, err := ParseRPCLogLevel(level)
 	if err != nil {

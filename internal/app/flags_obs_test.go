@@ -32,6 +32,9 @@ func TestObservabilityFlags(t *testing.T) {
 		{name: "malformed probe interval", env: map[string]string{"KVGATE_READY_PROBE_INTERVAL": "10"}, wantErr: "KVGATE_READY_PROBE_INTERVAL"},
 		{name: "negative probe interval", args: []string{"-ready-probe-interval", "-1s"}, wantErr: "must not be negative"},
 		{name: "admin on the public address", args: []string{"-listen", "127.0.0.1:9", "-admin-listen", "127.0.0.1:9"}, wantErr: "admin listener"},
+		{name: "pprof without an admin listener", args: []string{"-admin-pprof"}, wantErr: "-admin-listen"},
+		{name: "pprof on the admin listener", env: map[string]string{"KVGATE_ADMIN_PPROF": "true"}, args: []string{"-admin-listen", "127.0.0.1:0"},
+			wantLog: slog.LevelInfo, wantPoll: 10 * time.Second},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -16,8 +17,18 @@ import (
 // /healthz (200 while the process serves) and /readyz (200 while the last
 // probe of the upstream got an answer, else 503). It belongs on a listener
 // of its own, never the public one: metrics tell more than callers need.
+// With [Config.AdminPprof] it also serves /debug/pprof/.
 func (t *Telemetry) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	if t.cfg.AdminPprof {
+		// Registered by hand: importing net/http/pprof for its side
+		// effect would put the endpoints on http.DefaultServeMux.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writePlain(w, http.StatusOK, "ok")

@@ -37,6 +37,11 @@ type Config struct {
 	// AdminListen is the admin listener's address (/metrics, /healthz,
 	// /readyz); empty serves none. It must not be the public address.
 	AdminListen string
+	// AdminPprof adds Go's profiling endpoints (/debug/pprof/) to the
+	// admin listener, to find where the process spends CPU and memory
+	// under load. Off by default: a profile shows call stacks and can
+	// cost seconds of CPU.
+	AdminPprof bool
 	// RPCLogLevel keeps the RPC log lines at this level or above
 	// (gateway.RPCLogLevelOf says which level a line has);
 	// gateway.RPCLogOff writes none. The zero value, Info, logs every RPC.

@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -139,6 +140,27 @@ func TestHealthAndReadiness(t *testing.T) {
 	waitReady(http.StatusServiceUnavailable)
 	st.Store.SetFaults(localstore.Faults{})
 	waitReady(http.StatusOK)
+}
+
+// TestAdminPprof checks that the profiling endpoints are on the admin
+// listener only when asked for.
+func TestAdminPprof(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
+			t.Parallel()
+			st := kvtest.Start(t, kvtest.Options{Telemetry: telemetry.Config{AdminListen: adminLoopback, AdminPprof: on}})
+			want := http.StatusNotFound
+			if on {
+				want = http.StatusOK
+			}
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+				if status, _ := getText(t, st.AdminURL+path); status != want {
+					t.Errorf("%s answered %d, want %d", path, status, want)
+				}
+			}
+		})
+	}
 }
 
 // headerRecorder is an upstream that records the X-Request-Id of every
