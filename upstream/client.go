@@ -26,7 +26,11 @@ const DefaultBaseURL = "https://api.fastly.com"
 
 // DefaultMaxIdleConns is the maxConns of the HTTP client a [ClientConfig]
 // without one gets, and the value to pass [NewHTTPClient] for the same pool.
-const DefaultMaxIdleConns = 64
+// It is well above the calls a gateway has in flight: with the idle limit
+// equal to the concurrency, a connection returned a moment after another
+// call dialed is closed, and over HTTP/1.1 the pool keeps churning. An idle
+// connection costs a socket until IdleConnTimeout closes it.
+const DefaultMaxIdleConns = 256
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -51,6 +55,12 @@ type ClientConfig struct {
 	// is read, with the call's context, to hold memory for it; see
 	// [ReservationError].
 	ReserveValue func(ctx context.Context, n int64) error
+	// ValueBuffer, when set, returns the buffer of length n a GET's value
+	// of n bytes is read into, for the call's context; the caller may
+	// lend pooled buffers this way and take them back once the value is
+	// no longer used. Every byte of it is overwritten, or the buffer is
+	// dropped. A fresh buffer is made when nil.
+	ValueBuffer func(ctx context.Context, n int) []byte
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -64,6 +74,7 @@ type Client struct {
 	budget    *rateBudget
 	observer  Observer
 	reserve   func(ctx context.Context, n int64) error
+	valueBuf  func(ctx context.Context, n int) []byte
 }
 
 // NewClient returns a Client for cfg.
@@ -86,6 +97,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		budget:    newRateBudget(),
 		observer:  cfg.Observer,
 		reserve:   cfg.ReserveValue,
+		valueBuf:  cfg.ValueBuffer,
 	}
 	if c.hc == nil {
 		c.hc = NewHTTPClient(DefaultMaxIdleConns)
@@ -216,7 +228,7 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 			if err := c.reserveValue(ctx, resp.ContentLength); err != nil {
 				return err
 			}
-			if it.Value, err = c.readValue(resp); err != nil {
+			if it.Value, err = c.readValue(ctx, resp); err != nil {
 				return err
 			}
 			item = it
@@ -228,13 +240,18 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 
 // readValue reads a GET body into one buffer sized from Content-Length, so
 // a value is held once, not grown by doubling copies.
-func (c *Client) readValue(resp *http.Response) ([]byte, error) {
+func (c *Client) readValue(ctx context.Context, resp *http.Response) ([]byte, error) {
 	n := resp.ContentLength
 	if n > c.maxValue {
 		return nil, &ResponseError{Op: OpGet, Reason: fmt.Sprintf("value of %d bytes exceeds the limit of %d", n, c.maxValue)}
 	}
 	if n >= 0 {
-		buf := make([]byte, n)
+		var buf []byte
+		if c.valueBuf != nil {
+			buf = c.valueBuf(ctx, int(n))
+		} else {
+			buf = make([]byte, n)
+		}
 		if _, err := io.ReadFull(resp.Body, buf); err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/internal/membudget"
 	"github.com/kvgate/kvgate/internal/telemetry"
+	"github.com/kvgate/kvgate/internal/valuepool"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/web"
@@ -114,6 +115,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Retry:         cfg.Retry,
 		Observer:      tel.UpstreamObserver(),
 		ReserveValue:  membudget.ReserveResponseValue,
+		ValueBuffer:   valuepool.Buffer,
 	})
 	if err != nil {
 		return nil, err

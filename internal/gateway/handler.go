@@ -86,7 +86,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	for _, opt := range opts {
 		opt(&o)
 	}
-	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
+	chain := append(o.interceptors, lendValueBuffers, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
 	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 

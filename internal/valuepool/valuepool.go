@@ -1,0 +1,135 @@
+// Package valuepool lends the buffers GetItem reads values into, for the
+// length of one RPC. A value is read from the upstream into a buffer sized
+// from its Content-Length, handed to the response message, and copied out
+// when connect-go marshals the message; after that nothing refers to it.
+// Allocating a fresh buffer per call costs zeroing it and, above all, the
+// garbage collections that follow: at 64 KiB values that was most of the
+// CPU kvgate spent beyond a reverse proxy's. A [Lease] collects the
+// buffers one RPC borrows and returns them all when the RPC has answered.
+//
+// Buffers are pooled by power-of-two capacity up to [MaxPooled]; a larger
+// value gets a buffer of exactly its size that is left to the garbage
+// collector, so a 25 MiB value still costs one value of heap, not a
+// rounded-up or retained one.
+package valuepool
+
+import (
+	"context"
+	"math/bits"
+	"sync"
+)
+
+// The pooled capacities, as shifts: 1 KiB to 1 MiB.
+const (
+	minClassShift = 10
+	maxClassShift = 20
+)
+
+// MaxPooled is the largest buffer kept for reuse.
+const MaxPooled = 1 << maxClassShift
+
+var classes [maxClassShift - minClassShift + 1]sync.Pool
+
+// class returns the index of the smallest class holding n bytes, or -1
+// when n is beyond MaxPooled.
+func class(n int) int {
+	if n > MaxPooled {
+		return -1
+	}
+	if n <= 1<<minClassShift {
+		return 0
+	}
+	return bits.Len(uint(n-1)) - minClassShift
+}
+
+// get returns a buffer of length n, pooled when its class is.
+func get(n int) *[]byte {
+	c := class(n)
+	if c < 0 {
+		b := make([]byte, n)
+		return &b
+	}
+	if p, ok := classes[c].Get().(*[]byte); ok {
+		*p = (*p)[:n]
+		return p
+	}
+	b := make([]byte, n, 1<<(c+minClassShift))
+	return &b
+}
+
+// put returns b to its class; buffers beyond MaxPooled, and any of an
+// unexpected capacity, are left to the garbage collector.
+func put(b *[]byte) {
+	c := class(cap(*b))
+	if c < 0 || cap(*b) != 1<<(c+minClassShift) {
+		return
+	}
+	*b = (*b)[:0]
+	classes[c].Put(b)
+}
+
+// Lease is the buffers one RPC has borrowed. It is safe for concurrent
+// use: an RPC may read several values at once.
+type Lease struct {
+	mu       sync.Mutex
+	released bool
+	first    [2]*[]byte // most RPCs borrow one buffer; no slice to grow
+	n        int
+	more     []*[]byte
+}
+
+type leaseKey struct{}
+
+// WithLease returns ctx carrying a new lease, and the lease. Call
+// [Lease.Release] once nothing refers to the buffers any more.
+func WithLease(ctx context.Context) (context.Context, *Lease) {
+	l := &Lease{}
+	return context.WithValue(ctx, leaseKey{}, l), l
+}
+
+// Buffer returns a buffer of length n for a value, borrowed by the lease
+// ctx carries, or a fresh one left to the garbage collector when ctx
+// carries none. Its contents are not zeroed: the caller overwrites all n
+// bytes or discards the buffer.
+func Buffer(ctx context.Context, n int) []byte {
+	l, _ := ctx.Value(leaseKey{}).(*Lease)
+	if l == nil {
+		return make([]byte, n)
+	}
+	b := get(n)
+	// Once the lease is released (the RPC is over) the buffer is simply
+	// the caller's, never returned to the pool.
+	l.keep(b)
+	return *b
+}
+
+func (l *Lease) keep(b *[]byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.released:
+	case l.n < len(l.first):
+		l.first[l.n] = b
+		l.n++
+	default:
+		l.more = append(l.more, b)
+	}
+}
+
+// Release returns every buffer the lease borrowed to the pool. Buffers
+// asked for after it are no longer pooled.
+func (l *Lease) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return
+	}
+	l.released = true
+	for _, b := range l.first[:l.n] {
+		put(b)
+	}
+	for _, b := range l.more {
+		put(b)
+	}
+	l.first, l.more, l.n = [2]*[]byte{}, nil, 0
+}
