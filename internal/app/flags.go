@@ -4,14 +4,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kvgate/kvgate/internal/gateway"
 	"github.com/kvgate/kvgate/internal/httpserver"
+	"github.com/kvgate/kvgate/internal/logbuf"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 	"github.com/kvgate/kvgate/upstream/localstore"
@@ -124,15 +125,22 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to
-// stderr.
-func NewLogger(format string) (*slog.Logger, error) {
+// out through a [logbuf.Writer]: lines below Warn (one per RPC that went
+// well) are gathered and written together within logbuf.DefaultDelay, and
+// a Warn or Error line is written at once with everything before it. Call
+// flush before the process exits.
+func NewLogger(format string, out io.Writer) (logger *slog.Logger, flush func() error, err error) {
+	w := logbuf.New(out, 0, 0)
+	var h slog.Handler
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, nil)), nil
+		h = slog.NewTextHandler(w, nil)
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
+		h = slog.NewJSONHandler(w, nil)
+	default:
+		return nil, nil, fmt.Errorf("log format must be text or json, not %q", format)
 	}
-	return nil, fmt.Errorf("log format must be text or json, not %q", format)
+	return slog.New(logbuf.FlushAbove(h, w, slog.LevelWarn)), w.Flush, nil
 }
 
 // envReader reads flag defaults from the environment and collects the

@@ -25,16 +25,17 @@ func Main(name string,
 		os.Exit(2)
 	}
 	_ = fs.Parse(os.Args[1:])
-	logger, err := NewLogger(cfg.LogFormat)
+	logger, flush, err := NewLogger(cfg.LogFormat, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *cfg, logger); err != nil {
-		logger.Error(name+" stopped", "err", err)
-		stop()
+	err = run(ctx, *cfg, logger)
+	stop()
+	if err != nil {
+		logger.Error(name+" stopped", "err", err) // an error: written at once
 		os.Exit(1)
 	}
+	_ = flush()
 }
