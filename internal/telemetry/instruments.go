@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -89,46 +90,77 @@ func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (i
 }
 
 // UpstreamObserver is the [upstream.Observer] that records every upstream
-// attempt as a client span and in the upstream metrics. It labels by call
-// (get_item, put_item, ...) and never by URL, so that keys and store ids
-// stay out of metrics and traces and the labels stay few.
+// attempt as a client span (when traces are recorded) and in the upstream
+// metrics. It labels by call (get_item, put_item, ...) and never by URL,
+// so that keys and store ids stay out of metrics and traces and the
+// labels stay few.
 func (t *Telemetry) UpstreamObserver() upstream.Observer {
-	return &upstreamObserver{tracer: t.tracer.Tracer(meterName), inst: &t.inst}
+	return &upstreamObserver{
+		tracer:  t.tracer.Tracer(meterName),
+		tracing: t.tracing,
+		inst:    &t.inst,
+		requestAttrs: newAttrSets(func(k requestLabels) []attribute.KeyValue {
+			return []attribute.KeyValue{attribute.String("op", opLabel(k.op)),
+				attribute.String("method", k.method), attribute.String("status", k.status)}
+		}),
+		opAttrs: newAttrSets(func(op upstream.Op) []attribute.KeyValue {
+			return []attribute.KeyValue{attribute.String("op", opLabel(op))}
+		}),
+	}
 }
 
 type upstreamObserver struct {
 	tracer trace.Tracer
-	inst   *instruments
+	// tracing is set when spans are recorded; without, none are started.
+	tracing      bool
+	inst         *instruments
+	requestAttrs *attrSets[requestLabels]
+	opAttrs      *attrSets[upstream.Op]
+}
+
+// requestLabels are the labels of kvgate.upstream.requests.
+type requestLabels struct {
+	op             upstream.Op
+	method, status string
 }
 
 func (o *upstreamObserver) StartAttempt(ctx context.Context, a upstream.Attempt) (context.Context, func(upstream.AttemptOutcome)) {
-	op := opLabel(a.Op)
-	ctx, span := o.tracer.Start(ctx, "upstream "+op, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(
-			attribute.String("kvgate.upstream.op", op),
-			attribute.String("http.request.method", a.Method),
-			attribute.Int("kvgate.upstream.attempt", a.Number),
-		))
+	var span trace.Span
+	if o.tracing {
+		op := opLabel(a.Op)
+		ctx, span = o.tracer.Start(ctx, "upstream "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(
+				attribute.String("kvgate.upstream.op", op),
+				attribute.String("http.request.method", a.Method),
+				attribute.Int("kvgate.upstream.attempt", a.Number),
+			))
+	}
 	return ctx, func(out upstream.AttemptOutcome) {
 		status := statusLabel(out)
-		if out.Status != 0 {
-			span.SetAttributes(attribute.Int("http.response.status_code", out.Status))
+		if span != nil {
+			endSpan(span, out, status)
 		}
-		if out.Kind != upstream.KindNone {
-			span.SetAttributes(attribute.String("kvgate.upstream.kind", out.Kind.String()))
-		}
-		if out.Status == 0 || out.Status >= 500 {
-			span.SetStatus(codes.Error, status)
-		}
-		span.End()
-		opAttr := attribute.String("op", op)
-		o.inst.upstreamRequests.Add(ctx, 1, metric.WithAttributes(opAttr,
-			attribute.String("method", a.Method), attribute.String("status", status)))
-		o.inst.upstreamDuration.Record(ctx, out.Duration.Seconds(), metric.WithAttributes(opAttr))
+		o.inst.upstreamRequests.Add(ctx, 1, o.requestAttrs.get(requestLabels{a.Op, a.Method, status}))
+		opAttr := o.opAttrs.get(a.Op)
+		o.inst.upstreamDuration.Record(ctx, out.Duration.Seconds(), opAttr)
 		if a.Number > 1 {
-			o.inst.upstreamRetries.Add(ctx, 1, metric.WithAttributes(opAttr))
+			o.inst.upstreamRetries.Add(ctx, 1, opAttr)
 		}
 	}
+}
+
+// endSpan ends an attempt's span with its outcome.
+func endSpan(span trace.Span, out upstream.AttemptOutcome, status string) {
+	if out.Status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", out.Status))
+	}
+	if out.Kind != upstream.KindNone {
+		span.SetAttributes(attribute.String("kvgate.upstream.kind", out.Kind.String()))
+	}
+	if out.Status == 0 || out.Status >= 500 {
+		span.SetStatus(codes.Error, status)
+	}
+	span.End()
 }
 
 // opLabel turns an [upstream.Op] ("get item") into a label value
@@ -143,6 +175,8 @@ func statusLabel(out upstream.AttemptOutcome) string {
 		return "not_sent"
 	case out.Status == 0:
 		return "none"
+	case out.Status == http.StatusOK:
+		return "200" // the common case, without formatting
 	}
 	return strconv.Itoa(out.Status)
 }

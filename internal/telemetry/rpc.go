@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/otelconnect"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -37,8 +36,10 @@ func (t *Telemetry) Interceptors() ([]connect.ServerInterceptor, error) {
 // and tags the RPC's span with its request id.
 func noteOutcome(next connect.ServerFunc) connect.ServerFunc {
 	return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
-		if id := upstream.RequestID(ctx); id != "" {
-			trace.SpanFromContext(ctx).SetAttributes(attribute.String("kvgate.request_id", id))
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			if id := upstream.RequestID(ctx); id != "" {
+				span.SetAttributes(attribute.String("kvgate.request_id", id))
+			}
 		}
 		err := next(ctx, spec, stream)
 		if o, ok := ctx.Value(outcomeKey{}).(*outcome); ok {
@@ -69,6 +70,12 @@ func codeLabel(err error) string {
 func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler {
 	known := knownProcedures(services)
 	inst := &t.inst
+	inFlightAttrs := newAttrSets(func(procedure string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("procedure", procedure)}
+	})
+	requestAttrs := newAttrSets(func(k [2]string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("procedure", k[0]), attribute.String("code", k[1])}
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
 			// A CORS preflight asks about an RPC; it is not one.
@@ -79,7 +86,7 @@ func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler 
 		if !known[procedure] {
 			procedure = "other"
 		}
-		attr := metric.WithAttributes(attribute.String("procedure", procedure))
+		attr := inFlightAttrs.get(procedure)
 		ctx := r.Context()
 		inst.rpcInFlight.Add(ctx, 1, attr)
 		defer inst.rpcInFlight.Add(ctx, -1, attr)
@@ -90,8 +97,7 @@ func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler 
 		if code == "" {
 			code = refusalCode(w.Header(), sw.status)
 		}
-		inst.rpcRequests.Add(ctx, 1, metric.WithAttributes(
-			attribute.String("procedure", procedure), attribute.String("code", code)))
+		inst.rpcRequests.Add(ctx, 1, requestAttrs.get([2]string{procedure, code}))
 	})
 }
 

@@ -72,9 +72,11 @@ func (c Config) withDefaults() Config {
 
 // Telemetry holds one kvgate's providers, instruments and readiness.
 type Telemetry struct {
-	cfg      Config
-	logger   *slog.Logger
-	tracer   trace.TracerProvider
+	cfg    Config
+	logger *slog.Logger
+	tracer trace.TracerProvider
+	// tracing is set when spans are recorded (exported or handed in).
+	tracing  bool
 	meter    *sdkmetric.MeterProvider
 	registry *prometheus.Registry
 	inst     instruments
@@ -116,6 +118,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Telemetry, erro
 	t.meter = sdkmetric.NewMeterProvider(meterOpts...)
 	t.shutdown = append(t.shutdown, t.meter.Shutdown)
 
+	t.tracing = cfg.TracerProvider != nil || exports.Traces
 	switch {
 	case cfg.TracerProvider != nil:
 		t.tracer = cfg.TracerProvider
