@@ -163,7 +163,7 @@ func newServer(handler http.Handler, cfg Config, limits Limits, logger *slog.Log
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           requestTLSState(guardBodies(handler, limits.BodyStallTimeout)),
+		Handler:           growStackForHTTP2(requestTLSState(guardBodies(handler, limits.BodyStallTimeout))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
