@@ -7,10 +7,12 @@
 // CPU kvgate spent beyond a reverse proxy's. A [Lease] collects the
 // buffers one RPC borrows and returns them all when the RPC has answered.
 //
-// Buffers are pooled by power-of-two capacity up to [MaxPooled]; a larger
-// value gets a buffer of exactly its size that is left to the garbage
-// collector, so a 25 MiB value still costs one value of heap, not a
-// rounded-up or retained one.
+// Buffers are pooled by size class: 1 KiB, then eight classes between
+// each power of two and the next, so a value's buffer is at most an
+// eighth larger than the value (a 25 MiB value gets a 26 MiB buffer).
+// Values up to Fastly's largest are pooled; idle buffers go with the
+// garbage collections that find them unused, as everything in a sync.Pool
+// does.
 package valuepool
 
 import (
@@ -19,53 +21,58 @@ import (
 	"sync"
 )
 
-// The pooled capacities, as shifts: 1 KiB to 1 MiB.
+// MaxPooled is the largest buffer kept for reuse: 128 MiB, above Fastly's
+// largest value.
+const MaxPooled = 1 << maxShift
+
 const (
-	minClassShift = 10
-	maxClassShift = 20
+	minShift   = 10 // the smallest class, 1 KiB
+	maxShift   = 27
+	subClasses = 8 // classes per power of two
 )
 
-// MaxPooled is the largest buffer kept for reuse.
-const MaxPooled = 1 << maxClassShift
+var classes [1 + (maxShift-minShift)*subClasses]sync.Pool
 
-var classes [maxClassShift - minClassShift + 1]sync.Pool
-
-// class returns the index of the smallest class holding n bytes, or -1
-// when n is beyond MaxPooled.
-func class(n int) int {
-	if n > MaxPooled {
-		return -1
+// class returns the index and capacity of the smallest class holding n
+// bytes; the index is -1 when n is beyond MaxPooled.
+func class(n int) (index, size int) {
+	switch {
+	case n > MaxPooled:
+		return -1, n
+	case n <= 1<<minShift:
+		return 0, 1 << minShift
 	}
-	if n <= 1<<minClassShift {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - minClassShift
+	k := bits.Len(uint(n - 1)) // 1<<(k-1) < n <= 1<<k
+	base := 1 << (k - 1)
+	step := base / subClasses
+	sub := (n - base + step - 1) / step // 1..subClasses
+	return 1 + (k-1-minShift)*subClasses + sub - 1, base + sub*step
 }
 
 // get returns a buffer of length n, pooled when its class is.
 func get(n int) *[]byte {
-	c := class(n)
-	if c < 0 {
+	i, size := class(n)
+	if i < 0 {
 		b := make([]byte, n)
 		return &b
 	}
-	if p, ok := classes[c].Get().(*[]byte); ok {
+	if p, ok := classes[i].Get().(*[]byte); ok {
 		*p = (*p)[:n]
 		return p
 	}
-	b := make([]byte, n, 1<<(c+minClassShift))
+	b := make([]byte, n, size)
 	return &b
 }
 
-// put returns b to its class; buffers beyond MaxPooled, and any of an
-// unexpected capacity, are left to the garbage collector.
+// put returns b to its class; buffers beyond MaxPooled, and any whose
+// capacity is not a class's, are left to the garbage collector.
 func put(b *[]byte) {
-	c := class(cap(*b))
-	if c < 0 || cap(*b) != 1<<(c+minClassShift) {
+	i, size := class(cap(*b))
+	if i < 0 || cap(*b) != size {
 		return
 	}
 	*b = (*b)[:0]
-	classes[c].Put(b)
+	classes[i].Put(b)
 }
 
 // Lease is the buffers one RPC has borrowed. It is safe for concurrent

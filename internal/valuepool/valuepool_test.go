@@ -9,15 +9,28 @@ import (
 func TestClass(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		n, want int
+		n, wantIndex, wantSize int
 	}{
-		{0, 0}, {1, 0}, {1024, 0}, {1025, 1}, {2048, 1}, {64 << 10, 6},
-		{64<<10 + 1, 7}, {MaxPooled, maxClassShift - minClassShift}, {MaxPooled + 1, -1}, {25 << 20, -1},
+		{0, 0, 1024}, {1, 0, 1024}, {1024, 0, 1024},
+		{1025, 1, 1152}, {1152, 1, 1152}, {1153, 2, 1280}, {2048, 8, 2048}, {2049, 9, 2304},
+		{64 << 10, 48, 64 << 10}, {64<<10 + 1, 49, 72 << 10},
+		{25 << 20, 1 + 14*8 + 4, 26 << 20},
+		{MaxPooled, len(classes) - 1, MaxPooled}, {MaxPooled + 1, -1, MaxPooled + 1},
 	}
 	for _, tc := range cases {
-		if got := class(tc.n); got != tc.want {
-			t.Errorf("class(%d) = %d, want %d", tc.n, got, tc.want)
+		if i, size := class(tc.n); i != tc.wantIndex || size != tc.wantSize {
+			t.Errorf("class(%d) = %d, %d; want %d, %d", tc.n, i, size, tc.wantIndex, tc.wantSize)
 		}
+	}
+	// Every class is larger than the one before, and within an eighth
+	// of the sizes it holds.
+	prev := 0
+	for n := 1; n <= MaxPooled; n += 1 + n/100 {
+		i, size := class(n)
+		if i < prev || size < n || (n > 1024 && size-n > n/8) {
+			t.Fatalf("class(%d) = %d, %d after class %d", n, i, size, prev)
+		}
+		prev = i
 	}
 }
 
@@ -39,9 +52,9 @@ func TestBuffer(t *testing.T) {
 		{"small", leased, 10, 1 << 10},
 		{"1 KiB", leased, 1 << 10, 1 << 10},
 		{"64 KiB", leased, 64 << 10, 64 << 10},
-		{"just over 64 KiB", leased, 64<<10 + 1, 128 << 10},
-		{"largest pooled", leased, MaxPooled, MaxPooled},
-		{"beyond the pool", leased, 25 << 20, 25 << 20},
+		{"just over 64 KiB", leased, 64<<10 + 1, 72 << 10},
+		{"25 MiB", leased, 25 << 20, 26 << 20},
+		{"beyond the pool", leased, MaxPooled + 1, MaxPooled + 1},
 	}
 	for _, tc := range cases {
 		b := Buffer(tc.ctx, tc.n)
@@ -87,8 +100,8 @@ func TestPutRefusesStrangers(t *testing.T) {
 	huge := make([]byte, 0, 2*MaxPooled)
 	put(&huge)
 	for range 4 {
-		if b := get(3000); cap(*b) != 4096 {
-			t.Fatalf("get(3000) has cap %d, want 4096", cap(*b))
+		if b := get(3000); cap(*b) != 3072 {
+			t.Fatalf("get(3000) has cap %d, want 3072", cap(*b))
 		}
 	}
 }
