@@ -1,0 +1,13 @@
+//go:build !linux
+
+package hopbench
+
+import (
+	"errors"
+	"time"
+)
+
+// cpuReader is Linux-only: elsewhere the report leaves CPU out.
+func cpuReader(int) (read func() (time.Duration, error), source string, err error) {
+	return nil, "", errors.New("per-process CPU time is read on Linux only")
+}
