@@ -256,9 +256,11 @@ func runCell(ctx context.Context, cfg Config, ps *processes, selected []contende
 		cell.Contenders = append(cell.Contenders, ContenderResult{Name: c.name, Ref: c.ref})
 	}
 	profiled := cfg.ProfileDir != "" && profiles(cfg.ProfileCells, cellName(w.op, w.size, conc))
+	others := ps.othersCPU()
 	for round := range cfg.Rounds {
 		for i, c := range selected {
 			meter := ps.meter(c.hop(), cfg)
+			meter.others = others
 			var around func() (func() error, error)
 			if profiled && round == 0 && c.hop() != hopNone {
 				name := fmt.Sprintf("%s-%d-c%d-%s", w.op, w.size, conc, c.name)

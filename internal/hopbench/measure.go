@@ -44,6 +44,11 @@ type Sample struct {
 	// the run (runtime.MemStats.Mallocs), when HasMallocs.
 	Mallocs    int64
 	HasMallocs bool
+	// OtherCPU is the CPU time the machine spent during the run on
+	// anything but the benchmark's own processes, when HasOtherCPU: other
+	// load, which the paired ratios only partly cancel.
+	OtherCPU    time.Duration
+	HasOtherCPU bool
 }
 
 // Throughput is requests per second.
@@ -123,6 +128,9 @@ func load(ctx context.Context, cl client, w workload, conc int, d time.Duration,
 type hopMeter struct {
 	cpu     func() (time.Duration, error)
 	mallocs func(context.Context) (int64, error)
+	// others reads the CPU time the machine has spent on anything but the
+	// benchmark's processes; nil where it cannot.
+	others func() (time.Duration, error)
 }
 
 // measure warms c's client up for warmup, then measures it for d: its
@@ -157,9 +165,14 @@ func measure(ctx context.Context, cl client, w workload, conc int, warmup, d tim
 			return s, err
 		}
 	}
-	var cpu0, cpu1 time.Duration
+	var cpu0, cpu1, others0, others1 time.Duration
 	if m.cpu != nil {
 		if cpu0, err = m.cpu(); err != nil {
+			return s, err
+		}
+	}
+	if m.others != nil {
+		if others0, err = m.others(); err != nil {
 			return s, err
 		}
 	}
@@ -168,6 +181,12 @@ func measure(ctx context.Context, cl client, w workload, conc int, warmup, d tim
 	s.Elapsed = time.Since(start)
 	if err != nil {
 		return s, err
+	}
+	if m.others != nil {
+		if others1, err = m.others(); err != nil {
+			return s, err
+		}
+		s.OtherCPU, s.HasOtherCPU = max(others1-others0, 0), true
 	}
 	if m.cpu != nil {
 		if cpu1, err = m.cpu(); err != nil {

@@ -132,6 +132,38 @@ type processes struct {
 	kvgateURL   string
 	kvgateAdmin string // empty without an admin listener
 	kvgateLog   string
+
+	// selfCPU reads this process's CPU time; nil when it cannot.
+	selfCPU func() (time.Duration, error)
+}
+
+// othersCPU returns a function reading the CPU time the machine has spent
+// on anything but the benchmark's four processes; nil where either cannot
+// be read.
+func (ps *processes) othersCPU() func() (time.Duration, error) {
+	ours := []func() (time.Duration, error){ps.selfCPU, ps.store.cpu, ps.proxy.cpu, ps.kvgate.cpu}
+	for _, read := range ours {
+		if read == nil {
+			return nil
+		}
+	}
+	if _, err := machineBusy(); err != nil {
+		return nil
+	}
+	return func() (time.Duration, error) {
+		busy, err := machineBusy()
+		if err != nil {
+			return 0, err
+		}
+		for _, read := range ours {
+			d, err := read()
+			if err != nil {
+				return 0, err
+			}
+			busy -= d
+		}
+		return busy, nil
+	}
 }
 
 // startProcesses starts the store, then the proxies and kvgate in front
@@ -142,6 +174,9 @@ func startProcesses(ctx context.Context, cfg Config, log io.Writer) (_ *processe
 		return nil, err
 	}
 	ps := &processes{dir: dir}
+	if read, _, err := cpuReader(os.Getpid()); err == nil {
+		ps.selfCPU = read
+	}
 	defer func() {
 		if err != nil {
 			_ = ps.stop()

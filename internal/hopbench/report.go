@@ -63,6 +63,10 @@ func (r *Report) header() string {
 		cpu = "hop CPU from " + r.CPUSource
 	}
 	var notes []string
+	if other := r.otherLoad(); other.N > 0 {
+		notes = append(notes, fmt.Sprintf("; other processes used a median %.0f%% (max %.0f%%) of the machine's CPU during the runs",
+			100*other.Median, 100*other.Max))
+	}
 	if c.ProfileDir != "" {
 		notes = append(notes, "; profiled runs (first round) in "+c.ProfileDir)
 	}
@@ -71,6 +75,22 @@ func (r *Report) header() string {
 		m.Cores, model, m.GoVersion, m.GOOS, m.GOARCH, c.Rounds, c.Duration, c.Warmup,
 		strings.Join(c.Ops, ", "), strings.Join(sizes, ", "), strings.Join(concs, ", "), c.Keys, kvgate, cpu,
 		strings.Join(notes, ""))
+}
+
+// otherLoad is the share of the machine's CPU time that went to other
+// processes than the benchmark's during the runs.
+func (r *Report) otherLoad() spread {
+	var shares []float64
+	for _, cell := range r.Cells {
+		for _, c := range cell.Contenders {
+			for _, s := range c.Samples {
+				if s.HasOtherCPU && s.Elapsed > 0 && r.Machine.Cores > 0 {
+					shares = append(shares, float64(s.OtherCPU)/float64(s.Elapsed*time.Duration(r.Machine.Cores)))
+				}
+			}
+		}
+	}
+	return spreadOf(shares)
 }
 
 // writeAddedLatency writes, for the cells at concurrency 1, each
