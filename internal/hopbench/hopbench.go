@@ -235,7 +235,7 @@ func seed(ctx context.Context, storeURL string, size, keys int) (workload, error
 	for i := range keys {
 		w.keys = append(w.keys, fmt.Sprintf("v%d-%04d", size, i))
 	}
-	cl := newClient(contenders[0], storeURL, 8)
+	cl := newClient(contender{name: "seed", wire: restH1, target: targetStore}, storeURL, 8)
 	defer cl.close()
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(8)

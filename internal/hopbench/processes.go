@@ -239,9 +239,13 @@ func (ps *processes) startKvgate(ctx context.Context, cfg Config) error {
 	}
 	defer logFile.Close()
 	env := []string{"FASTLY_API_TOKEN=kvhop", "FASTLY_API_URL=" + ps.storeURL}
-	if ps.kvgate, _, err = startProc(roleKvgate, args, env, ps.dir, logFile); err != nil {
+	var stdout io.Reader
+	if ps.kvgate, stdout, err = startProc(roleKvgate, args, env, ps.dir, logFile); err != nil {
 		return err
 	}
+	// kvgate writes nothing to stdout; should it, a full pipe must not
+	// stall it.
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, err := os.ReadFile(ps.kvgateLog)
