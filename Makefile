@@ -106,7 +106,7 @@ bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 m
 	go run ./cmd/kvbench
 
 .PHONY: bench-hop
-bench-hop: ## kvgate's unary calls beside httputil.ReverseProxy in front of the same local store: throughput, hop CPU and allocations per request, latency (about 10 minutes)
+bench-hop: ## kvgate's unary calls beside httputil.ReverseProxy in front of the same local store: throughput, hop CPU and allocations per request, latency (about 11 minutes)
 	go run ./cmd/kvhop
 
 .PHONY: soak
@@ -128,4 +128,4 @@ clean:
 
 .PHONY: help
 help:
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'

@@ -6,7 +6,7 @@
 // stderr. The binary re-executes itself for the store, the proxies and
 // kvgate.
 //
-//	go run ./cmd/kvhop                                    # the full run, about 10 minutes
+//	go run ./cmd/kvhop                                    # the full run, about 11 minutes
 //	go run ./cmd/kvhop -rounds 1 -duration 500ms -concurrency 8
 //	go run ./cmd/kvhop -ops get -values 1024 -concurrency 64 -profile /tmp/kvhop-prof
 //	go run ./cmd/kvhop -kvgate-args '-rpc-log-level=off'
