@@ -43,6 +43,11 @@ type AttemptOutcome struct {
 // requestIDKey is the context key of [WithRequestID].
 type requestIDKey struct{}
 
+// RequestIDKey returns the context key [WithRequestID] sets, for a server
+// that attaches request values to its requests' contexts its own way; the
+// value must be a string.
+func RequestIDKey() any { return requestIDKey{} }
+
 // RequestIDHeader is the header that carries a request id to the upstream.
 const RequestIDHeader = "X-Request-Id"
 

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect/v2"
 
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -124,7 +125,10 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := g.identify(r.Header.Get)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+		if ctx := httpserver.SetValue(r.Context(), callerKey{}, c); ctx != r.Context() {
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/internal/membudget"
 )
 
@@ -34,7 +35,7 @@ func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		acct := membudget.NewAccount(b)
 		defer acct.Close()
-		ctx := membudget.WithAccount(r.Context(), acct)
+		ctx := httpserver.SetValue(r.Context(), membudget.AccountKey(), acct)
 		if r.Body != nil && r.Body != http.NoBody && r.Method == http.MethodPost {
 			body := &chargedBody{
 				body: r.Body, acct: acct,
@@ -46,9 +47,12 @@ func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.
 				encoded:   encoded(r.Header.Get("Content-Encoding")),
 			}
 			r.Body = body
-			ctx = context.WithValue(ctx, chargedBodyKey{}, body)
+			ctx = httpserver.SetValue(ctx, chargedBodyKey{}, body)
 		}
-		next.ServeHTTP(w, r.WithContext(ctx))
+		if ctx != r.Context() {
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

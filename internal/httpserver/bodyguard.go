@@ -67,13 +67,15 @@ func guardBodies(next http.Handler, stall time.Duration) http.Handler {
 				g.timer.Stop()
 			}
 		}
-		stop := context.AfterFunc(r.Context(), func() { g.end(context.Cause(r.Context())) })
+		reqCtx := r.Context() // not the scope: SetValue writes to that
+		stop := context.AfterFunc(reqCtx, func() { g.end(context.Cause(reqCtx)) })
 		defer func() {
 			stop()
 			g.handlerReturned()
 		}()
-		ctx := context.WithValue(r.Context(), guardKey{}, g)
-		r = r.WithContext(ctx)
+		// The request's scope (see SetValue) carries the guard, so the
+		// request is copied once here and not again by the layers within.
+		r = r.WithContext(&scopeCtx{Context: r.Context(), guard: g})
 		if hasBody {
 			r.Body = g
 		}

@@ -33,6 +33,11 @@ func NewAccount(b *Budget) *Account { return &Account{budget: b, ctx: context.Ba
 
 type accountKey struct{}
 
+// AccountKey returns the context key [WithAccount] sets, for a server that
+// attaches request values to its requests' contexts its own way; the
+// value must be an *Account.
+func AccountKey() any { return accountKey{} }
+
 // WithAccount returns ctx carrying a.
 func WithAccount(ctx context.Context, a *Account) context.Context {
 	return context.WithValue(ctx, accountKey{}, a)

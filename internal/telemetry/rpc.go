@@ -92,7 +92,7 @@ func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler 
 		defer inst.rpcInFlight.Add(ctx, -1, attr)
 		o := &outcome{}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, outcomeKey{}, o)))
+		next.ServeHTTP(sw, withContextValue(r, outcomeKey{}, o))
 		code := o.code
 		if code == "" {
 			code = refusalCode(w.Header(), sw.status)
