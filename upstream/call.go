@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -40,18 +41,26 @@ type call struct {
 	status int
 }
 
-func (c *Client) newRequest(ctx context.Context, cl *call) (*http.Request, error) {
+func (c *Client) newRequest(ctx context.Context, cl *call, bodies *sentBodies) (*http.Request, error) {
 	target := c.base + cl.path
 	if len(cl.query) > 0 {
 		target += "?" + cl.query.Encode()
 	}
-	var body io.Reader
-	if cl.body != nil {
-		body = bytes.NewReader(cl.body)
-	}
-	req, err := http.NewRequestWithContext(ctx, cl.method, target, body)
+	req, err := http.NewRequestWithContext(ctx, cl.method, target, nil)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: building request: %w", err)
+	}
+	switch {
+	case cl.body == nil:
+	case len(cl.body) == 0:
+		// An empty value: sent with Content-Length: 0, as in Fastly's
+		// recorded traffic.
+		req.Body, req.ContentLength = http.NoBody, 0
+		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	default:
+		req.ContentLength = int64(len(cl.body))
+		req.Body = bodies.open(cl.body)
+		req.GetBody = func() (io.ReadCloser, error) { return bodies.open(cl.body), nil }
 	}
 	for k, v := range cl.header {
 		req.Header[k] = v
@@ -105,7 +114,12 @@ func (c *Client) attempt(ctx context.Context, cl *call, attempt int) error {
 	if err := c.budget.check(cl.op, cl.method, time.Now()); err != nil {
 		return err
 	}
-	req, err := c.newRequest(ctx, cl)
+	var bodies sentBodies
+	// Returning only once the transport has let go of the request body:
+	// callers hand in pooled and lent buffers (batch bodies, values)
+	// and reuse them as soon as the call returns.
+	defer bodies.wait()
+	req, err := c.newRequest(ctx, cl, &bodies)
 	if err != nil {
 		return err
 	}
@@ -164,4 +178,32 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// sentBodies are the readers of one attempt's request body: the first,
+// and any the transport asks GetBody for to resend it on a new
+// connection. An http.RoundTripper may still read a request body after
+// it has returned the response (when the server answered before reading
+// it all), and closes it when it is done, on every path; wait returns
+// once every reader handed out is closed, so that the caller may reuse
+// the body's buffer.
+type sentBodies struct{ readers sync.WaitGroup }
+
+func (s *sentBodies) open(b []byte) io.ReadCloser {
+	s.readers.Add(1)
+	return &sentBody{Reader: bytes.NewReader(b), closed: s.readers.Done}
+}
+
+func (s *sentBodies) wait() { s.readers.Wait() }
+
+// sentBody is a request body that reports its closing once.
+type sentBody struct {
+	*bytes.Reader
+	once   sync.Once
+	closed func()
+}
+
+func (b *sentBody) Close() error {
+	b.once.Do(b.closed)
+	return nil
 }
