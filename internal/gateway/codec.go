@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect/v2/connectproto"
+	"github.com/kvgate/kvgate/internal/valuepool"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -21,7 +22,12 @@ import (
 // errors.
 type binaryCodec struct{ *connectproto.BinaryCodec }
 
-func (c binaryCodec) UnmarshalRead(_ context.Context, src io.Reader, msg any) error {
+func (c binaryCodec) UnmarshalRead(ctx context.Context, src io.Reader, msg any) error {
+	if valuepool.Leased(ctx) {
+		return unmarshalRead(src, msg, func(data []byte, m proto.Message) error {
+			return decodeLentValue(ctx, data, m, c.UnmarshalOptions.Unmarshal)
+		}, invalidUTF8Field)
+	}
 	return unmarshalRead(src, msg, c.UnmarshalOptions.Unmarshal, invalidUTF8Field)
 }
 

@@ -86,7 +86,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	for _, opt := range opts {
 		opt(&o)
 	}
-	chain := append(o.interceptors, lendValueBuffers, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
+	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
 	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
@@ -119,7 +119,7 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	connecthttp.Mount(mux, infra, connecthttp.WithReadMaxBytes(defaultReadMaxBytes))
 	// A message declaring more than its procedure accepts is refused
 	// before it is charged to the memory budget.
-	return noStoreGETs(refuseOversizeMessages(chargeRequests(limits.Budget, limits, mux), valueMessage))
+	return noStoreGETs(refuseOversizeMessages(chargeRequests(limits.Budget, limits, lendValueBuffers(mux)), valueMessage))
 }
 
 // noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its

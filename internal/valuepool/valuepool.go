@@ -91,7 +91,21 @@ type leaseKey struct{}
 // [Lease.Release] once nothing refers to the buffers any more.
 func WithLease(ctx context.Context) (context.Context, *Lease) {
 	l := &Lease{}
-	return context.WithValue(ctx, leaseKey{}, l), l
+	return context.WithValue(ctx, LeaseKey(), l), l
+}
+
+// LeaseKey returns the context key a lease is carried under, for a server
+// that attaches request values to its requests' contexts its own way; the
+// value must be a *Lease from [NewLease].
+func LeaseKey() any { return leaseKey{} }
+
+// NewLease returns an empty lease.
+func NewLease() *Lease { return &Lease{} }
+
+// Leased reports whether ctx carries a lease.
+func Leased(ctx context.Context) bool {
+	_, ok := ctx.Value(leaseKey{}).(*Lease)
+	return ok
 }
 
 // Buffer returns a buffer of length n for a value, borrowed by the lease
