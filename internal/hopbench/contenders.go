@@ -37,6 +37,7 @@ const (
 	restH1 wire = iota
 	restH2C
 	connectH1
+	connectGetH1
 	connectJSONH1
 	grpcH2C
 )
@@ -79,6 +80,7 @@ var contenders = []contender{
 	{name: "pooled-proxy-h1", ref: "proxy-h1", wire: restH1, target: targetPooledProxy},
 	{name: "pooled-proxy-h2c", ref: "proxy-h2c", wire: restH2C, target: targetPooledProxy},
 	{name: "kvgate-connect-h1", ref: "proxy-h1", wire: connectH1, target: targetKvgate},
+	{name: "kvgate-connect-get-h1", ref: "proxy-h1", wire: connectGetH1, target: targetKvgate},
 	{name: "kvgate-json-h1", ref: "proxy-h1", wire: connectJSONH1, target: targetKvgate},
 	{name: "kvgate-grpc-h2c", ref: "proxy-h2c", wire: grpcH2C, target: targetKvgate},
 }
@@ -136,9 +138,13 @@ type client interface {
 func newClient(c contender, baseURL string, conns int) client {
 	hc := newHTTPClient(c.wire == restH2C || c.wire == grpcH2C, conns)
 	switch c.wire {
-	case connectH1, connectJSONH1, grpcH2C:
+	case connectH1, connectGetH1, connectJSONH1, grpcH2C:
 		var opts []connecthttp.Option
 		switch c.wire {
+		case connectGetH1:
+			// GetItem as an HTTP GET, as browsers and caches use it;
+			// PutItem stays a POST.
+			opts = append(opts, connecthttp.WithHTTPGet())
 		case connectJSONH1:
 			opts = append(opts, connecthttp.WithProtoJSON())
 		case grpcH2C:
