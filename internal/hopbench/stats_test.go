@@ -130,7 +130,7 @@ func TestSelectContenders(t *testing.T) {
 		{"none selects all", nil, ContenderNames(), ""},
 		{"exact names keep the run order", []string{"kvgate-grpc-h2c", "direct"}, []string{"direct", "kvgate-grpc-h2c"}, ""},
 		{"globs", []string{"*proxy-h2c", "kvgate-*-h1"},
-			[]string{"proxy-h2c", "pooled-proxy-h2c", "kvgate-connect-h1", "kvgate-json-h1"}, ""},
+			[]string{"proxy-h2c", "pooled-proxy-h2c", "kvgate-connect-h1", "kvgate-connect-get-h1", "kvgate-json-h1"}, ""},
 		{"a pattern matching nothing", []string{"direct", "kvgate-grpc"}, nil, `"kvgate-grpc" matches none`},
 		{"a malformed pattern", []string{"["}, nil, "syntax error"},
 	} {
