@@ -312,23 +312,23 @@ func (ps *processes) admin(h hop) string {
 	return ps.proxyAdmin
 }
 
-// meter reads h's CPU time and, when it can, its allocations.
+// meter reads h's CPU time and, when it can, its allocations, and the
+// store's CPU time.
 func (ps *processes) meter(h hop, cfg Config) hopMeter {
+	m := hopMeter{store: ps.store.cpu}
 	switch h {
 	case hopProxy:
-		m := hopMeter{cpu: ps.proxy.cpu}
+		m.cpu = ps.proxy.cpu
 		if cfg.Allocs {
 			m.mallocs = proxyMallocs(ps.proxyAdmin)
 		}
-		return m
 	case hopKvgate:
-		m := hopMeter{cpu: ps.kvgate.cpu}
+		m.cpu = ps.kvgate.cpu
 		if cfg.Allocs && ps.kvgateAdmin != "" {
 			m.mallocs = kvgateMallocs(ps.kvgateAdmin)
 		}
-		return m
 	}
-	return hopMeter{}
+	return m
 }
 
 // machine describes this machine.

@@ -40,6 +40,10 @@ type Sample struct {
 	// cannot be read.
 	CPU    time.Duration
 	HasCPU bool
+	// StoreCPU is the store process's CPU time during the run, when
+	// HasStoreCPU: what the contender's requests cost the upstream.
+	StoreCPU    time.Duration
+	HasStoreCPU bool
 	// Mallocs is how many heap allocations the hop process made during
 	// the run (runtime.MemStats.Mallocs), when HasMallocs.
 	Mallocs    int64
@@ -65,6 +69,14 @@ func (s Sample) CPUPerRequest() float64 {
 		return 0
 	}
 	return s.CPU.Seconds() * 1e6 / float64(s.Requests)
+}
+
+// StoreCPUPerRequest is the store's CPU time per request, in microseconds.
+func (s Sample) StoreCPUPerRequest() float64 {
+	if s.Requests == 0 {
+		return 0
+	}
+	return s.StoreCPU.Seconds() * 1e6 / float64(s.Requests)
 }
 
 // MallocsPerRequest is the hop's heap allocations per request.
@@ -128,6 +140,8 @@ func load(ctx context.Context, cl client, w workload, conc int, d time.Duration,
 type hopMeter struct {
 	cpu     func() (time.Duration, error)
 	mallocs func(context.Context) (int64, error)
+	// store reads the store process's CPU time; nil where it cannot.
+	store func() (time.Duration, error)
 	// others reads the CPU time the machine has spent on anything but the
 	// benchmark's processes; nil where it cannot.
 	others func() (time.Duration, error)
@@ -165,9 +179,14 @@ func measure(ctx context.Context, cl client, w workload, conc int, warmup, d tim
 			return s, err
 		}
 	}
-	var cpu0, cpu1, others0, others1 time.Duration
+	var cpu0, cpu1, others0, others1, store0, store1 time.Duration
 	if m.cpu != nil {
 		if cpu0, err = m.cpu(); err != nil {
+			return s, err
+		}
+	}
+	if m.store != nil {
+		if store0, err = m.store(); err != nil {
 			return s, err
 		}
 	}
@@ -193,6 +212,12 @@ func measure(ctx context.Context, cl client, w workload, conc int, warmup, d tim
 			return s, err
 		}
 		s.CPU, s.HasCPU = cpu1-cpu0, true
+	}
+	if m.store != nil {
+		if store1, err = m.store(); err != nil {
+			return s, err
+		}
+		s.StoreCPU, s.HasStoreCPU = store1-store0, true
 	}
 	if after != nil {
 		if err := after(); err != nil {

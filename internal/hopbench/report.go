@@ -15,18 +15,19 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString(r.header())
 	b.WriteString("\n\n")
-	b.WriteString("| op | value | conc | contender | vs | req/s | thr ratio | CPU µs/req | CPU ratio | allocs/req | p50 | p99 |\n")
-	b.WriteString("| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |\n")
+	b.WriteString("| op | value | conc | contender | vs | req/s | thr ratio | CPU µs/req | CPU ratio | allocs/req | store µs/req | p50 | p99 |\n")
+	b.WriteString("| --- | --- | ---: | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |\n")
 	for _, cell := range r.Cells {
 		for _, c := range cell.Contenders {
 			ref := cell.contender(c.Ref)
-			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 				cell.Op, sizeLabel(cell.Value), cell.Concurrency, c.Name, dash(c.Ref),
 				number(spreadOf(figures(c.Samples, throughputOf)), 0),
 				ratio(c, ref, throughputOf),
 				number(spreadOf(figures(c.Samples, cpuOf)), 1),
 				ratio(c, ref, cpuOf),
 				number(spreadOf(figures(c.Samples, mallocsOf)), 1),
+				number(spreadOf(figures(c.Samples, storeCPUOf)), 1),
 				latency(spreadOf(figures(c.Samples, p50Of))),
 				latency(spreadOf(figures(c.Samples, p99Of))))
 		}

@@ -63,6 +63,10 @@ func cpuOf(s Sample) (float64, bool) {
 	return s.CPUPerRequest(), s.HasCPU && s.Requests > 0
 }
 
+func storeCPUOf(s Sample) (float64, bool) {
+	return s.StoreCPUPerRequest(), s.HasStoreCPU && s.Requests > 0
+}
+
 func mallocsOf(s Sample) (float64, bool) {
 	return s.MallocsPerRequest(), s.HasMallocs && s.Requests > 0
 }

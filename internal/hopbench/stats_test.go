@@ -217,9 +217,9 @@ func TestWriteMarkdown(t *testing.T) {
 		"kvhop: 2 cores, go1.x linux/amd64. 3 round(s)",
 		// Throughput 90/100, 220/200, 80/100; CPU per request 2000/1000,
 		// 1000/500, 1500/1000 µs.
-		"| get | 1 KiB | 1 | kvgate-connect-h1 | proxy-h1 | 90 | 0.90 [0.80–1.10] | 1500.0 | 2.00 [1.50–2.00] | — | 90 µs | 180 µs |",
-		"| get | 1 KiB | 1 | proxy-h1 | — | 100 | — | 1000.0 | — | — | 100 µs | 200 µs |",
-		"| get | 1 KiB | 1 | direct | — | 300 | — | — | — | — | 300 µs | 600 µs |",
+		"| get | 1 KiB | 1 | kvgate-connect-h1 | proxy-h1 | 90 | 0.90 [0.80–1.10] | 1500.0 | 2.00 [1.50–2.00] | — | — | 90 µs | 180 µs |",
+		"| get | 1 KiB | 1 | proxy-h1 | — | 100 | — | 1000.0 | — | — | — | 100 µs | 200 µs |",
+		"| get | 1 KiB | 1 | direct | — | 300 | — | — | — | — | — | 300 µs | 600 µs |",
 		// p50 minus direct's: -210, -80, -220 µs; minus the proxy's: -10,
 		// +20, -20 µs.
 		"| get | 1 KiB | kvgate-connect-h1 | 90 µs | −210 µs | proxy-h1 | −10 µs |",
