@@ -96,7 +96,9 @@ func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultL
 // registerGatewayFlags registers the flags only kvgate reads.
 func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	cfg.FastlyToken = env.getenv("FASTLY_API_TOKEN")
-	cfg.FastlyURL = env.string("FASTLY_API_URL", upstream.DefaultBaseURL)
+	// FASTLY_API_ENDPOINT is the name Fastly's CLI reads; FASTLY_API_URL,
+	// go-fastly's, wins when both are set.
+	cfg.FastlyURL = env.string("FASTLY_API_URL", env.string("FASTLY_API_ENDPOINT", upstream.DefaultBaseURL))
 	limits := gateway.DefaultLimits()
 	batch := service.DefaultBatchConfig()
 	retry := upstream.DefaultRetryPolicy()

@@ -97,6 +97,16 @@ func TestFlags(t *testing.T) {
 			args: []string{"-listen", ":10", "-data", "", "-retry-attempts", "2", "-log-format", "json"},
 			want: func(c *Config) { c.Listen, c.DataDir, c.Retry.MaxAttempts, c.LogFormat = ":10", "", 2, "json" },
 		},
+		{
+			name: "Fastly's endpoint by the Fastly CLI's variable",
+			env:  map[string]string{"FASTLY_API_ENDPOINT": "http://cli"},
+			want: func(c *Config) { c.FastlyURL = "http://cli" },
+		},
+		{
+			name: "FASTLY_API_URL wins over FASTLY_API_ENDPOINT",
+			env:  map[string]string{"FASTLY_API_ENDPOINT": "http://cli", "FASTLY_API_URL": "http://go"},
+			want: func(c *Config) { c.FastlyURL = "http://go" },
+		},
 		{name: "browser app off by flag", args: []string{"-web=false"}, want: func(c *Config) { c.WebApp = false }},
 		{name: "browser app off by environment", env: map[string]string{"KVGATE_WEB": "false"}, want: func(c *Config) { c.WebApp = false }},
 		{name: "browser app flag overrides the environment", env: map[string]string{"KVGATE_WEB": "0"}, args: []string{"-web"}, want: func(*Config) {}},

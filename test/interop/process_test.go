@@ -198,7 +198,7 @@ func kvgateEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if name == "FASTLY_API_TOKEN" || name == "FASTLY_API_URL" || strings.HasPrefix(name, "KVGATE_") {
+		if name == "FASTLY_API_TOKEN" || name == "FASTLY_API_URL" || name == "FASTLY_API_ENDPOINT" || strings.HasPrefix(name, "KVGATE_") {
 			continue
 		}
 		env = append(env, kv)
