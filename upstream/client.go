@@ -39,7 +39,9 @@ type ClientConfig struct {
 	// Token is sent as the Fastly-Key header. The local store ignores it.
 	Token string
 	// HTTPClient makes the requests; NewHTTPClient(DefaultMaxIdleConns)
-	// when nil.
+	// when nil. Its transport must close every request body it is given,
+	// as http.RoundTripper's contract says: a write returns only once it
+	// has, so that callers may reuse the body's buffer.
 	HTTPClient *http.Client
 	// UserAgent is sent as User-Agent.
 	UserAgent string
