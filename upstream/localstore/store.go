@@ -288,7 +288,7 @@ func (s *Store) listKeys(store, prefix, after string, limit int) ([]string, bool
 		return nil, false, err
 	}
 	if !ok {
-		return nil, false, errNotFound
+		return nil, false, errNoStore
 	}
 	keys, more, err := s.backend.list(store, prefix, after, limit, s.now())
 	if err != nil {

@@ -35,8 +35,8 @@ func implicitStore(id string, at time.Time) storeInfo {
 }
 
 var (
-	// errNoStore is an item call on a store that does not exist, under
-	// Config.StrictStoreIDs.
+	// errNoStore is an item call on a store that does not exist: any
+	// under Config.StrictStoreIDs, a listing without.
 	errNoStore = fmt.Errorf("%w: no such KV store", errNotFound)
 	// errStoreExists is a new store whose id is already used.
 	errStoreExists = errors.New("store id in use")
