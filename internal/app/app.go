@@ -51,6 +51,10 @@ type Config struct {
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
+	// StoreStrictIDs makes the local store answer item calls on a store id
+	// that was never created with 404, as Fastly does; by default the
+	// first write creates the store.
+	StoreStrictIDs bool
 	// Server holds the HTTP server timeouts, the gateway's and the local
 	// store's.
 	Server httpserver.Config
@@ -213,7 +217,10 @@ func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 // openLocalStore opens the local store cfg describes.
 func openLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, error) {
-	return localstore.Open(localstore.Config{Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger, Faults: cfg.StoreFaults})
+	return localstore.Open(localstore.Config{
+		Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger,
+		Faults: cfg.StoreFaults, StrictStoreIDs: cfg.StoreStrictIDs,
+	})
 }
 
 func dataDirName(dir string) string {

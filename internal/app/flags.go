@@ -49,7 +49,7 @@ func LocalStoreFlags(fs *flag.FlagSet, getenv func(string) string) (*Config, err
 }
 
 // registerCommonFlags registers the flags both binaries read: where to
-// listen, the local store's data, value size and faults, the shutdown
+// listen, the local store's data, value size, faults and store ids, the shutdown
 // grace period and the log format.
 func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultListen string) {
 	cfg.Server = httpserver.DefaultConfig()
@@ -90,6 +90,9 @@ func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultL
 		env.errs = append(env.errs, err)
 		cfg.StoreFaults.Latency = d
 	}
+	fs.BoolVar(&cfg.StoreStrictIDs, "store-strict-ids", env.bool("KVGATE_STORE_STRICT_IDS", false),
+		"local store: item calls on a store id never created by POST /resources/stores/kv answer 404, as on Fastly; "+
+			"by default the first item write creates the store (env KVGATE_STORE_STRICT_IDS)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env.string("KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
 }
 

@@ -141,6 +141,16 @@ func TestFlags(t *testing.T) {
 				c.StoreFaults.Latency, c.LogFormat = 3*time.Millisecond, "json"
 			},
 		},
+		{name: "strict store ids by flag", args: []string{"-store-strict-ids"}, want: func(c *Config) { c.StoreStrictIDs = true }},
+		{name: "strict store ids by environment", env: map[string]string{"KVGATE_STORE_STRICT_IDS": "true"}, want: func(c *Config) { c.StoreStrictIDs = true }},
+		{
+			name:  "kvlocal strict store ids",
+			flags: LocalStoreFlags,
+			base:  defaultLocalStoreConfig,
+			env:   map[string]string{"KVGATE_STORE_STRICT_IDS": "1"},
+			want:  func(c *Config) { c.StoreStrictIDs = true },
+		},
+		{name: "malformed KVGATE_STORE_STRICT_IDS", env: map[string]string{"KVGATE_STORE_STRICT_IDS": "sometimes"}, wantErr: true},
 		{name: "malformed store faults", env: map[string]string{"KVGATE_STORE_FAULTS": "429=2"}, wantErr: true},
 		{name: "malformed size", env: map[string]string{"KVGATE_MAX_VALUE_BYTES": "25MiB"}, wantErr: true},
 		{name: "malformed duration", env: map[string]string{"KVGATE_SHUTDOWN_TIMEOUT": "10"}, wantErr: true},

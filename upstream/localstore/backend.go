@@ -23,7 +23,30 @@ type backend interface {
 	// sort after after (all keys when after is empty), in byte order, and
 	// whether more such keys follow.
 	list(store, prefix, after string, limit int, now time.Time) (keys []string, more bool, err error)
-	// hasStore reports whether store was ever written to.
+	// hasStore reports whether store exists: it was created, or written
+	// to, and not deleted since.
 	hasStore(store string) (bool, error)
+
+	// A store's details are kept beside its items. update and putBatch
+	// create the details of a store they write to first (named after its
+	// id, created at the record's Modified time), so that every store
+	// that holds items can be listed and described.
+
+	// getStore returns the details of store id, or nil when there is none.
+	getStore(id string) (*storeInfo, error)
+	// listStores returns up to limit stores whose id sorts after after (all
+	// when after is empty), in id order, whether more follow, and how many
+	// stores there are in all. A non-empty name keeps only the stores of
+	// that name, both in the page and in the count.
+	listStores(name, after string, limit int) (page []storeInfo, more bool, total int, err error)
+	// saveStore writes info. With create, info is a new store: an id in
+	// use is errStoreExists. Without, info replaces the details of an
+	// existing store: a missing one is errNotFound. Either way a name
+	// another store has is errNameTaken.
+	saveStore(info storeInfo, create bool) error
+	// deleteStore removes store id with its details: errNotFound when there
+	// is none, errNotEmpty when it holds an item that is live at now.
+	// Expired items go with the store.
+	deleteStore(id string, now time.Time) error
 	close() error
 }

@@ -3,6 +3,7 @@ package localstore
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ var (
 	// increasing across restarts even if the clock steps back.
 	metaBucket  = []byte("meta")
 	lastGenName = []byte("last-generation")
+	// infoBucket holds each store's details (JSON storeInfo) by store id.
+	infoBucket = []byte("store-info")
 )
 
 // boltBackend keeps items in a bbolt file: one file, crash-safe
@@ -26,7 +29,10 @@ type boltBackend struct {
 	db *bolt.DB
 }
 
-func openBolt(dir string) (*boltBackend, error) {
+// openBolt opens the database in dir. A store whose items were written
+// before stores had details gets them now, named after its id and created
+// at now.
+func openBolt(dir string, now time.Time) (*boltBackend, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("localstore: creating data directory: %w", err)
 	}
@@ -38,8 +44,15 @@ func openBolt(dir string) (*boltBackend, error) {
 		if _, err := tx.CreateBucketIfNotExists(storesBucket); err != nil {
 			return err
 		}
-		_, err := tx.CreateBucketIfNotExists(metaBucket)
-		return err
+		if _, err := tx.CreateBucketIfNotExists(metaBucket); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(infoBucket); err != nil {
+			return err
+		}
+		return tx.Bucket(storesBucket).ForEachBucket(func(id []byte) error {
+			return ensureInfo(tx, string(id), now)
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -98,6 +111,9 @@ func (b *boltBackend) update(store, key string, fn func(*record, uint64) (*recor
 			if sb, err = stores.CreateBucket([]byte(store)); err != nil {
 				return err
 			}
+			if err := ensureInfo(tx, store, next.Modified); err != nil {
+				return err
+			}
 		}
 		if err := sb.Put([]byte(key), next.encode()); err != nil {
 			return err
@@ -125,6 +141,11 @@ func (b *boltBackend) putBatch(store string, keys []string, build func(int, uint
 		}
 		for i, key := range keys {
 			rec := build(i, lastGen)
+			if i == 0 {
+				if err := ensureInfo(tx, store, rec.Modified); err != nil {
+					return err
+				}
+			}
 			if err := sb.Put([]byte(key), rec.encode()); err != nil {
 				return err
 			}
@@ -165,10 +186,125 @@ func (b *boltBackend) list(store, prefix, after string, limit int, now time.Time
 func (b *boltBackend) hasStore(store string) (bool, error) {
 	found := false
 	err := b.db.View(func(tx *bolt.Tx) error {
-		found = tx.Bucket(storesBucket).Bucket([]byte(store)) != nil
+		found = tx.Bucket(infoBucket).Get([]byte(store)) != nil
 		return nil
 	})
 	return found, err
+}
+
+// ensureInfo gives store, written to at time at, its details when it has
+// none.
+func ensureInfo(tx *bolt.Tx, store string, at time.Time) error {
+	ib := tx.Bucket(infoBucket)
+	if ib.Get([]byte(store)) != nil {
+		return nil
+	}
+	return putInfo(ib, implicitStore(store, at))
+}
+
+func putInfo(ib *bolt.Bucket, info storeInfo) error {
+	v, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	return ib.Put([]byte(info.ID), v)
+}
+
+func decodeInfo(v []byte) (storeInfo, error) {
+	var info storeInfo
+	if err := json.Unmarshal(v, &info); err != nil {
+		return info, fmt.Errorf("localstore: corrupt store details: %w", err)
+	}
+	return info, nil
+}
+
+func (b *boltBackend) getStore(id string) (*storeInfo, error) {
+	var info *storeInfo
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(infoBucket).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		i, err := decodeInfo(v)
+		info = &i
+		return err
+	})
+	return info, err
+}
+
+func (b *boltBackend) listStores(name, after string, limit int) ([]storeInfo, bool, int, error) {
+	var page []storeInfo
+	more, total := false, 0
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(infoBucket).ForEach(func(k, v []byte) error {
+			info, err := decodeInfo(v)
+			if err != nil {
+				return err
+			}
+			if name != "" && info.Name != name {
+				return nil
+			}
+			total++
+			switch {
+			case string(k) <= after:
+			case len(page) == limit:
+				more = true
+			default:
+				page = append(page, info)
+			}
+			return nil
+		})
+	})
+	return page, more, total, err
+}
+
+func (b *boltBackend) saveStore(info storeInfo, create bool) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(infoBucket)
+		exists := ib.Get([]byte(info.ID)) != nil
+		switch {
+		case create && exists:
+			return errStoreExists
+		case !create && !exists:
+			return errNotFound
+		}
+		err := ib.ForEach(func(k, v []byte) error {
+			other, err := decodeInfo(v)
+			if err != nil {
+				return err
+			}
+			if string(k) != info.ID && other.Name == info.Name {
+				return errNameTaken
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return putInfo(ib, info)
+	})
+}
+
+func (b *boltBackend) deleteStore(id string, now time.Time) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(infoBucket)
+		if ib.Get([]byte(id)) == nil {
+			return errNotFound
+		}
+		stores := tx.Bucket(storesBucket)
+		if sb := stores.Bucket([]byte(id)); sb != nil {
+			c := sb.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if exp := expiresAt(v); exp.IsZero() || now.Before(exp) {
+					return errNotEmpty
+				}
+			}
+			if err := stores.DeleteBucket([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return ib.Delete([]byte(id))
+	})
 }
 
 func (b *boltBackend) close() error { return b.db.Close() }

@@ -1,6 +1,8 @@
 package localstore
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,11 +22,29 @@ func lessEntry(a, b memEntry) bool { return a.key < b.key }
 type memBackend struct {
 	mu      sync.RWMutex
 	stores  map[string]*btree.BTreeG[memEntry]
+	infos   map[string]storeInfo
 	lastGen uint64
 }
 
 func newMemBackend() *memBackend {
-	return &memBackend{stores: make(map[string]*btree.BTreeG[memEntry])}
+	return &memBackend{
+		stores: make(map[string]*btree.BTreeG[memEntry]),
+		infos:  make(map[string]storeInfo),
+	}
+}
+
+// tree returns the items of store, creating them, and the store's details
+// when it has none, on its first write at time at.
+func (m *memBackend) tree(store string, at time.Time) *btree.BTreeG[memEntry] {
+	t := m.stores[store]
+	if t == nil {
+		t = btree.NewG(32, lessEntry)
+		m.stores[store] = t
+	}
+	if _, ok := m.infos[store]; !ok {
+		m.infos[store] = implicitStore(store, at)
+	}
+	return t
 }
 
 func (m *memBackend) get(store, key string) (*record, error) {
@@ -61,10 +81,7 @@ func (m *memBackend) update(store, key string, fn func(*record, uint64) (*record
 		}
 		return nil
 	}
-	if t == nil {
-		t = btree.NewG(32, lessEntry)
-		m.stores[store] = t
-	}
+	t = m.tree(store, next.Modified)
 	t.ReplaceOrInsert(memEntry{key: key, rec: next})
 	m.lastGen = max(m.lastGen, next.Generation)
 	return nil
@@ -76,13 +93,12 @@ func (m *memBackend) putBatch(store string, keys []string, build func(int, uint6
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.stores[store]
-	if t == nil {
-		t = btree.NewG(32, lessEntry)
-		m.stores[store] = t
-	}
+	var t *btree.BTreeG[memEntry]
 	for i, key := range keys {
 		rec := build(i, m.lastGen)
+		if t == nil {
+			t = m.tree(store, rec.Modified)
+		}
 		t.ReplaceOrInsert(memEntry{key: key, rec: rec})
 		m.lastGen = max(m.lastGen, rec.Generation)
 	}
@@ -121,8 +137,82 @@ func (m *memBackend) list(store, prefix, after string, limit int, now time.Time)
 func (m *memBackend) hasStore(store string) (bool, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	_, ok := m.stores[store]
+	_, ok := m.infos[store]
 	return ok, nil
+}
+
+func (m *memBackend) getStore(id string) (*storeInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	info, ok := m.infos[id]
+	if !ok {
+		return nil, nil
+	}
+	return &info, nil
+}
+
+func (m *memBackend) listStores(name, after string, limit int) ([]storeInfo, bool, int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ids := slices.Sorted(maps.Keys(m.infos))
+	var page []storeInfo
+	more, total := false, 0
+	for _, id := range ids {
+		info := m.infos[id]
+		if name != "" && info.Name != name {
+			continue
+		}
+		total++
+		if id <= after {
+			continue
+		}
+		if len(page) == limit {
+			more = true
+			continue
+		}
+		page = append(page, info)
+	}
+	return page, more, total, nil
+}
+
+func (m *memBackend) saveStore(info storeInfo, create bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, exists := m.infos[info.ID]
+	switch {
+	case create && exists:
+		return errStoreExists
+	case !create && !exists:
+		return errNotFound
+	}
+	for id, other := range m.infos {
+		if id != info.ID && other.Name == info.Name {
+			return errNameTaken
+		}
+	}
+	m.infos[info.ID] = info
+	return nil
+}
+
+func (m *memBackend) deleteStore(id string, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.infos[id]; !ok {
+		return errNotFound
+	}
+	if t := m.stores[id]; t != nil {
+		live := false
+		t.Ascend(func(e memEntry) bool {
+			live = !e.rec.expired(now)
+			return !live
+		})
+		if live {
+			return errNotEmpty
+		}
+	}
+	delete(m.stores, id)
+	delete(m.infos, id)
+	return nil
 }
 
 func (m *memBackend) close() error { return nil }

@@ -199,6 +199,6 @@ func ExampleFaultSpecHelp() {
 	// drop-mid-body=RATE  share of requests applied, then dropped halfway through the response body
 	// retry-after=DUR     wait the 429 and 503 answers ask for (a 429 asks for 1s when unset)
 	// slow-body=DUR       delay before each 1024-byte piece of a response body
-	// kinds=KIND+KIND     inject faults only into requests of these kinds: other, list, get, head, put, delete, batch
+	// kinds=KIND+KIND     inject faults only into requests of these kinds: other, list, get, head, put, delete, batch, store
 	// seed=N              seed of the random draws, an unsigned 64-bit decimal; random when unset
 }

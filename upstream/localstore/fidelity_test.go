@@ -36,7 +36,12 @@ const (
 // startLocalStore serves a fresh in-memory store over real HTTP.
 func startLocalStore(t *testing.T) *httptest.Server {
 	t.Helper()
-	store, err := localstore.Open(localstore.Config{})
+	return startLocalStoreWith(t, localstore.Config{})
+}
+
+func startLocalStoreWith(t *testing.T, cfg localstore.Config) *httptest.Server {
+	t.Helper()
+	store, err := localstore.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +66,9 @@ type replayer struct {
 	// lastRead maps a key to its generations at the last GET, to translate
 	// recorded if-generation-match values into local ones.
 	lastRead map[string]genPair
+	// storeID, when set, replaces the recorded store id in every path: the
+	// id of the store the local one created.
+	storeID string
 }
 
 func newReplayer(srv *httptest.Server) *replayer {
@@ -151,6 +159,9 @@ func (r *replayer) replay(t *testing.T, in cassette.Request) localResponse {
 		local := uint64(int64(last.local) + delta)
 		t.Logf("If-Generation-Match %d = recorded read %d %+d; sent as %d", recorded, last.recorded, delta, local)
 		header.Set("If-Generation-Match", strconv.FormatUint(local, 10))
+	}
+	if r.storeID != "" {
+		rest = strings.Replace(rest, "/resources/stores/kv/"+recordedStore, "/resources/stores/kv/"+r.storeID, 1)
 	}
 	return r.do(t, in.Method, r.srv.URL+rest, header, in.Body)
 }
@@ -303,6 +314,12 @@ var sequence = []string{
 func TestLocalStoreFidelity(t *testing.T) {
 	t.Parallel()
 	rp := newReplayer(startLocalStore(t))
+	replaySequence(t, rp)
+}
+
+// replaySequence replays the item steps of the recorded session, in order.
+func replaySequence(t *testing.T, rp *replayer) {
+	t.Helper()
 	for _, name := range sequence {
 		ok := t.Run(name, func(t *testing.T) {
 			rec := kvtest.LoadRecording(t, name)

@@ -70,6 +70,9 @@ func fzServe(t *testing.T, h http.Handler, req *http.Request) *httptest.Response
 	switch rec.Code {
 	case http.StatusOK, http.StatusNoContent, http.StatusBadRequest, http.StatusNotFound,
 		http.StatusMethodNotAllowed, http.StatusPreconditionFailed, http.StatusRequestEntityTooLarge:
+	case http.StatusCreated, http.StatusConflict:
+		// A raw store id ending in "?" reaches the store endpoints: a
+		// created store, a name in use or a store that is not empty.
 	case http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		// ServeMux redirects a path it would clean, such as "a//b", and a
 		// subtree root without its slash, such as "PUT .../keys".

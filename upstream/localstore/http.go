@@ -21,6 +21,8 @@ type RequestKind int
 // The kinds of request. RequestOther is every request that reached no
 // endpoint: an unknown path or method (404, 405), or a path the router
 // would clean or redirect, such as one with a "." or ".." segment (400).
+// RequestStore is every store-level call: create, list, describe, rename
+// and delete a store.
 const (
 	RequestOther RequestKind = iota
 	RequestList
@@ -29,10 +31,11 @@ const (
 	RequestPut
 	RequestDelete
 	RequestBatch
+	RequestStore
 	numRequestKinds
 )
 
-var requestKindNames = [numRequestKinds]string{"other", "list", "get", "head", "put", "delete", "batch"}
+var requestKindNames = [numRequestKinds]string{"other", "list", "get", "head", "put", "delete", "batch", "store"}
 
 func (k RequestKind) String() string {
 	if k < 0 || k >= numRequestKinds {
@@ -60,7 +63,9 @@ type route struct {
 
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.h(w, r) }
 
-// Handler serves the KV Store item, listing and batch endpoints.
+// Handler serves the KV Store store, item, listing and batch endpoints.
+// Every error, an unknown path or method included, answers in Fastly's
+// JSON error shape.
 func (s *Store) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range []struct {
@@ -73,6 +78,11 @@ func (s *Store) Handler() http.Handler {
 		{"PUT /resources/stores/kv/{store}/keys/{key...}", route{RequestPut, s.handlePut}},
 		{"DELETE /resources/stores/kv/{store}/keys/{key...}", route{RequestDelete, s.handleDelete}},
 		{"PUT /resources/stores/kv/{store}/batch", route{RequestBatch, s.handleBatch}},
+		{"POST /resources/stores/kv", route{RequestStore, s.handleCreateStore}},
+		{"GET /resources/stores/kv", route{RequestStore, s.handleListStores}},
+		{"GET /resources/stores/kv/{store}", route{RequestStore, s.handleGetStore}},
+		{"PUT /resources/stores/kv/{store}", route{RequestStore, s.handleRenameStore}},
+		{"DELETE /resources/stores/kv/{store}", route{RequestStore, s.handleDeleteStore}},
 	} {
 		mux.Handle(r.pattern, &r.route)
 	}
@@ -84,6 +94,11 @@ func (s *Store) Handler() http.Handler {
 		if hasDotSegment(r.URL.EscapedPath()) {
 			badRequest(w, `invalid key: key must not be "." or ".." or contain such a segment`)
 			return
+		}
+		if h, _ := mux.Handler(r); !isRoute(h) {
+			// The mux answers an unknown path or method with Go's plain
+			// text; Fastly clients expect its JSON error shape.
+			w = &jsonRouteErrors{ResponseWriter: w, r: r}
 		}
 		mux.ServeHTTP(w, r)
 	})
@@ -111,6 +126,44 @@ func kindOf(mux *http.ServeMux, r *http.Request) RequestKind {
 		return rt.kind
 	}
 	return RequestOther
+}
+
+func isRoute(h http.Handler) bool {
+	_, ok := h.(*route)
+	return ok
+}
+
+// jsonRouteErrors rewrites the mux's own 404 and 405 answers into Fastly's
+// JSON error shape, keeping their headers (405's Allow); other answers,
+// such as the redirect to a cleaned path, pass through.
+type jsonRouteErrors struct {
+	http.ResponseWriter
+	r        *http.Request
+	replaced bool
+}
+
+func (w *jsonRouteErrors) WriteHeader(code int) {
+	var msg string
+	switch code {
+	case http.StatusNotFound:
+		msg = "Not found"
+	case http.StatusMethodNotAllowed:
+		msg = "Method not allowed"
+	default:
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.replaced = true
+	w.Header().Del("X-Content-Type-Options")
+	writeError(w.ResponseWriter, code, msg, "no endpoint for "+w.r.Method+" "+w.r.URL.EscapedPath())
+}
+
+// Write drops the mux's plain-text body once the JSON one is written.
+func (w *jsonRouteErrors) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func hasDotSegment(path string) bool {
@@ -142,6 +195,8 @@ func badRequest(w http.ResponseWriter, format string, args ...any) {
 // writeOutcome answers a failed store operation.
 func (s *Store) writeOutcome(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, errNoStore):
+		writeError(w, http.StatusNotFound, "Record not found", "no KV store with id "+strconv.Quote(r.PathValue("store")))
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, "Record not found", "")
 	case errors.Is(err, errPrecondition):

@@ -1,7 +1,10 @@
 // Package localstore is a Fastly-compatible KV Store REST server: it serves
-// the item, listing and batch endpoints under /resources/stores/kv/ from a
-// bbolt file or from memory, so that Fastly clients run without a Fastly
-// account. Unlike on Fastly, a store id is created by its first write.
+// the store, item, listing and batch endpoints under /resources/stores/kv
+// from a bbolt file or from memory, so that Fastly clients run without a
+// Fastly account. Stores are created, listed, described, renamed and
+// deleted as on Fastly. Unlike on Fastly, a store id that was never created
+// is also created by its first item write, named after its id, unless
+// [Config.StrictStoreIDs] is set.
 //
 // [Faults], set by [Config.Faults] or [Store.SetFaults], make the store
 // slow or failing, for testing clients; [ParseFaults] reads them from a flag.
@@ -43,6 +46,12 @@ type Config struct {
 	// runs on the request's goroutine, so a test can block in it to hold a
 	// request in flight. It must not read or close the body.
 	OnRequest func(*http.Request)
+	// StrictStoreIDs makes item calls on a store id that was never created
+	// (by POST /resources/stores/kv, or by an item write without strict
+	// ids) answer 404, as Fastly does. Without it the first item write to
+	// an unknown id creates the store, which lets a client start writing
+	// with no setup.
+	StrictStoreIDs bool
 }
 
 // DefaultMaxBatchBytes is the batch body limit when Config.MaxBatchBytes
@@ -57,6 +66,7 @@ type Store struct {
 	now       func() time.Time
 	log       *slog.Logger
 	onRequest func(*http.Request)
+	strictIDs bool
 	faults    atomic.Pointer[Faults]
 	requests  atomic.Int64
 	counts    [numRequestKinds]atomic.Int64
@@ -73,6 +83,7 @@ func Open(cfg Config) (*Store, error) {
 		now:       cfg.Now,
 		log:       cfg.Logger,
 		onRequest: cfg.OnRequest,
+		strictIDs: cfg.StrictStoreIDs,
 	}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
@@ -91,7 +102,7 @@ func Open(cfg Config) (*Store, error) {
 		s.backend = newMemBackend()
 		return s, nil
 	}
-	b, err := openBolt(cfg.Dir)
+	b, err := openBolt(cfg.Dir, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +133,9 @@ func (s *Store) nextGeneration(last uint64, now time.Time) uint64 {
 }
 
 func (s *Store) getItem(store, key string) (*record, error) {
+	if err := s.requireStore(store); err != nil {
+		return nil, err
+	}
 	rec, err := s.backend.get(store, key)
 	if err != nil {
 		return nil, err
@@ -151,6 +165,9 @@ type putRequest struct {
 }
 
 func (s *Store) putItem(store, key string, p putRequest) error {
+	if err := s.requireStore(store); err != nil {
+		return err
+	}
 	now := s.now()
 	return s.backend.update(store, key, func(cur *record, lastGen uint64) (*record, error) {
 		if cur != nil && cur.expired(now) {
@@ -200,6 +217,9 @@ type batchItem struct {
 // same key wins. Like every write, an item replaces the metadata (none
 // clears it) and sets or clears the time to live.
 func (s *Store) putBatch(store string, items []batchItem) error {
+	if err := s.requireStore(store); err != nil {
+		return err
+	}
 	if len(items) == 0 {
 		return nil
 	}
@@ -244,6 +264,9 @@ func concat(a, b []byte) []byte {
 }
 
 func (s *Store) deleteItem(store, key string, force bool, ifGen *uint64) error {
+	if err := s.requireStore(store); err != nil {
+		return err
+	}
 	now := s.now()
 	return s.backend.update(store, key, func(cur *record, _ uint64) (*record, error) {
 		if cur == nil || cur.expired(now) {
@@ -265,7 +288,7 @@ func (s *Store) listKeys(store, prefix, after string, limit int) ([]string, bool
 		return nil, false, err
 	}
 	if !ok {
-		return nil, false, errNotFound
+		return nil, false, errNoStore
 	}
 	keys, more, err := s.backend.list(store, prefix, after, limit, s.now())
 	if err != nil {
