@@ -26,10 +26,10 @@ func (b *batcher) runSingle(op *writeOp) opResult {
 	}
 	if k := upstream.KindOf(err); k == upstream.KindOutcomeUnknown || k.ItemLevel() {
 		return opResult{failures: []*kvv1.BatchFailure{
-			batchFailure(op.indexes[0], item.GetKey(), fromUpstream(err, itemSubject)),
+			batchFailure(op.indexes[0], item.GetKey(), b.words.fromUpstream(err, itemSubject)),
 		}}
 	}
-	return opResult{callErr: fromUpstream(err, storeSubject)}
+	return opResult{callErr: b.words.fromUpstream(err, storeSubject)}
 }
 
 // runBatch sends the op's lines as one batch PUT. Fastly reports bad lines
@@ -48,7 +48,7 @@ func (b *batcher) runBatch(op *writeOp) opResult {
 	for len(lines) > 0 {
 		out, err := b.kv.PutBatch(b.ctx, b.store, body)
 		if err != nil {
-			res.callErr = fromUpstream(err, storeSubject)
+			res.callErr = b.words.fromUpstream(err, storeSubject)
 			return res
 		}
 		if len(out.LineErrors) == 0 {
@@ -60,7 +60,7 @@ func (b *batcher) runBatch(op *writeOp) opResult {
 		bad := make(map[int]bool, len(out.LineErrors))
 		for _, le := range out.LineErrors {
 			if le.Index >= len(lines) || bad[le.Index] {
-				res.callErr = fromUpstream(&upstream.ResponseError{Op: upstream.OpBatch,
+				res.callErr = b.words.fromUpstream(&upstream.ResponseError{Op: upstream.OpBatch,
 					Reason: fmt.Sprintf("line error for line %d of a %d-line batch", le.Index, len(lines))}, storeSubject)
 				return res
 			}
@@ -70,7 +70,7 @@ func (b *batcher) runBatch(op *writeOp) opResult {
 				Index:  op.indexes[l],
 				Key:    op.keys[l],
 				Code:   wireErrors[le.Kind()].code.String(),
-				Reason: "Fastly rejected the item: " + le.Reason,
+				Reason: b.words.say("Fastly rejected the item: ") + le.Reason,
 			})
 		}
 		kept := lines[:0]

@@ -92,6 +92,7 @@ type batcher struct {
 	store    string
 	cfg      BatchConfig
 	maxValue int64
+	words    wording
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -130,7 +131,7 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 		}
 	})
 	b := &batcher{
-		kv: s.kv, bodies: s.bodies, inFlight: &s.batchBytes, store: store, cfg: s.batch, maxValue: s.maxValue,
+		kv: s.kv, bodies: s.bodies, inFlight: &s.batchBytes, store: store, cfg: s.batch, maxValue: s.maxValue, words: s.words,
 		ctx: opsCtx,
 		cancel: func() {
 			stop()

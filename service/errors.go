@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -91,20 +92,34 @@ var wireErrors = map[upstream.Kind]wireError{
 		msg: "Fastly may or may not have applied the write; read the item before retrying", reason: reasonOutcomeUnknown},
 }
 
+// wording names the upstream in the messages callers see: "Fastly", or
+// "the local store" when kvgate runs its embedded store, so that a failure
+// of the store on the caller's own machine is not blamed on Fastly. The
+// zero value says Fastly.
+type wording struct{ upstream string }
+
+// say puts the upstream's name into a message written about Fastly.
+func (w wording) say(msg string) string {
+	if w.upstream == "" || w.upstream == "Fastly" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, "Fastly", w.upstream)
+}
+
 // fromUpstream turns an upstream failure into a deliberate Connect error.
 // The public message says what happened; the cause (which may echo
 // Fastly's body) stays on the server for the log.
-func fromUpstream(err error, subject notFoundSubject) *connect.Error {
+func (w wording) fromUpstream(err error, subject notFoundSubject) *connect.Error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded before Fastly answered").WithCause(err)
+		return connect.NewError(connect.CodeDeadlineExceeded, w.say("deadline exceeded before Fastly answered")).WithCause(err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(err)
 	case errors.Is(err, membudget.ErrExhausted):
 		return budgetError(err)
 	}
 	kind := upstream.KindOf(err)
-	w, ok := wireErrors[kind]
+	we, ok := wireErrors[kind]
 	if !ok {
 		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
 	}
@@ -117,25 +132,38 @@ func fromUpstream(err error, subject notFoundSubject) *connect.Error {
 	if se, ok := errors.AsType[*upstream.StatusError](err); ok && kind != upstream.KindOutcomeUnknown {
 		status, retryAfter = se.Status, se.RetryAfter
 	}
-	return w.build(subject, status, retryAfter).WithCause(err)
+	return we.build(w, subject, status, retryAfter).WithCause(err)
 }
 
 // build makes the error with its details: an ErrorInfo carrying the
 // upstream status when there was one, the kind's own detail, and a
 // RetryInfo when Fastly said when to retry something worth retrying.
-func (w wireError) build(subject notFoundSubject, status int, retryAfter time.Duration) *connect.Error {
-	msg := w.msg
+func (w wireError) build(words wording, subject notFoundSubject, status int, retryAfter time.Duration) *connect.Error {
+	msg := words.say(w.msg)
 	if w.bySubject {
 		msg = string(subject) + " " + msg
 	}
 	cerr := withInfo(connect.NewError(w.code, msg), w.reason, status)
 	if w.detail != nil {
-		cerr = rpcerr.WithDetail(cerr, w.detail)
+		cerr = rpcerr.WithDetail(cerr, words.detail(w.detail))
 	}
 	if retryAfter > 0 && (w.code == connect.CodeResourceExhausted || w.code == connect.CodeUnavailable) {
 		cerr = rpcerr.WithDetail(cerr, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 	}
 	return cerr
+}
+
+// detail returns d with the upstream's name in its field descriptions.
+func (w wording) detail(d proto.Message) proto.Message {
+	br, ok := d.(*errdetails.BadRequest)
+	if !ok || w.say("Fastly") == "Fastly" {
+		return d
+	}
+	named := proto.Clone(br).(*errdetails.BadRequest)
+	for _, v := range named.GetFieldViolations() {
+		v.Description = w.say(v.Description)
+	}
+	return named
 }
 
 // withInfo attaches a google.rpc.ErrorInfo with reason and, when known, the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func TestFromUpstream(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			checkWire(t, fromUpstream(c.err, c.subject), c.want)
+			checkWire(t, wording{}.fromUpstream(c.err, c.subject), c.want)
 		})
 	}
 }
@@ -147,14 +148,54 @@ func TestWireErrorsCoverKinds(t *testing.T) {
 	}
 }
 
+// TestLocalStoreWording checks that with the embedded local store the
+// messages, and the detail that names the value's limit, name it instead
+// of Fastly, and that the codes and reasons stay.
+func TestLocalStoreWording(t *testing.T) {
+	t.Parallel()
+	local := wording{"the local store"}
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{&upstream.StatusError{Op: upstream.OpGet, Status: 503}, "the local store is unavailable; retry later"},
+		{&upstream.StatusError{Op: upstream.OpGet, Status: 429}, "the local store's rate limit was reached; retry later"},
+		{&upstream.TransportError{Op: upstream.OpGet, Err: errors.New("refused")}, "could not reach the local store"},
+		{context.DeadlineExceeded, "deadline exceeded before the local store answered"},
+		{&upstream.StatusError{Op: upstream.OpGet, Status: 404}, "item not found"},
+	}
+	for _, c := range cases {
+		fastly, named := wording{}.fromUpstream(c.err, itemSubject), local.fromUpstream(c.err, itemSubject)
+		if named.Message() != c.want || named.Code() != fastly.Code() {
+			t.Errorf("%v: %v %q, want %v %q", c.err, named.Code(), named.Message(), fastly.Code(), c.want)
+		}
+	}
+	tooLarge := local.fromUpstream(&upstream.StatusError{Op: upstream.OpPut, Status: 413}, itemSubject)
+	var described string
+	for _, d := range tooLarge.Details() {
+		if m, err := connectproto.UnmarshalErrorDetail(d); err == nil {
+			if br, ok := m.(*errdetails.BadRequest); ok {
+				described = br.GetFieldViolations()[0].GetDescription()
+			}
+		}
+	}
+	if described != "value is larger than the local store accepts for this store" {
+		t.Errorf("413 field violation = %q", described)
+	}
+	// The table's own detail is not changed for other callers.
+	if d := wireErrors[upstream.KindTooLarge].detail.(*errdetails.BadRequest); !strings.Contains(d.GetFieldViolations()[0].GetDescription(), "Fastly") {
+		t.Errorf("the shared detail was rewritten: %v", d)
+	}
+}
+
 func TestListError(t *testing.T) {
 	bad := &upstream.StatusError{Op: upstream.OpList, Status: 400}
-	cerr := listError(bad, position{upstream: "x"})
+	cerr := wording{}.listError(bad, position{upstream: "x"})
 	if cerr.Code() != connect.CodeInvalidArgument || cerr.Message() != "invalid request: cursor was refused by Fastly; it is not one kvgate issued" {
 		t.Errorf("a 400 from the caller's cursor = %v", cerr)
 	}
-	checkWire(t, listError(bad, position{}), wantWire{connect.CodeInvalidArgument, "Fastly rejected the request as invalid", reasonBadRequest, "400", 0, ""})
-	checkWire(t, listError(&upstream.StatusError{Op: upstream.OpList, Status: 404}, position{upstream: "x"}),
+	checkWire(t, wording{}.listError(bad, position{}), wantWire{connect.CodeInvalidArgument, "Fastly rejected the request as invalid", reasonBadRequest, "400", 0, ""})
+	checkWire(t, wording{}.listError(&upstream.StatusError{Op: upstream.OpList, Status: 404}, position{upstream: "x"}),
 		wantWire{connect.CodeNotFound, "store not found", reasonNotFound, "404", 0, ""})
 }
 

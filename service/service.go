@@ -28,6 +28,9 @@ type Config struct {
 	MaxValueBytes int64
 	// Batch bounds the batch PUTs of BatchPutItems and PutItems.
 	Batch BatchConfig
+	// UpstreamName names the upstream in the messages callers see:
+	// "Fastly" when empty; "the local store" for kvgate's embedded one.
+	UpstreamName string
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -49,6 +52,7 @@ type Service struct {
 	maxValue int64
 	batch    BatchConfig
 	bodies   *bodyPool
+	words    wording
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// batchBytes is the size of the batch bodies being sent; see
@@ -76,7 +80,7 @@ var _ kvv1connect.KVStoreServiceHandler = (*Service)(nil)
 // New returns the service, calling Fastly (or the local store) through kv,
 // usually an *upstream.Client.
 func New(kv Upstream, opts Config) *Service {
-	s := &Service{kv: kv, maxValue: opts.MaxValueBytes, batch: opts.Batch.withDefaults()}
+	s := &Service{kv: kv, maxValue: opts.MaxValueBytes, batch: opts.Batch.withDefaults(), words: wording{opts.UpstreamName}}
 	if s.maxValue <= 0 {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
@@ -91,7 +95,7 @@ func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.
 	}
 	item, err := s.kv.GetItem(ctx, req.GetStoreId(), req.GetKey())
 	if err != nil {
-		return nil, fromUpstream(err, itemSubject)
+		return nil, s.words.fromUpstream(err, itemSubject)
 	}
 	out := &kvv1.Item{
 		Key:        req.GetKey(),
@@ -115,7 +119,7 @@ func (s *Service) PutItem(ctx context.Context, req *kvv1.PutItemRequest) (*kvv1.
 	}
 	opts := putOptions(req, req.IfGenerationMatch)
 	if err := s.kv.PutItem(ctx, req.GetStoreId(), req.GetKey(), req.GetValue(), opts); err != nil {
-		return nil, fromUpstream(err, itemSubject)
+		return nil, s.words.fromUpstream(err, itemSubject)
 	}
 	return &kvv1.PutItemResponse{}, nil
 }
@@ -149,7 +153,7 @@ func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (
 	}
 	opts := upstream.DeleteOptions{Force: req.GetForce(), IfGenerationMatch: req.IfGenerationMatch}
 	if err := s.kv.DeleteItem(ctx, req.GetStoreId(), req.GetKey(), opts); err != nil {
-		return nil, fromUpstream(err, itemSubject)
+		return nil, s.words.fromUpstream(err, itemSubject)
 	}
 	return &kvv1.DeleteItemResponse{}, nil
 }
@@ -169,7 +173,7 @@ func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
 	pg, err := l.fetchNonEmpty(ctx, pos)
 	if err != nil {
-		return nil, listError(err, pos)
+		return nil, s.words.listError(err, pos)
 	}
 	return &kvv1.ListKeysResponse{
 		Keys:       pg.keys,
@@ -199,9 +203,9 @@ var consistencies = map[kvv1.Consistency]upstream.Consistency{
 // listError maps a failed listing. A kvgate cursor wraps Fastly's without
 // signing it, so one made by hand can carry a cursor Fastly refuses; that
 // 400 is the caller's cursor, and is named as such.
-func listError(err error, from position) *connect.Error {
+func (w wording) listError(err error, from position) *connect.Error {
 	if from.upstream != "" && upstream.KindOf(err) == upstream.KindBadRequest {
-		return badrequest.Field("cursor", "cursor was refused by Fastly; it is not one kvgate issued").WithCause(err)
+		return badrequest.Field("cursor", w.say("cursor was refused by Fastly; it is not one kvgate issued")).WithCause(err)
 	}
-	return fromUpstream(err, storeSubject)
+	return w.fromUpstream(err, storeSubject)
 }

@@ -59,9 +59,9 @@ func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, s
 		}
 	}
 	if err := <-produced; err != nil {
-		cerr := fromUpstream(err, storeSubject)
+		cerr := s.words.fromUpstream(err, storeSubject)
 		if delivered == 0 {
-			cerr = listError(err, pos) // the first page came from the caller's cursor
+			cerr = s.words.listError(err, pos) // the first page came from the caller's cursor
 		}
 		if s.draining.Load() && errors.Is(err, context.Canceled) {
 			cerr = errShuttingDown

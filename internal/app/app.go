@@ -130,8 +130,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStore()
 	var eg errgroup.Group
+	upstreamName := "" // Fastly
 	// Pass-through callers bring Fastly tokens, so they always mean Fastly.
 	if cfg.FastlyToken == "" && !cfg.Auth.FastlyTokenPassthrough {
+		upstreamName = LocalStoreName
 		store, err := openLocalStore(cfg, logger)
 		if err != nil {
 			return err
@@ -154,6 +156,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	gw, err := NewGateway(GatewayConfig{
 		UpstreamURL:    baseURL,
+		UpstreamName:   upstreamName,
 		Token:          cfg.FastlyToken,
 		MaxValueBytes:  cfg.MaxValueBytes,
 		Retry:          cfg.Retry,

@@ -21,12 +21,18 @@ import (
 	"github.com/kvgate/kvgate/web"
 )
 
+// LocalStoreName is how error messages name the embedded local store.
+const LocalStoreName = "the local store"
+
 // GatewayConfig configures the KV gateway stack: the upstream client, the
 // service on top of it and the Connect surface serving that.
 type GatewayConfig struct {
 	// UpstreamURL is the Fastly-compatible API the gateway calls;
 	// upstream.DefaultBaseURL when empty.
 	UpstreamURL string
+	// UpstreamName names the upstream in the messages callers see:
+	// "Fastly" when empty, LocalStoreName for the embedded local store.
+	UpstreamName string
 	// Token is sent to the upstream as Fastly-Key.
 	Token string
 	// HTTPClient calls the upstream; when nil NewGateway builds one with
@@ -124,7 +130,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err
