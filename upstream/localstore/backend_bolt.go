@@ -29,16 +29,18 @@ type boltBackend struct {
 	db *bolt.DB
 }
 
-// openBolt opens the database in dir. A store whose items were written
-// before stores had details gets them now, named after its id and created
-// at now.
-func openBolt(dir string, now time.Time) (*boltBackend, error) {
+// openBolt opens the database in dir, creating it only when its file does
+// not exist, and refuses a damaged one (see openDataFile) before writing
+// anything to it. It waits up to lockTimeout for another process's lock.
+// A store whose items were written before stores had details gets them
+// now, named after its id and created at now.
+func openBolt(dir string, now time.Time, lockTimeout time.Duration) (*boltBackend, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("localstore: creating data directory: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "kv.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, _, err := openDataFile(filepath.Join(dir, DataFileName), lockTimeout, false)
 	if err != nil {
-		return nil, fmt.Errorf("localstore: opening database in %s: %w", dir, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(storesBucket); err != nil {
