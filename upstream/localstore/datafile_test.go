@@ -2,9 +2,14 @@ package localstore
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,4 +221,59 @@ func TestCheckDataFile(t *testing.T) {
 			t.Fatalf("error %v, want one matching os.ErrNotExist", err)
 		}
 	})
+}
+
+// TestServingDamagedPage damages the data file under a store that is
+// serving it, past the start-up check: every request that reads the
+// damaged pages answers 500 saying the data file is damaged.
+func TestServingDamagedPage(t *testing.T) {
+	t.Parallel()
+	dir := writeDataFile(t)
+	path := filepath.Join(dir, DataFileName)
+	s, err := Open(Config{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// bbolt maps the file shared, so what is written to it is what the
+	// store reads next. Everything after the two meta pages is scribbled.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, fi.Size()-2*4096)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range junk {
+		junk[i] = byte(rng.Uint32())
+	}
+	if _, err := f.WriteAt(junk, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	for _, target := range []string{
+		"/resources/stores/kv/store1/keys/key-000042",
+		"/resources/stores/kv/store1/keys",
+		"/resources/stores/kv",
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusInternalServerError {
+			t.Errorf("GET %s: %d %s, want 500", target, rec.Code, rec.Body)
+			continue
+		}
+		var body struct{ Msg, Detail string }
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("GET %s: body %q: %v", target, rec.Body, err)
+		}
+		if !strings.Contains(body.Detail, "data file is damaged") || !strings.Contains(body.Detail, "kvlocal -check-data") {
+			t.Errorf("GET %s: detail %q does not say the data file is damaged and how to check it", target, body.Detail)
+		}
+	}
 }
