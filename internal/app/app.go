@@ -75,6 +75,9 @@ type Config struct {
 	MemoryBudget MemoryBudgetConfig
 	// WebApp serves the browser app at / on kvgate's port.
 	WebApp bool
+	// CheckData makes kvlocal check the data file under DataDir, print
+	// what it found and exit, instead of serving.
+	CheckData bool
 }
 
 // Validate reports configuration errors before anything starts.
@@ -199,8 +202,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 }
 
 // RunLocalStore serves only the local store on cfg.Listen until ctx ends,
-// so that any Fastly client can be pointed at it.
+// so that any Fastly client can be pointed at it. With cfg.CheckData it
+// checks the data file instead (see CheckData) and returns.
 func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if cfg.CheckData {
+		return CheckData(os.Stdout, cfg.DataDir)
+	}
 	store, err := openLocalStore(cfg, logger)
 	if err != nil {
 		return err

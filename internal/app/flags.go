@@ -45,6 +45,11 @@ func LocalStoreFlags(fs *flag.FlagSet, getenv func(string) string) (*Config, err
 	cfg := &Config{}
 	env := envReader{getenv: getenv}
 	registerCommonFlags(fs, &env, cfg, DefaultLocalStoreListen)
+	// No environment variable: a variable left set would turn a server
+	// into a one-off check.
+	fs.BoolVar(&cfg.CheckData, "check-data", false,
+		"check the integrity of the data file under -data, print the stores, items, bytes and every problem found, "+
+			"and exit without serving: 0 when sound, 1 when damaged")
 	return cfg, env.err()
 }
 

@@ -150,6 +150,13 @@ func TestFlags(t *testing.T) {
 			env:   map[string]string{"KVGATE_STORE_STRICT_IDS": "1"},
 			want:  func(c *Config) { c.StoreStrictIDs = true },
 		},
+		{
+			name:  "kvlocal check data",
+			flags: LocalStoreFlags,
+			base:  defaultLocalStoreConfig,
+			args:  []string{"-check-data"},
+			want:  func(c *Config) { c.CheckData = true },
+		},
 		{name: "malformed KVGATE_STORE_STRICT_IDS", env: map[string]string{"KVGATE_STORE_STRICT_IDS": "sometimes"}, wantErr: true},
 		{name: "malformed store faults", env: map[string]string{"KVGATE_STORE_FAULTS": "429=2"}, wantErr: true},
 		{name: "malformed size", env: map[string]string{"KVGATE_MAX_VALUE_BYTES": "25MiB"}, wantErr: true},

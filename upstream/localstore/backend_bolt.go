@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -29,16 +30,18 @@ type boltBackend struct {
 	db *bolt.DB
 }
 
-// openBolt opens the database in dir. A store whose items were written
-// before stores had details gets them now, named after its id and created
-// at now.
-func openBolt(dir string, now time.Time) (*boltBackend, error) {
+// openBolt opens the database in dir, creating it only when its file does
+// not exist, and refuses a damaged one (see openDataFile) before writing
+// anything to it. It waits up to lockTimeout for another process's lock.
+// A store whose items were written before stores had details gets them
+// now, named after its id and created at now.
+func openBolt(dir string, now time.Time, lockTimeout time.Duration) (*boltBackend, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("localstore: creating data directory: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "kv.db"), 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, _, err := openDataFile(filepath.Join(dir, DataFileName), lockTimeout, false)
 	if err != nil {
-		return nil, fmt.Errorf("localstore: opening database in %s: %w", dir, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(storesBucket); err != nil {
@@ -63,7 +66,7 @@ func openBolt(dir string, now time.Time) (*boltBackend, error) {
 
 func (b *boltBackend) get(store, key string) (*record, error) {
 	var rec *record
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.read(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(storesBucket).Bucket([]byte(store))
 		if sb == nil {
 			return nil
@@ -80,7 +83,7 @@ func (b *boltBackend) get(store, key string) (*record, error) {
 }
 
 func (b *boltBackend) update(store, key string, fn func(*record, uint64) (*record, error)) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.write(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(metaBucket)
 		var lastGen uint64
 		if v := meta.Get(lastGenName); len(v) == 8 {
@@ -129,7 +132,7 @@ func (b *boltBackend) putBatch(store string, keys []string, build func(int, uint
 	if len(keys) == 0 {
 		return nil
 	}
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.write(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(metaBucket)
 		var lastGen uint64
 		if v := meta.Get(lastGenName); len(v) == 8 {
@@ -158,7 +161,7 @@ func (b *boltBackend) putBatch(store string, keys []string, build func(int, uint
 func (b *boltBackend) list(store, prefix, after string, limit int, now time.Time) ([]string, bool, error) {
 	var keys []string
 	more := false
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.read(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(storesBucket).Bucket([]byte(store))
 		if sb == nil {
 			return nil
@@ -185,7 +188,7 @@ func (b *boltBackend) list(store, prefix, after string, limit int, now time.Time
 
 func (b *boltBackend) hasStore(store string) (bool, error) {
 	found := false
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.read(func(tx *bolt.Tx) error {
 		found = tx.Bucket(infoBucket).Get([]byte(store)) != nil
 		return nil
 	})
@@ -220,7 +223,7 @@ func decodeInfo(v []byte) (storeInfo, error) {
 
 func (b *boltBackend) getStore(id string) (*storeInfo, error) {
 	var info *storeInfo
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.read(func(tx *bolt.Tx) error {
 		v := tx.Bucket(infoBucket).Get([]byte(id))
 		if v == nil {
 			return nil
@@ -235,7 +238,7 @@ func (b *boltBackend) getStore(id string) (*storeInfo, error) {
 func (b *boltBackend) listStores(name, after string, limit int) ([]storeInfo, bool, int, error) {
 	var page []storeInfo
 	more, total := false, 0
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.read(func(tx *bolt.Tx) error {
 		return tx.Bucket(infoBucket).ForEach(func(k, v []byte) error {
 			info, err := decodeInfo(v)
 			if err != nil {
@@ -259,7 +262,7 @@ func (b *boltBackend) listStores(name, after string, limit int) ([]storeInfo, bo
 }
 
 func (b *boltBackend) saveStore(info storeInfo, create bool) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.write(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(infoBucket)
 		exists := ib.Get([]byte(info.ID)) != nil
 		switch {
@@ -286,7 +289,7 @@ func (b *boltBackend) saveStore(info storeInfo, create bool) error {
 }
 
 func (b *boltBackend) deleteStore(id string, now time.Time) error {
-	return b.db.Update(func(tx *bolt.Tx) error {
+	return b.write(func(tx *bolt.Tx) error {
 		ib := tx.Bucket(infoBucket)
 		if ib.Get([]byte(id)) == nil {
 			return errNotFound
@@ -308,3 +311,39 @@ func (b *boltBackend) deleteStore(id string, now time.Time) error {
 }
 
 func (b *boltBackend) close() error { return b.db.Close() }
+
+// read and write are db.View and db.Update for serving. A page damaged
+// after the start-up check makes bbolt panic, or fault on a wild page
+// reference; both become an error matching ErrDamaged, which the request
+// answers with a 500 saying so, instead of the panic reaching the HTTP
+// server. A write that fails so is rolled back: bbolt writes the meta page
+// last, so the file keeps its last committed state.
+func (b *boltBackend) read(fn func(*bolt.Tx) error) error {
+	return b.guard(func() error { return b.db.View(fn) })
+}
+
+func (b *boltBackend) write(fn func(*bolt.Tx) error) error {
+	return b.guard(func() error { return b.db.Update(fn) })
+}
+
+func (b *boltBackend) guard(op func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &damagedPageError{path: b.db.Path(), cause: fmt.Sprint(r)}
+		}
+	}()
+	return op()
+}
+
+// damagedPageError is a damaged page found while serving.
+type damagedPageError struct {
+	path, cause string
+}
+
+func (e *damagedPageError) Error() string {
+	return fmt.Sprintf("localstore: data file %s is damaged: reading it failed: %s; check it with kvlocal -check-data -data %s, "+
+		"then restore it from a backup, or move it aside to start with an empty store", e.path, e.cause, filepath.Dir(e.path))
+}
+
+func (e *damagedPageError) Is(target error) bool { return target == ErrDamaged }

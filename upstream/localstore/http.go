@@ -202,6 +202,11 @@ func (s *Store) writeOutcome(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, errPrecondition):
 		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusPreconditionFailed)
+	case errors.Is(err, ErrDamaged):
+		// The body leaves the file's path out: the log has it.
+		s.log.Error("local store request failed", "method", r.Method, "err", err)
+		writeError(w, http.StatusInternalServerError, "Internal error",
+			"the local store's data file is damaged; check it with kvlocal -check-data (the local store's log names the file)")
 	default:
 		s.log.Error("local store request failed", "method", r.Method, "err", err)
 		writeError(w, http.StatusInternalServerError, "Internal error", "")

@@ -52,6 +52,10 @@ type Config struct {
 	// an unknown id creates the store, which lets a client start writing
 	// with no setup.
 	StrictStoreIDs bool
+	// LockTimeout is how long Open waits for the data directory when
+	// another process holds it, before failing with an error matching
+	// ErrInUse; DefaultLockTimeout when zero.
+	LockTimeout time.Duration
 }
 
 // DefaultMaxBatchBytes is the batch body limit when Config.MaxBatchBytes
@@ -102,7 +106,7 @@ func Open(cfg Config) (*Store, error) {
 		s.backend = newMemBackend()
 		return s, nil
 	}
-	b, err := openBolt(cfg.Dir, s.now())
+	b, err := openBolt(cfg.Dir, s.now(), cfg.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
