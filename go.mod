@@ -7,6 +7,7 @@ require (
 	connectrpc.com/cors v0.1.0
 	connectrpc.com/grpcreflect/v2 v2.0.0
 	connectrpc.com/otelconnect v0.12.0
+	github.com/BurntSushi/toml v1.6.0
 	github.com/fastly/go-fastly/v16 v16.0.1
 	github.com/google/btree v1.1.3
 	github.com/prometheus/client_golang v1.25.0

@@ -1,23 +1,18 @@
 package kvctl
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/internal/seedfile"
 )
 
 // Items per BatchPutItems message, and bytes of values per message.
@@ -96,49 +91,35 @@ func (c *cli) importSource(args []string, format string) (source, int64, error) 
 	return nil, 0, usagef("--format %q: want ndjson, viceroy or auto", format)
 }
 
-// batchLine is one line of Fastly's batch format.
-type batchLine struct {
-	Key             *string `json:"key"`
-	Value           string  `json:"value"`
-	Metadata        string  `json:"metadata"`
-	TimeToLiveSec   int64   `json:"time_to_live_sec"`
-	BackgroundFetch bool    `json:"background_fetch"`
+// ndjsonSource reads Fastly's batch format from r.
+func ndjsonSource(r io.Reader) source {
+	return itemSource(seedfile.NewNDJSON(r, "-").Next, nil)
 }
 
-func ndjsonSource(r io.Reader) source {
-	br := bufio.NewReaderSize(r, 64<<10)
+// itemSource turns a seed file reader into a source; a bad item becomes a
+// *lineError, built by bad, or at its NDJSON line when bad is nil.
+func itemSource(next func() (seedfile.Item, error), bad func(n int, e *seedfile.Error) *lineError) source {
 	n := 0
 	return func() (*kvv1.BatchItem, error) {
-		for {
-			raw, err := br.ReadBytes('\n')
-			if len(raw) == 0 && err != nil {
-				if err == io.EOF {
-					return nil, io.EOF
-				}
-				return nil, localError{err}
+		it, err := next()
+		n++
+		var se *seedfile.Error
+		switch {
+		case errors.As(err, &se):
+			if bad != nil {
+				return nil, bad(n, se)
 			}
-			n++
-			raw = bytes.TrimSpace(raw)
-			if len(raw) == 0 {
-				continue
-			}
-			var l batchLine
-			if err := json.Unmarshal(raw, &l); err != nil {
-				return nil, &lineError{n, err}
-			}
-			if l.Key == nil {
-				return nil, &lineError{n, errors.New(`no "key"`)}
-			}
-			value, err := base64.StdEncoding.DecodeString(l.Value)
-			if err != nil {
-				return nil, &lineError{n, fmt.Errorf("value is not standard base64: %v", err)}
-			}
-			item := &kvv1.BatchItem{Key: *l.Key, Value: value, Metadata: l.Metadata, BackgroundFetch: l.BackgroundFetch}
-			if l.TimeToLiveSec > 0 {
-				item.TimeToLive = durationpb.New(time.Duration(l.TimeToLiveSec) * time.Second)
-			}
-			return item, nil
+			return nil, &lineError{se.Line, se.Err}
+		case err == io.EOF:
+			return nil, io.EOF
+		case err != nil:
+			return nil, localError{err}
 		}
+		item := &kvv1.BatchItem{Key: it.Key, Value: it.Value, Metadata: it.Metadata, BackgroundFetch: it.BackgroundFetch}
+		if it.TTL > 0 {
+			item.TimeToLive = durationpb.New(it.TTL)
+		}
+		return item, nil
 	}
 }
 
@@ -177,68 +158,20 @@ func dirSource(dir string) (source, int64, error) {
 	}, total, nil
 }
 
-// viceroyEntry is a Viceroy local-store JSON value in its object form.
-type viceroyEntry struct {
-	Data     *string `json:"data"`
-	File     *string `json:"file"`
-	Metadata string  `json:"metadata"`
-}
-
-// viceroySource reads a Viceroy local-store JSON object, in key order.
+// viceroySource reads a Viceroy local-store JSON object, in key order; a
+// bad entry is reported at its position in that order.
 func viceroySource(path string) (source, int64, error) {
-	raw, err := os.ReadFile(path)
+	v, err := seedfile.OpenViceroyJSON(path)
 	if err != nil {
+		var se *seedfile.Error
+		if errors.As(err, &se) {
+			return nil, 0, localError{fmt.Errorf("%s: %w", se.File, se.Err)}
+		}
 		return nil, 0, localError{err}
 	}
-	var entries map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, 0, localError{fmt.Errorf("%s: not a Viceroy JSON object: %w", path, err)}
-	}
-	keys := make([]string, 0, len(entries))
-	for k := range entries {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	base := filepath.Dir(path)
-	i := 0
-	return func() (*kvv1.BatchItem, error) {
-		if i == len(keys) {
-			return nil, io.EOF
-		}
-		key := keys[i]
-		i++
-		item, err := viceroyItem(base, key, entries[key])
-		if err != nil {
-			return nil, &lineError{i, fmt.Errorf("key %q: %w", key, err)}
-		}
-		return item, nil
-	}, -1, nil
-}
-
-func viceroyItem(base, key string, raw json.RawMessage) (*kvv1.BatchItem, error) {
-	var data string
-	if json.Unmarshal(raw, &data) == nil {
-		return &kvv1.BatchItem{Key: key, Value: []byte(data)}, nil
-	}
-	var e viceroyEntry
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, errors.New(`want a string or {"data"|"file","metadata"}`)
-	}
-	switch {
-	case (e.Data == nil) == (e.File == nil):
-		return nil, errors.New(`want exactly one of "data" and "file"`)
-	case e.Data != nil:
-		return &kvv1.BatchItem{Key: key, Value: []byte(*e.Data), Metadata: e.Metadata}, nil
-	}
-	p := *e.File
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(base, p)
-	}
-	value, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	return &kvv1.BatchItem{Key: key, Value: value, Metadata: e.Metadata}, nil
+	return itemSource(v.Next, func(n int, e *seedfile.Error) *lineError {
+		return &lineError{n, fmt.Errorf("key %q: %w", e.Key, e.Err)}
+	}), -1, nil
 }
 
 // importSummary is import's result; failures name each item not written.
