@@ -59,7 +59,7 @@ func (n *NDJSON) Next() (Item, error) {
 		if err != nil {
 			return Item{}, n.errorf(fmt.Errorf("value is not standard base64: %v", err))
 		}
-		item := Item{Key: *l.Key, Value: value, Metadata: l.Metadata, BackgroundFetch: l.BackgroundFetch}
+		item := Item{Key: *l.Key, Value: value, Metadata: l.Metadata, BackgroundFetch: l.BackgroundFetch, Line: n.line}
 		if l.TimeToLiveSec > 0 {
 			item.TTL = time.Duration(l.TimeToLiveSec) * time.Second
 		}

@@ -24,6 +24,9 @@ type Item struct {
 	// BackgroundFetch is the batch format's background_fetch flag; no
 	// other format has it.
 	BackgroundFetch bool
+	// Line is the NDJSON line the item was read from; zero in the other
+	// formats, whose items are named by their key.
+	Line int
 }
 
 // Error is a seed file that could not be read, or one item of it that
