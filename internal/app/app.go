@@ -75,6 +75,9 @@ type Config struct {
 	MemoryBudget MemoryBudgetConfig
 	// WebApp serves the browser app at / on kvgate's port.
 	WebApp bool
+	// Seeds are the seed files written into the local store before it
+	// serves; kvgate refuses them when it uses Fastly.
+	Seeds []Seed
 	// CheckData makes kvlocal check the data file under DataDir, print
 	// what it found and exit, instead of serving.
 	CheckData bool
@@ -106,6 +109,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Telemetry.AdminPprof && c.Telemetry.AdminListen == "" {
 		return errors.New("-admin-pprof needs an admin listener (-admin-listen)")
+	}
+	if len(c.Seeds) > 0 && (c.FastlyToken != "" || c.Auth.FastlyTokenPassthrough) {
+		return errors.New("-seed seeds the local store, which kvgate does not use with FASTLY_API_TOKEN or Fastly token pass-through")
 	}
 	if err := c.Transport.Validate(); err != nil {
 		return err
@@ -225,12 +231,21 @@ func RunLocalStore(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	return httpserver.Run(ctx, logger, ln, store.Handler(), httpserver.WithConfig(cfg.Server))
 }
 
-// openLocalStore opens the local store cfg describes.
+// openLocalStore opens the local store cfg describes and writes cfg's
+// seed files into it.
 func openLocalStore(cfg Config, logger *slog.Logger) (*localstore.Store, error) {
-	return localstore.Open(localstore.Config{
+	store, err := localstore.Open(localstore.Config{
 		Dir: cfg.DataDir, MaxValueBytes: cfg.MaxValueBytes, Logger: logger,
 		Faults: cfg.StoreFaults, StrictStoreIDs: cfg.StoreStrictIDs,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if err := seedLocalStore(store, cfg.Seeds, logger); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return store, nil
 }
 
 func dataDirName(dir string) string {

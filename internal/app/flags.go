@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -98,6 +99,13 @@ func registerCommonFlags(fs *flag.FlagSet, env *envReader, cfg *Config, defaultL
 	fs.BoolVar(&cfg.StoreStrictIDs, "store-strict-ids", env.bool("KVGATE_STORE_STRICT_IDS", false),
 		"local store: item calls on a store id never created by POST /resources/stores/kv answer 404, as on Fastly; "+
 			"by default the first item write creates the store (env KVGATE_STORE_STRICT_IDS)")
+	seeds, err := seedEnv(env)
+	env.errs = append(env.errs, err)
+	cfg.Seeds = seeds
+	fs.Var(&seedFlag{seeds: &cfg.Seeds, fromEnv: len(seeds) > 0}, "seed",
+		"load items into the local store before serving, repeatable: path/fastly.toml (every store of its "+
+			"[local_server.kv_stores]) or NAME=items.ndjson (Fastly's batch format, into the store named NAME); "+
+			"a store is found by name or created (env KVGATE_SEED, separated by '"+string(filepath.ListSeparator)+"')")
 	fs.StringVar(&cfg.LogFormat, "log-format", env.string("KVGATE_LOG_FORMAT", "text"), "log format: text or json (env KVGATE_LOG_FORMAT)")
 }
 
