@@ -125,10 +125,7 @@ func (g *Guard) Middleware(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := g.identify(r.Header.Get)
-		if ctx := httpserver.SetValue(r.Context(), callerKey{}, c); ctx != r.Context() {
-			r = r.WithContext(ctx)
-		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, httpserver.SetValue(r, callerKey{}, c))
 	})
 }
 

@@ -35,7 +35,7 @@ func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		acct := membudget.NewAccount(b)
 		defer acct.Close()
-		ctx := httpserver.SetValue(r.Context(), membudget.AccountKey(), acct)
+		r = httpserver.SetValue(r, membudget.AccountKey(), acct)
 		if r.Body != nil && r.Body != http.NoBody && r.Method == http.MethodPost {
 			body := &chargedBody{
 				body: r.Body, acct: acct,
@@ -47,10 +47,7 @@ func chargeRequests(b *membudget.Budget, limits Limits, next http.Handler) http.
 				encoded:   encoded(r.Header.Get("Content-Encoding")),
 			}
 			r.Body = body
-			ctx = httpserver.SetValue(ctx, chargedBodyKey{}, body)
-		}
-		if ctx != r.Context() {
-			r = r.WithContext(ctx)
+			r = httpserver.SetValue(r, chargedBodyKey{}, body)
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -30,10 +30,7 @@ func lendValueBuffers(next http.Handler) http.Handler {
 		}
 		lease := valuepool.NewLease()
 		defer lease.Release()
-		if ctx := httpserver.SetValue(r.Context(), valuepool.LeaseKey(), lease); ctx != r.Context() {
-			r = r.WithContext(ctx)
-		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, httpserver.SetValue(r, valuepool.LeaseKey(), lease))
 	})
 }
 

@@ -1,6 +1,9 @@
 package httpserver
 
-import "context"
+import (
+	"context"
+	"net/http"
+)
 
 // A request's scope: the values kvgate's HTTP middleware attach to one
 // request. Each layer adding a value with context.WithValue and
@@ -50,19 +53,19 @@ func (c *scopeCtx) Value(key any) any {
 
 type scopeKey struct{}
 
-// SetValue attaches val under key to the request ctx belongs to, as
-// context.WithValue would, and returns the context to pass on. For a
-// request Run serves, that is ctx itself: the value is attached in place
-// and the request need not be copied. Otherwise it is
-// context.WithValue(ctx, key, val). Unlike context.WithValue's, the value
-// is seen through every context of the request, those made before the
-// call too, so call it before handing the request on and never
+// SetValue attaches val under key to r's context, as context.WithValue
+// would, and returns the request to pass on. For a request Run serves,
+// that is r itself: the value is attached in place to the request's scope
+// and the request is not copied. Otherwise it is r with
+// context.WithValue(r.Context(), key, val). Unlike context.WithValue's,
+// the value is seen through every context of the request, those made
+// before the call too, so call it before handing the request on and never
 // concurrently with the request's handlers. A key set again hides its
 // earlier value.
-func SetValue(ctx context.Context, key, val any) context.Context {
-	s, ok := ctx.Value(scopeKey{}).(*scopeCtx)
+func SetValue(r *http.Request, key, val any) *http.Request {
+	s, ok := r.Context().Value(scopeKey{}).(*scopeCtx)
 	if !ok {
-		return context.WithValue(ctx, key, val)
+		return r.WithContext(context.WithValue(r.Context(), key, val))
 	}
 	if s.n < len(s.slots) {
 		s.slots[s.n] = scopeEntry{key, val}
@@ -70,5 +73,5 @@ func SetValue(ctx context.Context, key, val any) context.Context {
 	} else {
 		s.more = append(s.more, scopeEntry{key, val})
 	}
-	return ctx
+	return r
 }

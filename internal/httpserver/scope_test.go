@@ -3,6 +3,8 @@ package httpserver
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -16,13 +18,14 @@ func TestSetValue(t *testing.T) {
 	t.Parallel()
 	parent := context.WithValue(context.Background(), testKey(-1), "from the parent")
 	scoped := context.Context(&scopeCtx{Context: parent, guard: &bodyGuard{}})
+	req := httptest.NewRequestWithContext(scoped, http.MethodGet, "/", nil)
 	const n = scopeSlots + 3
 	for i := range n {
-		if got := SetValue(scoped, testKey(i), fmt.Sprint("value ", i)); got != scoped {
-			t.Fatalf("SetValue in a scope returned a new context")
+		if got := SetValue(req, testKey(i), fmt.Sprint("value ", i)); got != req {
+			t.Fatalf("SetValue in a scope returned a new request")
 		}
 	}
-	SetValue(scoped, testKey(1), "value 1 again")
+	SetValue(req, testKey(1), "value 1 again")
 	derived, cancel := context.WithCancel(scoped)
 	defer cancel()
 	for _, ctx := range []context.Context{scoped, derived} {
@@ -46,9 +49,9 @@ func TestSetValue(t *testing.T) {
 		}
 	}
 
-	plain := context.Background()
-	ctx := SetValue(plain, testKey(1), "x")
-	if ctx == plain || ctx.Value(testKey(1)) != "x" {
-		t.Fatalf("outside a scope SetValue must return a new context carrying the value")
+	plain := httptest.NewRequest(http.MethodGet, "/", nil)
+	got := SetValue(plain, testKey(1), "x")
+	if got == plain || got.Context().Value(testKey(1)) != "x" {
+		t.Fatalf("outside a scope SetValue must return a new request carrying the value")
 	}
 }

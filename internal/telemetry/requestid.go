@@ -30,17 +30,8 @@ func RequestIDs(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := requestIDOf(r.Header)
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, withContextValue(r, upstream.RequestIDKey(), id))
+		next.ServeHTTP(w, httpserver.SetValue(r, upstream.RequestIDKey(), id))
 	})
-}
-
-// withContextValue returns r with key set to val in its context, in place
-// when the request has a scope (see httpserver.SetValue).
-func withContextValue(r *http.Request, key, val any) *http.Request {
-	if ctx := httpserver.SetValue(r.Context(), key, val); ctx != r.Context() {
-		return r.WithContext(ctx)
-	}
-	return r
 }
 
 // requestIDOf picks a request's id from its headers, or makes one.

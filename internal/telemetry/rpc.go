@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/upstream"
 )
 
@@ -92,7 +93,7 @@ func (t *Telemetry) Metrics(next http.Handler, services ...string) http.Handler 
 		defer inst.rpcInFlight.Add(ctx, -1, attr)
 		o := &outcome{}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, withContextValue(r, outcomeKey{}, o))
+		next.ServeHTTP(sw, httpserver.SetValue(r, outcomeKey{}, o))
 		code := o.code
 		if code == "" {
 			code = refusalCode(w.Header(), sw.status)
