@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -213,18 +214,30 @@ type listBody struct {
 	Meta listMeta `json:"meta"`
 }
 
+// pageLimit reads a listing's limit query: Fastly's default page of 1000
+// when absent, at most 1000, and a positive integer or the request is
+// answered 400 and ok is false.
+func pageLimit(w http.ResponseWriter, q url.Values) (limit int, ok bool) {
+	v := q.Get("limit")
+	if v == "" {
+		return upstream.DefaultPageSize, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		badRequest(w, "limit must be a positive integer")
+		return 0, false
+	}
+	return min(n, upstream.DefaultPageSize), true
+}
+
 func (s *Store) handleList(w http.ResponseWriter, r *http.Request) {
 	store := r.PathValue("store")
 	q := r.URL.Query()
-	meta := listMeta{Limit: upstream.DefaultPageSize, Prefix: q.Get("prefix")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			badRequest(w, "limit must be a positive integer")
-			return
-		}
-		meta.Limit = min(n, upstream.DefaultPageSize)
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
 	}
+	meta := listMeta{Limit: limit, Prefix: q.Get("prefix")}
 	switch c := q.Get("consistency"); c {
 	case "", "strong":
 	case "eventual":

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/kvgate/kvgate/upstream"
 )
 
 // storeInfo is a store's details. Fastly shows only the id, the name and
@@ -226,18 +224,13 @@ func (s *Store) handleCreateStore(w http.ResponseWriter, r *http.Request) {
 // that name (an empty list when there is none).
 func (s *Store) handleListStores(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	meta := storeListMeta{Limit: upstream.DefaultPageSize}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			badRequest(w, "limit must be a positive integer")
-			return
-		}
-		meta.Limit = min(n, upstream.DefaultPageSize)
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
 	}
+	meta := storeListMeta{Limit: limit}
 	var after string
 	if c := q.Get("cursor"); c != "" {
-		var ok bool
 		if after, ok = decodeFastlyCursor(c); !ok {
 			badRequest(w, "invalid cursor")
 			return
@@ -259,13 +252,19 @@ func (s *Store) handleListStores(w http.ResponseWriter, r *http.Request) {
 	writeStoreJSON(w, http.StatusOK, storeListBody{Data: data, Meta: meta})
 }
 
-// handleGetStore serves GET /resources/stores/kv/{store}.
-func (s *Store) handleGetStore(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("store")
+// existingStore returns the details of store id, or errNotFound.
+func (s *Store) existingStore(id string) (*storeInfo, error) {
 	info, err := s.backend.getStore(id)
 	if err == nil && info == nil {
 		err = errNotFound
 	}
+	return info, err
+}
+
+// handleGetStore serves GET /resources/stores/kv/{store}.
+func (s *Store) handleGetStore(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("store")
+	info, err := s.existingStore(id)
 	if err != nil {
 		s.writeStoreOutcome(w, r, id, err)
 		return
@@ -283,10 +282,7 @@ func (s *Store) handleRenameStore(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "%v", err)
 		return
 	}
-	info, err := s.backend.getStore(id)
-	if err == nil && info == nil {
-		err = errNotFound
-	}
+	info, err := s.existingStore(id)
 	if err == nil {
 		info.Name, info.Updated = name, s.now().UTC()
 		err = s.backend.saveStore(*info, false)
