@@ -32,6 +32,7 @@ func TestObservabilityFlags(t *testing.T) {
 		{name: "malformed probe interval", env: map[string]string{"KVGATE_READY_PROBE_INTERVAL": "10"}, wantErr: "KVGATE_READY_PROBE_INTERVAL"},
 		{name: "negative probe interval", args: []string{"-ready-probe-interval", "-1s"}, wantErr: "must not be negative"},
 		{name: "admin on the public address", args: []string{"-listen", "127.0.0.1:9", "-admin-listen", "127.0.0.1:9"}, wantErr: "admin listener"},
+		{name: "malformed KVGATE_ADMIN_PPROF", env: map[string]string{"KVGATE_ADMIN_PPROF": "maybe"}, wantErr: "KVGATE_ADMIN_PPROF"},
 		{name: "pprof without an admin listener", args: []string{"-admin-pprof"}, wantErr: "-admin-listen"},
 		{name: "pprof on the admin listener", env: map[string]string{"KVGATE_ADMIN_PPROF": "true"}, args: []string{"-admin-listen", "127.0.0.1:0"},
 			wantLog: slog.LevelInfo, wantPoll: 10 * time.Second},
