@@ -37,12 +37,14 @@ type watchedBody struct {
 	done   atomic.Bool
 }
 
+// Close counts the closing before passing it on: the write under test
+// returns as soon as the inner body reports it, and the count must be
+// visible by then.
 func (w *watchedBody) Close() error {
-	err := w.ReadCloser.Close()
 	if !w.done.Swap(true) {
 		w.closed.Add(1)
 	}
-	return err
+	return w.ReadCloser.Close()
 }
 
 // TestWritesReturnAfterTheBodyIsReleased checks that a write returns only
