@@ -77,13 +77,25 @@ checkgenerate: node_modules/.stamp $(BUF) ## Fail when gen/, packages/client/dis
 	fi
 
 .PHONY: lint
-lint: node_modules/.stamp $(BUF) ## buf lint, buf format, gofmt, go vet, tsc
+lint: node_modules/.stamp $(BUF) breaking ## buf lint, buf format, buf breaking, gofmt, go vet, tsc
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [[ -n "$$unformatted" ]]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	go vet ./...
 	node_modules/.bin/tsc -p tsconfig.json
+
+# The last release whose API clients depend on: buf breaking compares
+# proto/ against it, so that new versions only add fields and RPCs. The
+# commit is named as well as the tag so that a clone without tags checks
+# the same thing.
+RELEASE_TAG = v0.1.0
+RELEASE_COMMIT = 40750b33332a8e11d5918d5c7a63e419435f3b7e
+.PHONY: breaking
+breaking: $(BUF) ## Fail when proto/ breaks the wire or JSON form of the last release
+	@ref=$$(git rev-parse -q --verify "$(RELEASE_TAG)^{commit}" || git rev-parse -q --verify "$(RELEASE_COMMIT)^{commit}") || \
+		{ echo "breaking: neither $(RELEASE_TAG) nor $(RELEASE_COMMIT) is in this clone's history" >&2; exit 1; }; \
+	$(BUF) breaking --against ".git#ref=$$ref"
 
 .PHONY: build
 build: ## Build kvgate and kvlocal into bin/

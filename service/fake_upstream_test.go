@@ -45,6 +45,10 @@ func (f *fakeKV) GetItem(context.Context, string, string) (*upstream.Item, error
 	return nil, &upstream.StatusError{Op: upstream.OpGet, Status: 404}
 }
 
+func (f *fakeKV) HeadItem(context.Context, string, string) (*upstream.Item, error) {
+	return nil, &upstream.StatusError{Op: upstream.OpHead, Status: 404}
+}
+
 func (f *fakeKV) DeleteItem(context.Context, string, string, upstream.DeleteOptions) error {
 	return nil
 }

@@ -37,6 +37,7 @@ type Config struct {
 // provides it.
 type Upstream interface {
 	GetItem(ctx context.Context, storeID, key string) (*upstream.Item, error)
+	HeadItem(ctx context.Context, storeID, key string) (*upstream.Item, error)
 	PutItem(ctx context.Context, storeID, key string, value []byte, opts upstream.PutOptions) error
 	DeleteItem(ctx context.Context, storeID, key string, opts upstream.DeleteOptions) error
 	ListKeys(ctx context.Context, storeID string, opts upstream.ListOptions) (*upstream.KeyPage, error)

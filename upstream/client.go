@@ -144,6 +144,10 @@ type Item struct {
 	Generation uint64
 	// LastModified is zero when the response carried no Last-Modified.
 	LastModified time.Time
+	// Size is the value's length in bytes: len(Value) after GetItem, and
+	// Fastly's Stored-Content-Length after HeadItem, -1 when that answer
+	// did not say.
+	Size int64
 }
 
 // PutMode selects Fastly's add, append or prepend flags.
@@ -217,15 +221,9 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 	err := c.run(ctx, &call{
 		op: OpGet, method: http.MethodGet, path: itemPath(storeID, key),
 		read: func(resp *http.Response) error {
-			it := &Item{Metadata: resp.Header.Get("Metadata")}
-			var err error
-			if it.Generation, err = strconv.ParseUint(resp.Header.Get("Generation"), 10, 64); err != nil {
-				return &ResponseError{Op: OpGet, Reason: "missing or invalid Generation header"}
-			}
-			if lm := resp.Header.Get("Last-Modified"); lm != "" {
-				if t, err := http.ParseTime(lm); err == nil {
-					it.LastModified = t
-				}
+			it, err := itemHeaders(OpGet, resp)
+			if err != nil {
+				return err
 			}
 			if err := c.reserveValue(ctx, resp.ContentLength); err != nil {
 				return err
@@ -233,11 +231,56 @@ func (c *Client) GetItem(ctx context.Context, storeID, key string) (*Item, error
 			if it.Value, err = c.readValue(ctx, resp); err != nil {
 				return err
 			}
+			it.Size = int64(len(it.Value))
 			item = it
 			return nil
 		},
 	})
 	return item, err
+}
+
+// HeadItem reads one item's metadata, generation, last-modified time and
+// size without its value, with a HEAD. Reads are retried.
+func (c *Client) HeadItem(ctx context.Context, storeID, key string) (*Item, error) {
+	var item *Item
+	err := c.run(ctx, &call{
+		op: OpHead, method: http.MethodHead, path: itemPath(storeID, key),
+		read: func(resp *http.Response) error {
+			it, err := itemHeaders(OpHead, resp)
+			if err != nil {
+				return err
+			}
+			// Fastly sends the stored value's length in its own header
+			// (Content-Length on a HEAD is what a GET would carry, which
+			// is the same length when present).
+			it.Size = -1
+			if n, err := strconv.ParseInt(resp.Header.Get("Stored-Content-Length"), 10, 64); err == nil && n >= 0 {
+				it.Size = n
+			} else if resp.ContentLength >= 0 {
+				it.Size = resp.ContentLength
+			}
+			item = it
+			return nil
+		},
+	})
+	return item, err
+}
+
+// itemHeaders reads the item headers Fastly sends on a GET or HEAD:
+// Generation (required, as go-fastly requires it), Metadata and
+// Last-Modified.
+func itemHeaders(op Op, resp *http.Response) (*Item, error) {
+	it := &Item{Metadata: resp.Header.Get("Metadata")}
+	var err error
+	if it.Generation, err = strconv.ParseUint(resp.Header.Get("Generation"), 10, 64); err != nil {
+		return nil, &ResponseError{Op: op, Reason: "missing or invalid Generation header"}
+	}
+	if lm := resp.Header.Get("Last-Modified"); lm != "" {
+		if t, err := http.ParseTime(lm); err == nil {
+			it.LastModified = t
+		}
+	}
+	return it, nil
 }
 
 // readValue reads a GET body into one buffer sized from Content-Length, so

@@ -13,6 +13,7 @@ type Op string
 // The REST calls the client makes.
 const (
 	OpGet    Op = "get item"
+	OpHead   Op = "head item"
 	OpPut    Op = "put item"
 	OpDelete Op = "delete item"
 	OpList   Op = "list keys"

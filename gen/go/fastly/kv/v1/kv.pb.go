@@ -139,6 +139,122 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{1}
 }
 
+// ItemView selects how much of an item a read returns.
+type ItemView int32
+
+const (
+	// Same as ITEM_VIEW_FULL.
+	ItemView_ITEM_VIEW_UNSPECIFIED ItemView = 0
+	// The value, its size, metadata, generation and last-modified time: a GET
+	// upstream.
+	ItemView_ITEM_VIEW_FULL ItemView = 1
+	// Everything but the value: kvgate sends HEAD upstream, so checking that
+	// an item exists or is unchanged never moves its value.
+	ItemView_ITEM_VIEW_METADATA ItemView = 2
+)
+
+// Enum value maps for ItemView.
+var (
+	ItemView_name = map[int32]string{
+		0: "ITEM_VIEW_UNSPECIFIED",
+		1: "ITEM_VIEW_FULL",
+		2: "ITEM_VIEW_METADATA",
+	}
+	ItemView_value = map[string]int32{
+		"ITEM_VIEW_UNSPECIFIED": 0,
+		"ITEM_VIEW_FULL":        1,
+		"ITEM_VIEW_METADATA":    2,
+	}
+)
+
+func (x ItemView) Enum() *ItemView {
+	p := new(ItemView)
+	*p = x
+	return p
+}
+
+func (x ItemView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ItemView) Descriptor() protoreflect.EnumDescriptor {
+	return file_fastly_kv_v1_kv_proto_enumTypes[2].Descriptor()
+}
+
+func (ItemView) Type() protoreflect.EnumType {
+	return &file_fastly_kv_v1_kv_proto_enumTypes[2]
+}
+
+func (x ItemView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ItemView.Descriptor instead.
+func (ItemView) EnumDescriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+}
+
+// ChangeType says how a key changed.
+type ChangeType int32
+
+const (
+	// Not used.
+	ChangeType_CHANGE_TYPE_UNSPECIFIED ChangeType = 0
+	// Part of the initial state: the key exists.
+	ChangeType_CHANGE_TYPE_PRESENT ChangeType = 1
+	// The key was absent and now exists.
+	ChangeType_CHANGE_TYPE_CREATED ChangeType = 2
+	// The key exists with a new generation (new value or metadata).
+	ChangeType_CHANGE_TYPE_UPDATED ChangeType = 3
+	// The key was present and is now absent (deleted or expired).
+	ChangeType_CHANGE_TYPE_DELETED ChangeType = 4
+)
+
+// Enum value maps for ChangeType.
+var (
+	ChangeType_name = map[int32]string{
+		0: "CHANGE_TYPE_UNSPECIFIED",
+		1: "CHANGE_TYPE_PRESENT",
+		2: "CHANGE_TYPE_CREATED",
+		3: "CHANGE_TYPE_UPDATED",
+		4: "CHANGE_TYPE_DELETED",
+	}
+	ChangeType_value = map[string]int32{
+		"CHANGE_TYPE_UNSPECIFIED": 0,
+		"CHANGE_TYPE_PRESENT":     1,
+		"CHANGE_TYPE_CREATED":     2,
+		"CHANGE_TYPE_UPDATED":     3,
+		"CHANGE_TYPE_DELETED":     4,
+	}
+)
+
+func (x ChangeType) Enum() *ChangeType {
+	p := new(ChangeType)
+	*p = x
+	return p
+}
+
+func (x ChangeType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeType) Descriptor() protoreflect.EnumDescriptor {
+	return file_fastly_kv_v1_kv_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeType) Type() protoreflect.EnumType {
+	return &file_fastly_kv_v1_kv_proto_enumTypes[3]
+}
+
+func (x ChangeType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeType.Descriptor instead.
+func (ChangeType) EnumDescriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{3}
+}
+
 // Item is one KV Store item as Fastly returns it from a GET.
 type Item struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -157,7 +273,11 @@ type Item struct {
 	Generation uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	// When the item was last written, from Fastly's `Last-Modified` header
 	// (whole seconds). Unset when Fastly did not send one.
-	LastModified  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_modified,json=lastModified,proto3" json:"last_modified,omitempty"`
+	LastModified *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_modified,json=lastModified,proto3" json:"last_modified,omitempty"`
+	// The value's size in bytes: the length of value on a full read, and
+	// Fastly's `Stored-Content-Length` header on a metadata read (where value
+	// is empty). Unset when a metadata read's answer did not say.
+	Size          *uint64 `protobuf:"varint,6,opt,name=size,proto3,oneof" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +347,13 @@ func (x *Item) GetLastModified() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Item) GetSize() uint64 {
+	if x != nil && x.Size != nil {
+		return *x.Size
+	}
+	return 0
+}
+
 // GetItemRequest names the item to read.
 type GetItemRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -234,9 +361,18 @@ type GetItemRequest struct {
 	// "iaa48y0oxw13s12xpfdkk9").
 	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	// The item's key: 1 to 1024 bytes of UTF-8, within Fastly's key rules.
-	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// How much of the item to return; unset means the whole item.
+	View ItemView `protobuf:"varint,3,opt,name=view,proto3,enum=fastly.kv.v1.ItemView" json:"view,omitempty"`
+	// A generation the caller already holds. When the item's generation still
+	// equals it, the response says not_modified and carries no value: kvgate
+	// checks with a HEAD and sends a GET only when the item changed. On a
+	// Connect GET request the `If-None-Match` header does the same (the
+	// response's `ETag` is the generation) and is answered with `304 Not
+	// Modified`.
+	IfGenerationNotMatch *uint64 `protobuf:"varint,4,opt,name=if_generation_not_match,json=ifGenerationNotMatch,proto3,oneof" json:"if_generation_not_match,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetItemRequest) Reset() {
@@ -283,11 +419,30 @@ func (x *GetItemRequest) GetKey() string {
 	return ""
 }
 
+func (x *GetItemRequest) GetView() ItemView {
+	if x != nil {
+		return x.View
+	}
+	return ItemView_ITEM_VIEW_UNSPECIFIED
+}
+
+func (x *GetItemRequest) GetIfGenerationNotMatch() uint64 {
+	if x != nil && x.IfGenerationNotMatch != nil {
+		return *x.IfGenerationNotMatch
+	}
+	return 0
+}
+
 // GetItemResponse carries the item.
 type GetItemResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The item, with its value, metadata and generation.
-	Item          *Item `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	// The item, with its value, metadata and generation. Without its value
+	// for ITEM_VIEW_METADATA and when not_modified is set.
+	Item *Item `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
+	// Set when the request's if_generation_not_match equals the item's
+	// current generation: the caller's copy is current, and item carries no
+	// value.
+	NotModified   bool `protobuf:"varint,2,opt,name=not_modified,json=notModified,proto3" json:"not_modified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +482,13 @@ func (x *GetItemResponse) GetItem() *Item {
 		return x.Item
 	}
 	return nil
+}
+
+func (x *GetItemResponse) GetNotModified() bool {
+	if x != nil {
+		return x.NotModified
+	}
+	return false
 }
 
 // PutItemRequest writes one item.
@@ -616,9 +778,13 @@ type ListKeysRequest struct {
 	// cursor is only valid with the same store_id and prefix.
 	Cursor string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// Where Fastly reads the listing from; unset means strong.
-	Consistency   Consistency `protobuf:"varint,5,opt,name=consistency,proto3,enum=fastly.kv.v1.Consistency" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Consistency Consistency `protobuf:"varint,5,opt,name=consistency,proto3,enum=fastly.kv.v1.Consistency" json:"consistency,omitempty"`
+	// With true, items carries each key's metadata, generation, size and
+	// last-modified time: one HEAD per key
+	// (/resources/stores/kv/{store_id}/keys/{key}), with bounded concurrency.
+	IncludeMetadata bool `protobuf:"varint,6,opt,name=include_metadata,json=includeMetadata,proto3" json:"include_metadata,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ListKeysRequest) Reset() {
@@ -686,13 +852,24 @@ func (x *ListKeysRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_UNSPECIFIED
 }
 
+func (x *ListKeysRequest) GetIncludeMetadata() bool {
+	if x != nil {
+		return x.IncludeMetadata
+	}
+	return false
+}
+
 // ListKeysResponse carries one page of keys.
 type ListKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The keys of this page, in byte order.
 	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
 	// Pass as cursor to fetch the next page. Empty on the last page.
-	NextCursor    string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	NextCursor string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	// With include_metadata: one item per key, in the order of keys, without
+	// its value. A key deleted between the listing and its HEAD is left out
+	// of both keys and items.
+	Items         []*Item `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -741,6 +918,13 @@ func (x *ListKeysResponse) GetNextCursor() string {
 	return ""
 }
 
+func (x *ListKeysResponse) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 // StreamKeysRequest asks for every key of a store, or of a prefix.
 type StreamKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -759,9 +943,12 @@ type StreamKeysRequest struct {
 	// the same store_id and prefix). Empty starts at the beginning.
 	Cursor string `protobuf:"bytes,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// Stop after this many keys; 0 means no limit.
-	MaxKeys       uint64 `protobuf:"varint,6,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxKeys uint64 `protobuf:"varint,6,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	// With true, each message's items carries its keys' metadata, generation,
+	// size and last-modified time, as in ListKeysRequest.include_metadata.
+	IncludeMetadata bool `protobuf:"varint,7,opt,name=include_metadata,json=includeMetadata,proto3" json:"include_metadata,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StreamKeysRequest) Reset() {
@@ -836,6 +1023,13 @@ func (x *StreamKeysRequest) GetMaxKeys() uint64 {
 	return 0
 }
 
+func (x *StreamKeysRequest) GetIncludeMetadata() bool {
+	if x != nil {
+		return x.IncludeMetadata
+	}
+	return false
+}
+
 // StreamKeysResponse is one batch of keys.
 type StreamKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -845,7 +1039,11 @@ type StreamKeysResponse struct {
 	// ended the stream). Empty when nothing follows: the last message of a
 	// complete enumeration has the empty cursor (and no keys, when the end
 	// turned up only after the previous message was sent).
-	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// With include_metadata: one item per key, in the order of keys, without
+	// its value. A key deleted between the listing and its HEAD is left out
+	// of both keys and items.
+	Items         []*Item `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -892,6 +1090,13 @@ func (x *StreamKeysResponse) GetCursor() string {
 		return x.Cursor
 	}
 	return ""
+}
+
+func (x *StreamKeysResponse) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
 }
 
 // StreamKeysResume is the error detail of a StreamKeys stream that failed
@@ -1486,11 +1691,955 @@ func (x *PutItemsResponse) GetFailures() []*BatchFailure {
 	return nil
 }
 
+// GetItemsRequest names the items to read.
+type GetItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// The keys to read: 1 to 1,000, each within Fastly's key rules. A key
+	// named more than once is read once and answered at each position.
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// How much of each item to return; unset means the whole item.
+	View          ItemView `protobuf:"varint,3,opt,name=view,proto3,enum=fastly.kv.v1.ItemView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetItemsRequest) Reset() {
+	*x = GetItemsRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetItemsRequest) ProtoMessage() {}
+
+func (x *GetItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetItemsRequest.ProtoReflect.Descriptor instead.
+func (*GetItemsRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetItemsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *GetItemsRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GetItemsRequest) GetView() ItemView {
+	if x != nil {
+		return x.View
+	}
+	return ItemView_ITEM_VIEW_UNSPECIFIED
+}
+
+// GetItemsResponse answers one position of GetItemsRequest.keys.
+type GetItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's position in GetItemsRequest.keys, from 0.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The key.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Exactly one is set.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*GetItemsResponse_Item
+	//	*GetItemsResponse_Absent
+	//	*GetItemsResponse_Error
+	Result        isGetItemsResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetItemsResponse) Reset() {
+	*x = GetItemsResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetItemsResponse) ProtoMessage() {}
+
+func (x *GetItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetItemsResponse.ProtoReflect.Descriptor instead.
+func (*GetItemsResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetItemsResponse) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetItemsResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GetItemsResponse) GetResult() isGetItemsResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *GetItemsResponse) GetItem() *Item {
+	if x != nil {
+		if x, ok := x.Result.(*GetItemsResponse_Item); ok {
+			return x.Item
+		}
+	}
+	return nil
+}
+
+func (x *GetItemsResponse) GetAbsent() bool {
+	if x != nil {
+		if x, ok := x.Result.(*GetItemsResponse_Absent); ok {
+			return x.Absent
+		}
+	}
+	return false
+}
+
+func (x *GetItemsResponse) GetError() *KeyError {
+	if x != nil {
+		if x, ok := x.Result.(*GetItemsResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isGetItemsResponse_Result interface {
+	isGetItemsResponse_Result()
+}
+
+type GetItemsResponse_Item struct {
+	// The item, as GetItem returns it for the request's view.
+	Item *Item `protobuf:"bytes,3,opt,name=item,proto3,oneof"`
+}
+
+type GetItemsResponse_Absent struct {
+	// True when the store has no item under the key.
+	Absent bool `protobuf:"varint,4,opt,name=absent,proto3,oneof"`
+}
+
+type GetItemsResponse_Error struct {
+	// The read failed for this key alone.
+	Error *KeyError `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
+}
+
+func (*GetItemsResponse_Item) isGetItemsResponse_Result() {}
+
+func (*GetItemsResponse_Absent) isGetItemsResponse_Result() {}
+
+func (*GetItemsResponse_Error) isGetItemsResponse_Result() {}
+
+// KeyError is the failure of one key's part of a multi-key call.
+type KeyError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Connect code that fits the failure, in its string form
+	// ("unavailable", "resource_exhausted", "permission_denied", ...).
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// Why, in words.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyError) Reset() {
+	*x = KeyError{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyError) ProtoMessage() {}
+
+func (x *KeyError) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyError.ProtoReflect.Descriptor instead.
+func (*KeyError) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *KeyError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *KeyError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// KeyGeneration is a key and the generation of its item.
+type KeyGeneration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item's key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The item's generation marker.
+	Generation    uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyGeneration) Reset() {
+	*x = KeyGeneration{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyGeneration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyGeneration) ProtoMessage() {}
+
+func (x *KeyGeneration) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyGeneration.ProtoReflect.Descriptor instead.
+func (*KeyGeneration) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KeyGeneration) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyGeneration) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// WatchItemsRequest names what to watch: keys, or a prefix.
+type WatchItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Watch these keys: 1 to 1,000. Leave empty to watch a prefix.
+	Keys []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Watch every key that begins with this prefix, when keys is empty. The
+	// empty prefix watches the whole store.
+	Prefix string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// How often to poll. kvgate polls at its configured floor (about one
+	// second unless configured otherwise) when unset or shorter.
+	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	// With true, the first message carries the current state: a PRESENT
+	// change for each watched key that exists.
+	SendInitialState bool `protobuf:"varint,5,opt,name=send_initial_state,json=sendInitialState,proto3" json:"send_initial_state,omitempty"`
+	// The state the caller already holds, to resume a watch: each present key
+	// and the generation it last saw. Any watched key not listed is taken as
+	// absent. The first poll compares the store against it and sends every
+	// difference as a change. Ignored when send_initial_state is set.
+	Known         []*KeyGeneration `protobuf:"bytes,6,rep,name=known,proto3" json:"known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchItemsRequest) Reset() {
+	*x = WatchItemsRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchItemsRequest) ProtoMessage() {}
+
+func (x *WatchItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchItemsRequest.ProtoReflect.Descriptor instead.
+func (*WatchItemsRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchItemsRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *WatchItemsRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *WatchItemsRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *WatchItemsRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *WatchItemsRequest) GetSendInitialState() bool {
+	if x != nil {
+		return x.SendInitialState
+	}
+	return false
+}
+
+func (x *WatchItemsRequest) GetKnown() []*KeyGeneration {
+	if x != nil {
+		return x.Known
+	}
+	return nil
+}
+
+// ItemChange is one key's change.
+type ItemChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How the key changed.
+	Type ChangeType `protobuf:"varint,1,opt,name=type,proto3,enum=fastly.kv.v1.ChangeType" json:"type,omitempty"`
+	// The key.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The item's state after the change, without its value: generation,
+	// metadata, size and last-modified time. Unset for DELETED.
+	Item          *Item `protobuf:"bytes,3,opt,name=item,proto3" json:"item,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemChange) Reset() {
+	*x = ItemChange{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemChange) ProtoMessage() {}
+
+func (x *ItemChange) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemChange.ProtoReflect.Descriptor instead.
+func (*ItemChange) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ItemChange) GetType() ChangeType {
+	if x != nil {
+		return x.Type
+	}
+	return ChangeType_CHANGE_TYPE_UNSPECIFIED
+}
+
+func (x *ItemChange) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ItemChange) GetItem() *Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+// WatchItemsResponse carries the changes one poll found.
+type WatchItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The changes, in key order within a poll.
+	Changes []*ItemChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Set on the message that carries the initial state (or, when resuming
+	// with known, the first poll's differences), which may be empty.
+	Initial bool `protobuf:"varint,2,opt,name=initial,proto3" json:"initial,omitempty"`
+	// When the poll that found these changes began.
+	ObservedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchItemsResponse) Reset() {
+	*x = WatchItemsResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchItemsResponse) ProtoMessage() {}
+
+func (x *WatchItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchItemsResponse.ProtoReflect.Descriptor instead.
+func (*WatchItemsResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WatchItemsResponse) GetChanges() []*ItemChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *WatchItemsResponse) GetInitial() bool {
+	if x != nil {
+		return x.Initial
+	}
+	return false
+}
+
+func (x *WatchItemsResponse) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
+// DeleteKeysRequest names the keys to delete: a prefix, a list, or all.
+type DeleteKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The KV Store's id.
+	StoreId string `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Delete every key that begins with this prefix.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Delete these keys (1 to 10,000). Exactly one of prefix, keys and
+	// all_keys is set.
+	Keys []string `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Delete every key of the store.
+	AllKeys bool `protobuf:"varint,4,opt,name=all_keys,json=allKeys,proto3" json:"all_keys,omitempty"`
+	// With true, nothing is deleted: the keys that would be are streamed.
+	DryRun bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Resume an interrupted deletion: a DeleteKeysResponse.cursor from a call
+	// with the same store_id and selection.
+	Cursor        string `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKeysRequest) Reset() {
+	*x = DeleteKeysRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKeysRequest) ProtoMessage() {}
+
+func (x *DeleteKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKeysRequest.ProtoReflect.Descriptor instead.
+func (*DeleteKeysRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DeleteKeysRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *DeleteKeysRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *DeleteKeysRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *DeleteKeysRequest) GetAllKeys() bool {
+	if x != nil {
+		return x.AllKeys
+	}
+	return false
+}
+
+func (x *DeleteKeysRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *DeleteKeysRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+// DeleteKeysTotals counts the keys a deletion has settled.
+type DeleteKeysTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys deleted (or, on a dry run, that would be deleted).
+	Deleted uint64 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// Keys that were already gone when their DELETE arrived.
+	NotFound uint64 `protobuf:"varint,2,opt,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	// Keys whose DELETE failed.
+	Failed        uint64 `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKeysTotals) Reset() {
+	*x = DeleteKeysTotals{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKeysTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKeysTotals) ProtoMessage() {}
+
+func (x *DeleteKeysTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKeysTotals.ProtoReflect.Descriptor instead.
+func (*DeleteKeysTotals) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeleteKeysTotals) GetDeleted() uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+func (x *DeleteKeysTotals) GetNotFound() uint64 {
+	if x != nil {
+		return x.NotFound
+	}
+	return 0
+}
+
+func (x *DeleteKeysTotals) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+// DeleteKeysResponse reports the keys settled since the previous message.
+type DeleteKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys deleted (on a dry run: that would be deleted).
+	Deleted []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// Keys that were already gone.
+	NotFound []string `protobuf:"bytes,2,rep,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	// Keys whose DELETE failed, each with its position (in keys, or in
+	// listing order from the start of this call) and code.
+	Failures []*BatchFailure `protobuf:"bytes,3,rep,name=failures,proto3" json:"failures,omitempty"`
+	// Resumes the deletion after every key settled so far. Empty when
+	// nothing remains.
+	Cursor string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The counts so far, across the call.
+	Totals *DeleteKeysTotals `protobuf:"bytes,5,opt,name=totals,proto3" json:"totals,omitempty"`
+	// Set on the last message of a complete deletion.
+	Done          bool `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKeysResponse) Reset() {
+	*x = DeleteKeysResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKeysResponse) ProtoMessage() {}
+
+func (x *DeleteKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKeysResponse.ProtoReflect.Descriptor instead.
+func (*DeleteKeysResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteKeysResponse) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *DeleteKeysResponse) GetNotFound() []string {
+	if x != nil {
+		return x.NotFound
+	}
+	return nil
+}
+
+func (x *DeleteKeysResponse) GetFailures() []*BatchFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *DeleteKeysResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *DeleteKeysResponse) GetTotals() *DeleteKeysTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *DeleteKeysResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// CopyItemsRequest names the items to copy.
+type CopyItemsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The store to copy from.
+	SourceStoreId string `protobuf:"bytes,1,opt,name=source_store_id,json=sourceStoreId,proto3" json:"source_store_id,omitempty"`
+	// The store to copy into; items there under the same keys are
+	// overwritten. Must differ from source_store_id.
+	TargetStoreId string `protobuf:"bytes,2,opt,name=target_store_id,json=targetStoreId,proto3" json:"target_store_id,omitempty"`
+	// Copy only the items whose keys begin with this prefix; empty copies
+	// every item.
+	Prefix string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Resume an interrupted copy: a CopyItemsResponse.cursor from a call with
+	// the same stores and prefix.
+	Cursor        string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyItemsRequest) Reset() {
+	*x = CopyItemsRequest{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyItemsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyItemsRequest) ProtoMessage() {}
+
+func (x *CopyItemsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyItemsRequest.ProtoReflect.Descriptor instead.
+func (*CopyItemsRequest) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CopyItemsRequest) GetSourceStoreId() string {
+	if x != nil {
+		return x.SourceStoreId
+	}
+	return ""
+}
+
+func (x *CopyItemsRequest) GetTargetStoreId() string {
+	if x != nil {
+		return x.TargetStoreId
+	}
+	return ""
+}
+
+func (x *CopyItemsRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *CopyItemsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+// CopyItemsResponse reports progress.
+type CopyItemsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Items copied so far, across the call.
+	Copied uint64 `protobuf:"varint,1,opt,name=copied,proto3" json:"copied,omitempty"`
+	// Items that vanished from the source between listing and reading, so far.
+	Skipped uint64 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Items not copied since the previous message, each with its position in
+	// listing order from the start of this call, its key and code.
+	Failures []*BatchFailure `protobuf:"bytes,3,rep,name=failures,proto3" json:"failures,omitempty"`
+	// Resumes the copy after every item settled so far. Empty when nothing
+	// remains.
+	Cursor string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Set on the last message of a complete copy.
+	Done bool `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	// Items not copied so far, across the call.
+	Failed        uint64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyItemsResponse) Reset() {
+	*x = CopyItemsResponse{}
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyItemsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyItemsResponse) ProtoMessage() {}
+
+func (x *CopyItemsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fastly_kv_v1_kv_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyItemsResponse.ProtoReflect.Descriptor instead.
+func (*CopyItemsResponse) Descriptor() ([]byte, []int) {
+	return file_fastly_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CopyItemsResponse) GetCopied() uint64 {
+	if x != nil {
+		return x.Copied
+	}
+	return 0
+}
+
+func (x *CopyItemsResponse) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *CopyItemsResponse) GetFailures() []*BatchFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *CopyItemsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *CopyItemsResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *CopyItemsResponse) GetFailed() uint64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
 var File_fastly_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x15fastly/kv/v1/kv.proto\x12\ffastly.kv.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x01\n" +
+	"\x15fastly/kv/v1/kv.proto\x12\ffastly.kv.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n" +
 	"\x04Item\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1a\n" +
@@ -1498,12 +2647,18 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x04 \x01(\x04R\n" +
 	"generation\x12?\n" +
-	"\rlast_modified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\flastModified\"=\n" +
+	"\rlast_modified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\flastModified\x12\x17\n" +
+	"\x04size\x18\x06 \x01(\x04H\x00R\x04size\x88\x01\x01B\a\n" +
+	"\x05_size\"\xc1\x01\n" +
 	"\x0eGetItemRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"9\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12*\n" +
+	"\x04view\x18\x03 \x01(\x0e2\x16.fastly.kv.v1.ItemViewR\x04view\x12:\n" +
+	"\x17if_generation_not_match\x18\x04 \x01(\x04H\x00R\x14ifGenerationNotMatch\x88\x01\x01B\x1a\n" +
+	"\x18_if_generation_not_match\"\\\n" +
 	"\x0fGetItemResponse\x12&\n" +
-	"\x04item\x18\x01 \x01(\v2\x12.fastly.kv.v1.ItemR\x04item\"\xcf\x02\n" +
+	"\x04item\x18\x01 \x01(\v2\x12.fastly.kv.v1.ItemR\x04item\x12!\n" +
+	"\fnot_modified\x18\x02 \x01(\bR\vnotModified\"\xcf\x02\n" +
 	"\x0ePutItemRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
@@ -1522,27 +2677,31 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x123\n" +
 	"\x13if_generation_match\x18\x04 \x01(\x04H\x00R\x11ifGenerationMatch\x88\x01\x01B\x16\n" +
 	"\x14_if_generation_match\"\x14\n" +
-	"\x12DeleteItemResponse\"\xaf\x01\n" +
+	"\x12DeleteItemResponse\"\xda\x01\n" +
 	"\x0fListKeysRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x16\n" +
 	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12;\n" +
-	"\vconsistency\x18\x05 \x01(\x0e2\x19.fastly.kv.v1.ConsistencyR\vconsistency\"G\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x19.fastly.kv.v1.ConsistencyR\vconsistency\x12)\n" +
+	"\x10include_metadata\x18\x06 \x01(\bR\x0fincludeMetadata\"q\n" +
 	"\x10ListKeysResponse\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\tR\x04keys\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor\"\xd3\x01\n" +
+	"nextCursor\x12(\n" +
+	"\x05items\x18\x03 \x03(\v2\x12.fastly.kv.v1.ItemR\x05items\"\xfe\x01\n" +
 	"\x11StreamKeysRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12;\n" +
 	"\vconsistency\x18\x03 \x01(\x0e2\x19.fastly.kv.v1.ConsistencyR\vconsistency\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x16\n" +
 	"\x06cursor\x18\x05 \x01(\tR\x06cursor\x12\x19\n" +
-	"\bmax_keys\x18\x06 \x01(\x04R\amaxKeys\"@\n" +
+	"\bmax_keys\x18\x06 \x01(\x04R\amaxKeys\x12)\n" +
+	"\x10include_metadata\x18\a \x01(\bR\x0fincludeMetadata\"j\n" +
 	"\x12StreamKeysResponse\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\tR\x04keys\x12\x16\n" +
-	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"Q\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12(\n" +
+	"\x05items\x18\x03 \x03(\v2\x12.fastly.kv.v1.ItemR\x05items\"Q\n" +
 	"\x10StreamKeysResume\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12%\n" +
 	"\x0ekeys_delivered\x18\x02 \x01(\x04R\rkeysDelivered\"\xaf\x02\n" +
@@ -1580,7 +2739,73 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\x05items\x18\x02 \x03(\v2\x17.fastly.kv.v1.BatchItemR\x05items\"d\n" +
 	"\x10PutItemsResponse\x12\x18\n" +
 	"\awritten\x18\x01 \x01(\x04R\awritten\x126\n" +
-	"\bfailures\x18\x02 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures*`\n" +
+	"\bfailures\x18\x02 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures\"l\n" +
+	"\x0fGetItemsRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12*\n" +
+	"\x04view\x18\x03 \x01(\x0e2\x16.fastly.kv.v1.ItemViewR\x04view\"\xb8\x01\n" +
+	"\x10GetItemsResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12(\n" +
+	"\x04item\x18\x03 \x01(\v2\x12.fastly.kv.v1.ItemH\x00R\x04item\x12\x18\n" +
+	"\x06absent\x18\x04 \x01(\bH\x00R\x06absent\x12.\n" +
+	"\x05error\x18\x05 \x01(\v2\x16.fastly.kv.v1.KeyErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"6\n" +
+	"\bKeyError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"A\n" +
+	"\rKeyGeneration\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\"\xf2\x01\n" +
+	"\x11WatchItemsRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12,\n" +
+	"\x12send_initial_state\x18\x05 \x01(\bR\x10sendInitialState\x121\n" +
+	"\x05known\x18\x06 \x03(\v2\x1b.fastly.kv.v1.KeyGenerationR\x05known\"t\n" +
+	"\n" +
+	"ItemChange\x12,\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x18.fastly.kv.v1.ChangeTypeR\x04type\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12&\n" +
+	"\x04item\x18\x03 \x01(\v2\x12.fastly.kv.v1.ItemR\x04item\"\x9f\x01\n" +
+	"\x12WatchItemsResponse\x122\n" +
+	"\achanges\x18\x01 \x03(\v2\x18.fastly.kv.v1.ItemChangeR\achanges\x12\x18\n" +
+	"\ainitial\x18\x02 \x01(\bR\ainitial\x12;\n" +
+	"\vobserved_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\"\xa6\x01\n" +
+	"\x11DeleteKeysRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x12\n" +
+	"\x04keys\x18\x03 \x03(\tR\x04keys\x12\x19\n" +
+	"\ball_keys\x18\x04 \x01(\bR\aallKeys\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12\x16\n" +
+	"\x06cursor\x18\x06 \x01(\tR\x06cursor\"a\n" +
+	"\x10DeleteKeysTotals\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\x04R\adeleted\x12\x1b\n" +
+	"\tnot_found\x18\x02 \x01(\x04R\bnotFound\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\x04R\x06failed\"\xe7\x01\n" +
+	"\x12DeleteKeysResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x03(\tR\adeleted\x12\x1b\n" +
+	"\tnot_found\x18\x02 \x03(\tR\bnotFound\x126\n" +
+	"\bfailures\x18\x03 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x126\n" +
+	"\x06totals\x18\x05 \x01(\v2\x1e.fastly.kv.v1.DeleteKeysTotalsR\x06totals\x12\x12\n" +
+	"\x04done\x18\x06 \x01(\bR\x04done\"\x92\x01\n" +
+	"\x10CopyItemsRequest\x12&\n" +
+	"\x0fsource_store_id\x18\x01 \x01(\tR\rsourceStoreId\x12&\n" +
+	"\x0ftarget_store_id\x18\x02 \x01(\tR\rtargetStoreId\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\"\xc1\x01\n" +
+	"\x11CopyItemsResponse\x12\x16\n" +
+	"\x06copied\x18\x01 \x01(\x04R\x06copied\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\x04R\askipped\x126\n" +
+	"\bfailures\x18\x03 \x03(\v2\x1a.fastly.kv.v1.BatchFailureR\bfailures\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x04R\x06failed*`\n" +
 	"\aPutMode\x12\x18\n" +
 	"\x14PUT_MODE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPUT_MODE_ADD\x10\x01\x12\x13\n" +
@@ -1589,7 +2814,18 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_STRONG\x10\x01\x12\x18\n" +
-	"\x14CONSISTENCY_EVENTUAL\x10\x022\xca\x04\n" +
+	"\x14CONSISTENCY_EVENTUAL\x10\x02*Q\n" +
+	"\bItemView\x12\x19\n" +
+	"\x15ITEM_VIEW_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eITEM_VIEW_FULL\x10\x01\x12\x16\n" +
+	"\x12ITEM_VIEW_METADATA\x10\x02*\x8d\x01\n" +
+	"\n" +
+	"ChangeType\x12\x1b\n" +
+	"\x17CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CHANGE_TYPE_PRESENT\x10\x01\x12\x17\n" +
+	"\x13CHANGE_TYPE_CREATED\x10\x02\x12\x17\n" +
+	"\x13CHANGE_TYPE_UPDATED\x10\x03\x12\x17\n" +
+	"\x13CHANGE_TYPE_DELETED\x10\x042\x9c\a\n" +
 	"\x0eKVStoreService\x12K\n" +
 	"\aGetItem\x12\x1c.fastly.kv.v1.GetItemRequest\x1a\x1d.fastly.kv.v1.GetItemResponse\"\x03\x90\x02\x01\x12F\n" +
 	"\aPutItem\x12\x1c.fastly.kv.v1.PutItemRequest\x1a\x1d.fastly.kv.v1.PutItemResponse\x12T\n" +
@@ -1599,7 +2835,13 @@ const file_fastly_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"StreamKeys\x12\x1f.fastly.kv.v1.StreamKeysRequest\x1a .fastly.kv.v1.StreamKeysResponse\"\x03\x90\x02\x010\x01\x12Z\n" +
 	"\rBatchPutItems\x12\".fastly.kv.v1.BatchPutItemsRequest\x1a#.fastly.kv.v1.BatchPutItemsResponse(\x01\x12I\n" +
-	"\bPutItems\x12\x1d.fastly.kv.v1.PutItemsRequest\x1a\x1e.fastly.kv.v1.PutItemsResponseB\xa0\x01\n" +
+	"\bPutItems\x12\x1d.fastly.kv.v1.PutItemsRequest\x1a\x1e.fastly.kv.v1.PutItemsResponse\x12P\n" +
+	"\bGetItems\x12\x1d.fastly.kv.v1.GetItemsRequest\x1a\x1e.fastly.kv.v1.GetItemsResponse\"\x03\x90\x02\x010\x01\x12V\n" +
+	"\n" +
+	"WatchItems\x12\x1f.fastly.kv.v1.WatchItemsRequest\x1a .fastly.kv.v1.WatchItemsResponse\"\x03\x90\x02\x010\x01\x12V\n" +
+	"\n" +
+	"DeleteKeys\x12\x1f.fastly.kv.v1.DeleteKeysRequest\x1a .fastly.kv.v1.DeleteKeysResponse\"\x03\x90\x02\x020\x01\x12N\n" +
+	"\tCopyItems\x12\x1e.fastly.kv.v1.CopyItemsRequest\x1a\x1f.fastly.kv.v1.CopyItemsResponse0\x01B\xa0\x01\n" +
 	"\x10com.fastly.kv.v1B\aKvProtoP\x01Z1github.com/kvgate/kvgate/gen/go/fastly/kv/v1;kvv1\xa2\x02\x03FKX\xaa\x02\fFastly.Kv.V1\xca\x02\fFastly\\Kv\\V1\xe2\x02\x18Fastly\\Kv\\V1\\GPBMetadata\xea\x02\x0eFastly::Kv::V1b\x06proto3"
 
 var (
@@ -1614,68 +2856,105 @@ func file_fastly_kv_v1_kv_proto_rawDescGZIP() []byte {
 	return file_fastly_kv_v1_kv_proto_rawDescData
 }
 
-var file_fastly_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fastly_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_fastly_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_fastly_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_fastly_kv_v1_kv_proto_goTypes = []any{
 	(PutMode)(0),                  // 0: fastly.kv.v1.PutMode
 	(Consistency)(0),              // 1: fastly.kv.v1.Consistency
-	(*Item)(nil),                  // 2: fastly.kv.v1.Item
-	(*GetItemRequest)(nil),        // 3: fastly.kv.v1.GetItemRequest
-	(*GetItemResponse)(nil),       // 4: fastly.kv.v1.GetItemResponse
-	(*PutItemRequest)(nil),        // 5: fastly.kv.v1.PutItemRequest
-	(*PutItemResponse)(nil),       // 6: fastly.kv.v1.PutItemResponse
-	(*DeleteItemRequest)(nil),     // 7: fastly.kv.v1.DeleteItemRequest
-	(*DeleteItemResponse)(nil),    // 8: fastly.kv.v1.DeleteItemResponse
-	(*ListKeysRequest)(nil),       // 9: fastly.kv.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 10: fastly.kv.v1.ListKeysResponse
-	(*StreamKeysRequest)(nil),     // 11: fastly.kv.v1.StreamKeysRequest
-	(*StreamKeysResponse)(nil),    // 12: fastly.kv.v1.StreamKeysResponse
-	(*StreamKeysResume)(nil),      // 13: fastly.kv.v1.StreamKeysResume
-	(*BatchItem)(nil),             // 14: fastly.kv.v1.BatchItem
-	(*BatchPutItemsRequest)(nil),  // 15: fastly.kv.v1.BatchPutItemsRequest
-	(*BatchFailure)(nil),          // 16: fastly.kv.v1.BatchFailure
-	(*BatchPutItemsResponse)(nil), // 17: fastly.kv.v1.BatchPutItemsResponse
-	(*IndexRange)(nil),            // 18: fastly.kv.v1.IndexRange
-	(*BatchProgress)(nil),         // 19: fastly.kv.v1.BatchProgress
-	(*PutItemsRequest)(nil),       // 20: fastly.kv.v1.PutItemsRequest
-	(*PutItemsResponse)(nil),      // 21: fastly.kv.v1.PutItemsResponse
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(ItemView)(0),                 // 2: fastly.kv.v1.ItemView
+	(ChangeType)(0),               // 3: fastly.kv.v1.ChangeType
+	(*Item)(nil),                  // 4: fastly.kv.v1.Item
+	(*GetItemRequest)(nil),        // 5: fastly.kv.v1.GetItemRequest
+	(*GetItemResponse)(nil),       // 6: fastly.kv.v1.GetItemResponse
+	(*PutItemRequest)(nil),        // 7: fastly.kv.v1.PutItemRequest
+	(*PutItemResponse)(nil),       // 8: fastly.kv.v1.PutItemResponse
+	(*DeleteItemRequest)(nil),     // 9: fastly.kv.v1.DeleteItemRequest
+	(*DeleteItemResponse)(nil),    // 10: fastly.kv.v1.DeleteItemResponse
+	(*ListKeysRequest)(nil),       // 11: fastly.kv.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 12: fastly.kv.v1.ListKeysResponse
+	(*StreamKeysRequest)(nil),     // 13: fastly.kv.v1.StreamKeysRequest
+	(*StreamKeysResponse)(nil),    // 14: fastly.kv.v1.StreamKeysResponse
+	(*StreamKeysResume)(nil),      // 15: fastly.kv.v1.StreamKeysResume
+	(*BatchItem)(nil),             // 16: fastly.kv.v1.BatchItem
+	(*BatchPutItemsRequest)(nil),  // 17: fastly.kv.v1.BatchPutItemsRequest
+	(*BatchFailure)(nil),          // 18: fastly.kv.v1.BatchFailure
+	(*BatchPutItemsResponse)(nil), // 19: fastly.kv.v1.BatchPutItemsResponse
+	(*IndexRange)(nil),            // 20: fastly.kv.v1.IndexRange
+	(*BatchProgress)(nil),         // 21: fastly.kv.v1.BatchProgress
+	(*PutItemsRequest)(nil),       // 22: fastly.kv.v1.PutItemsRequest
+	(*PutItemsResponse)(nil),      // 23: fastly.kv.v1.PutItemsResponse
+	(*GetItemsRequest)(nil),       // 24: fastly.kv.v1.GetItemsRequest
+	(*GetItemsResponse)(nil),      // 25: fastly.kv.v1.GetItemsResponse
+	(*KeyError)(nil),              // 26: fastly.kv.v1.KeyError
+	(*KeyGeneration)(nil),         // 27: fastly.kv.v1.KeyGeneration
+	(*WatchItemsRequest)(nil),     // 28: fastly.kv.v1.WatchItemsRequest
+	(*ItemChange)(nil),            // 29: fastly.kv.v1.ItemChange
+	(*WatchItemsResponse)(nil),    // 30: fastly.kv.v1.WatchItemsResponse
+	(*DeleteKeysRequest)(nil),     // 31: fastly.kv.v1.DeleteKeysRequest
+	(*DeleteKeysTotals)(nil),      // 32: fastly.kv.v1.DeleteKeysTotals
+	(*DeleteKeysResponse)(nil),    // 33: fastly.kv.v1.DeleteKeysResponse
+	(*CopyItemsRequest)(nil),      // 34: fastly.kv.v1.CopyItemsRequest
+	(*CopyItemsResponse)(nil),     // 35: fastly.kv.v1.CopyItemsResponse
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
 }
 var file_fastly_kv_v1_kv_proto_depIdxs = []int32{
-	22, // 0: fastly.kv.v1.Item.last_modified:type_name -> google.protobuf.Timestamp
-	2,  // 1: fastly.kv.v1.GetItemResponse.item:type_name -> fastly.kv.v1.Item
-	0,  // 2: fastly.kv.v1.PutItemRequest.mode:type_name -> fastly.kv.v1.PutMode
-	23, // 3: fastly.kv.v1.PutItemRequest.time_to_live:type_name -> google.protobuf.Duration
-	1,  // 4: fastly.kv.v1.ListKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
-	1,  // 5: fastly.kv.v1.StreamKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
-	23, // 6: fastly.kv.v1.BatchItem.time_to_live:type_name -> google.protobuf.Duration
-	0,  // 7: fastly.kv.v1.BatchItem.mode:type_name -> fastly.kv.v1.PutMode
-	14, // 8: fastly.kv.v1.BatchPutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
-	16, // 9: fastly.kv.v1.BatchPutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
-	18, // 10: fastly.kv.v1.BatchProgress.written:type_name -> fastly.kv.v1.IndexRange
-	16, // 11: fastly.kv.v1.BatchProgress.failures:type_name -> fastly.kv.v1.BatchFailure
-	14, // 12: fastly.kv.v1.PutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
-	16, // 13: fastly.kv.v1.PutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
-	3,  // 14: fastly.kv.v1.KVStoreService.GetItem:input_type -> fastly.kv.v1.GetItemRequest
-	5,  // 15: fastly.kv.v1.KVStoreService.PutItem:input_type -> fastly.kv.v1.PutItemRequest
-	7,  // 16: fastly.kv.v1.KVStoreService.DeleteItem:input_type -> fastly.kv.v1.DeleteItemRequest
-	9,  // 17: fastly.kv.v1.KVStoreService.ListKeys:input_type -> fastly.kv.v1.ListKeysRequest
-	11, // 18: fastly.kv.v1.KVStoreService.StreamKeys:input_type -> fastly.kv.v1.StreamKeysRequest
-	15, // 19: fastly.kv.v1.KVStoreService.BatchPutItems:input_type -> fastly.kv.v1.BatchPutItemsRequest
-	20, // 20: fastly.kv.v1.KVStoreService.PutItems:input_type -> fastly.kv.v1.PutItemsRequest
-	4,  // 21: fastly.kv.v1.KVStoreService.GetItem:output_type -> fastly.kv.v1.GetItemResponse
-	6,  // 22: fastly.kv.v1.KVStoreService.PutItem:output_type -> fastly.kv.v1.PutItemResponse
-	8,  // 23: fastly.kv.v1.KVStoreService.DeleteItem:output_type -> fastly.kv.v1.DeleteItemResponse
-	10, // 24: fastly.kv.v1.KVStoreService.ListKeys:output_type -> fastly.kv.v1.ListKeysResponse
-	12, // 25: fastly.kv.v1.KVStoreService.StreamKeys:output_type -> fastly.kv.v1.StreamKeysResponse
-	17, // 26: fastly.kv.v1.KVStoreService.BatchPutItems:output_type -> fastly.kv.v1.BatchPutItemsResponse
-	21, // 27: fastly.kv.v1.KVStoreService.PutItems:output_type -> fastly.kv.v1.PutItemsResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	36, // 0: fastly.kv.v1.Item.last_modified:type_name -> google.protobuf.Timestamp
+	2,  // 1: fastly.kv.v1.GetItemRequest.view:type_name -> fastly.kv.v1.ItemView
+	4,  // 2: fastly.kv.v1.GetItemResponse.item:type_name -> fastly.kv.v1.Item
+	0,  // 3: fastly.kv.v1.PutItemRequest.mode:type_name -> fastly.kv.v1.PutMode
+	37, // 4: fastly.kv.v1.PutItemRequest.time_to_live:type_name -> google.protobuf.Duration
+	1,  // 5: fastly.kv.v1.ListKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
+	4,  // 6: fastly.kv.v1.ListKeysResponse.items:type_name -> fastly.kv.v1.Item
+	1,  // 7: fastly.kv.v1.StreamKeysRequest.consistency:type_name -> fastly.kv.v1.Consistency
+	4,  // 8: fastly.kv.v1.StreamKeysResponse.items:type_name -> fastly.kv.v1.Item
+	37, // 9: fastly.kv.v1.BatchItem.time_to_live:type_name -> google.protobuf.Duration
+	0,  // 10: fastly.kv.v1.BatchItem.mode:type_name -> fastly.kv.v1.PutMode
+	16, // 11: fastly.kv.v1.BatchPutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
+	18, // 12: fastly.kv.v1.BatchPutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	20, // 13: fastly.kv.v1.BatchProgress.written:type_name -> fastly.kv.v1.IndexRange
+	18, // 14: fastly.kv.v1.BatchProgress.failures:type_name -> fastly.kv.v1.BatchFailure
+	16, // 15: fastly.kv.v1.PutItemsRequest.items:type_name -> fastly.kv.v1.BatchItem
+	18, // 16: fastly.kv.v1.PutItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	2,  // 17: fastly.kv.v1.GetItemsRequest.view:type_name -> fastly.kv.v1.ItemView
+	4,  // 18: fastly.kv.v1.GetItemsResponse.item:type_name -> fastly.kv.v1.Item
+	26, // 19: fastly.kv.v1.GetItemsResponse.error:type_name -> fastly.kv.v1.KeyError
+	37, // 20: fastly.kv.v1.WatchItemsRequest.interval:type_name -> google.protobuf.Duration
+	27, // 21: fastly.kv.v1.WatchItemsRequest.known:type_name -> fastly.kv.v1.KeyGeneration
+	3,  // 22: fastly.kv.v1.ItemChange.type:type_name -> fastly.kv.v1.ChangeType
+	4,  // 23: fastly.kv.v1.ItemChange.item:type_name -> fastly.kv.v1.Item
+	29, // 24: fastly.kv.v1.WatchItemsResponse.changes:type_name -> fastly.kv.v1.ItemChange
+	36, // 25: fastly.kv.v1.WatchItemsResponse.observed_at:type_name -> google.protobuf.Timestamp
+	18, // 26: fastly.kv.v1.DeleteKeysResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	32, // 27: fastly.kv.v1.DeleteKeysResponse.totals:type_name -> fastly.kv.v1.DeleteKeysTotals
+	18, // 28: fastly.kv.v1.CopyItemsResponse.failures:type_name -> fastly.kv.v1.BatchFailure
+	5,  // 29: fastly.kv.v1.KVStoreService.GetItem:input_type -> fastly.kv.v1.GetItemRequest
+	7,  // 30: fastly.kv.v1.KVStoreService.PutItem:input_type -> fastly.kv.v1.PutItemRequest
+	9,  // 31: fastly.kv.v1.KVStoreService.DeleteItem:input_type -> fastly.kv.v1.DeleteItemRequest
+	11, // 32: fastly.kv.v1.KVStoreService.ListKeys:input_type -> fastly.kv.v1.ListKeysRequest
+	13, // 33: fastly.kv.v1.KVStoreService.StreamKeys:input_type -> fastly.kv.v1.StreamKeysRequest
+	17, // 34: fastly.kv.v1.KVStoreService.BatchPutItems:input_type -> fastly.kv.v1.BatchPutItemsRequest
+	22, // 35: fastly.kv.v1.KVStoreService.PutItems:input_type -> fastly.kv.v1.PutItemsRequest
+	24, // 36: fastly.kv.v1.KVStoreService.GetItems:input_type -> fastly.kv.v1.GetItemsRequest
+	28, // 37: fastly.kv.v1.KVStoreService.WatchItems:input_type -> fastly.kv.v1.WatchItemsRequest
+	31, // 38: fastly.kv.v1.KVStoreService.DeleteKeys:input_type -> fastly.kv.v1.DeleteKeysRequest
+	34, // 39: fastly.kv.v1.KVStoreService.CopyItems:input_type -> fastly.kv.v1.CopyItemsRequest
+	6,  // 40: fastly.kv.v1.KVStoreService.GetItem:output_type -> fastly.kv.v1.GetItemResponse
+	8,  // 41: fastly.kv.v1.KVStoreService.PutItem:output_type -> fastly.kv.v1.PutItemResponse
+	10, // 42: fastly.kv.v1.KVStoreService.DeleteItem:output_type -> fastly.kv.v1.DeleteItemResponse
+	12, // 43: fastly.kv.v1.KVStoreService.ListKeys:output_type -> fastly.kv.v1.ListKeysResponse
+	14, // 44: fastly.kv.v1.KVStoreService.StreamKeys:output_type -> fastly.kv.v1.StreamKeysResponse
+	19, // 45: fastly.kv.v1.KVStoreService.BatchPutItems:output_type -> fastly.kv.v1.BatchPutItemsResponse
+	23, // 46: fastly.kv.v1.KVStoreService.PutItems:output_type -> fastly.kv.v1.PutItemsResponse
+	25, // 47: fastly.kv.v1.KVStoreService.GetItems:output_type -> fastly.kv.v1.GetItemsResponse
+	30, // 48: fastly.kv.v1.KVStoreService.WatchItems:output_type -> fastly.kv.v1.WatchItemsResponse
+	33, // 49: fastly.kv.v1.KVStoreService.DeleteKeys:output_type -> fastly.kv.v1.DeleteKeysResponse
+	35, // 50: fastly.kv.v1.KVStoreService.CopyItems:output_type -> fastly.kv.v1.CopyItemsResponse
+	40, // [40:51] is the sub-list for method output_type
+	29, // [29:40] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_fastly_kv_v1_kv_proto_init() }
@@ -1683,16 +2962,23 @@ func file_fastly_kv_v1_kv_proto_init() {
 	if File_fastly_kv_v1_kv_proto != nil {
 		return
 	}
+	file_fastly_kv_v1_kv_proto_msgTypes[0].OneofWrappers = []any{}
+	file_fastly_kv_v1_kv_proto_msgTypes[1].OneofWrappers = []any{}
 	file_fastly_kv_v1_kv_proto_msgTypes[3].OneofWrappers = []any{}
 	file_fastly_kv_v1_kv_proto_msgTypes[5].OneofWrappers = []any{}
 	file_fastly_kv_v1_kv_proto_msgTypes[12].OneofWrappers = []any{}
+	file_fastly_kv_v1_kv_proto_msgTypes[21].OneofWrappers = []any{
+		(*GetItemsResponse_Item)(nil),
+		(*GetItemsResponse_Absent)(nil),
+		(*GetItemsResponse_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fastly_kv_v1_kv_proto_rawDesc), len(file_fastly_kv_v1_kv_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      4,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

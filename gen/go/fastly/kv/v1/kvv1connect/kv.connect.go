@@ -39,6 +39,14 @@ const (
 	KVStoreServiceBatchPutItemsProcedure = "/fastly.kv.v1.KVStoreService/BatchPutItems"
 	// KVStoreServicePutItemsProcedure is the procedure name of the KVStoreService's PutItems RPC.
 	KVStoreServicePutItemsProcedure = "/fastly.kv.v1.KVStoreService/PutItems"
+	// KVStoreServiceGetItemsProcedure is the procedure name of the KVStoreService's GetItems RPC.
+	KVStoreServiceGetItemsProcedure = "/fastly.kv.v1.KVStoreService/GetItems"
+	// KVStoreServiceWatchItemsProcedure is the procedure name of the KVStoreService's WatchItems RPC.
+	KVStoreServiceWatchItemsProcedure = "/fastly.kv.v1.KVStoreService/WatchItems"
+	// KVStoreServiceDeleteKeysProcedure is the procedure name of the KVStoreService's DeleteKeys RPC.
+	KVStoreServiceDeleteKeysProcedure = "/fastly.kv.v1.KVStoreService/DeleteKeys"
+	// KVStoreServiceCopyItemsProcedure is the procedure name of the KVStoreService's CopyItems RPC.
+	KVStoreServiceCopyItemsProcedure = "/fastly.kv.v1.KVStoreService/CopyItems"
 )
 
 var (
@@ -95,6 +103,37 @@ var (
 			Procedure:  KVStoreServicePutItemsProcedure,
 		}
 	})
+	kVStoreServiceGetItemsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeServer,
+			Schema:           v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("GetItems"),
+			Procedure:        KVStoreServiceGetItemsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	kVStoreServiceWatchItemsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeServer,
+			Schema:           v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("WatchItems"),
+			Procedure:        KVStoreServiceWatchItemsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	kVStoreServiceDeleteKeysSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeServer,
+			Schema:           v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("DeleteKeys"),
+			Procedure:        KVStoreServiceDeleteKeysProcedure,
+			IdempotencyLevel: connect.IdempotencyIdempotent,
+		}
+	})
+	kVStoreServiceCopyItemsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeServer,
+			Schema:     v1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods().ByName("CopyItems"),
+			Procedure:  KVStoreServiceCopyItemsProcedure,
+		}
+	})
 )
 
 // KVStoreServiceClient is a client for the fastly.kv.v1.KVStoreService service.
@@ -129,6 +168,51 @@ type KVStoreServiceClient interface {
 	// PutItems is BatchPutItems for callers that cannot stream requests
 	// (browsers): the same semantics for a bounded list of items in one call.
 	PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error)
+	// GetItems reads up to 1,000 items in one call, a multi-get Fastly does
+	// not offer. kvgate makes one read per distinct key (GET
+	// /resources/stores/kv/{store_id}/keys/{key}, or HEAD for
+	// ITEM_VIEW_METADATA) with bounded concurrency, and streams one message
+	// per requested key as its read completes, so messages arrive in
+	// completion order, each naming its position and key. Fastly does not
+	// count reads against its hourly request budget.
+	GetItems(context.Context, *v1.GetItemsRequest) (KVStoreServiceGetItemsClientStream, error)
+	// WatchItems streams changes to a set of keys, or to every key under a
+	// prefix: created, updated and deleted. Fastly has no change feed, so
+	// kvgate polls: HEAD /resources/stores/kv/{store_id}/keys/{key} for each
+	// watched key, and for a prefix also the key listing (GET
+	// /resources/stores/kv/{store_id}/keys?prefix=...) to see keys come and
+	// go. Watchers of the same keys within one kvgate share one poller. Reads
+	// do not count against Fastly's hourly request budget.
+	//
+	// A poll sees the latest state of each key, not every write in between:
+	// several writes between two polls are one UPDATED change, and a slow
+	// watcher is sent each key's latest state rather than a backlog.
+	//
+	// When kvgate shuts down the stream ends without an error. To resume
+	// without missing a change, reconnect with known set to the state built
+	// from every change received (each present key and its generation):
+	// kvgate's first poll compares the store against it and sends every
+	// difference, including changes made while no watch was open.
+	WatchItems(context.Context, *v1.WatchItemsRequest) (KVStoreServiceWatchItemsClientStream, error)
+	// DeleteKeys deletes every key under a prefix, or a given list of keys.
+	// Fastly has no bulk delete: kvgate walks the key listing (GET
+	// /resources/stores/kv/{store_id}/keys) and sends one DELETE
+	// /resources/stores/kv/{store_id}/keys/{key} per key, with bounded
+	// concurrency, within kvgate's write budget and Fastly's 429s. Every
+	// DELETE counts against Fastly's hourly request budget. Progress is
+	// streamed as keys are settled; each message carries a cursor that
+	// resumes an interrupted deletion, and the last message has the totals.
+	// With dry_run, nothing is deleted: the keys that would go are streamed.
+	DeleteKeys(context.Context, *v1.DeleteKeysRequest) (KVStoreServiceDeleteKeysClientStream, error)
+	// CopyItems copies every item under a prefix from one store to another,
+	// server-side: the source's key listing (GET
+	// /resources/stores/kv/{source}/keys), a GET per item with bounded
+	// concurrency, and batch PUTs into the target (PUT
+	// /resources/stores/kv/{target}/batch), each counting once against
+	// Fastly's hourly request budget. Values and metadata are copied; Fastly
+	// exposes no remaining time to live on reads, so copies do not expire.
+	// Progress is streamed with a cursor that resumes an interrupted copy.
+	CopyItems(context.Context, *v1.CopyItemsRequest) (KVStoreServiceCopyItemsClientStream, error)
 }
 
 // NewKVStoreServiceClient constructs a client for the fastly.kv.v1.KVStoreService service. Multiple
@@ -188,6 +272,88 @@ func (s KVStoreServiceBatchPutItemsClientStream) CloseAndReceive() (*v1.BatchPut
 	return &res, nil
 }
 
+// KVStoreServiceGetItemsClientStream is the client stream for the KVStoreService's GetItems RPC.
+type KVStoreServiceGetItemsClientStream struct {
+	stream connect.ClientStream
+}
+
+// Receive returns the next response message from the server.
+func (s KVStoreServiceGetItemsClientStream) Receive() (*v1.GetItemsResponse, error) {
+	var res v1.GetItemsResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Close releases the stream's resources. It is idempotent and is typically deferred to clean up a
+// stream abandoned before io.EOF.
+func (s KVStoreServiceGetItemsClientStream) Close() error {
+	return s.stream.Close()
+}
+
+// KVStoreServiceWatchItemsClientStream is the client stream for the KVStoreService's WatchItems
+// RPC.
+type KVStoreServiceWatchItemsClientStream struct {
+	stream connect.ClientStream
+}
+
+// Receive returns the next response message from the server.
+func (s KVStoreServiceWatchItemsClientStream) Receive() (*v1.WatchItemsResponse, error) {
+	var res v1.WatchItemsResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Close releases the stream's resources. It is idempotent and is typically deferred to clean up a
+// stream abandoned before io.EOF.
+func (s KVStoreServiceWatchItemsClientStream) Close() error {
+	return s.stream.Close()
+}
+
+// KVStoreServiceDeleteKeysClientStream is the client stream for the KVStoreService's DeleteKeys
+// RPC.
+type KVStoreServiceDeleteKeysClientStream struct {
+	stream connect.ClientStream
+}
+
+// Receive returns the next response message from the server.
+func (s KVStoreServiceDeleteKeysClientStream) Receive() (*v1.DeleteKeysResponse, error) {
+	var res v1.DeleteKeysResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Close releases the stream's resources. It is idempotent and is typically deferred to clean up a
+// stream abandoned before io.EOF.
+func (s KVStoreServiceDeleteKeysClientStream) Close() error {
+	return s.stream.Close()
+}
+
+// KVStoreServiceCopyItemsClientStream is the client stream for the KVStoreService's CopyItems RPC.
+type KVStoreServiceCopyItemsClientStream struct {
+	stream connect.ClientStream
+}
+
+// Receive returns the next response message from the server.
+func (s KVStoreServiceCopyItemsClientStream) Receive() (*v1.CopyItemsResponse, error) {
+	var res v1.CopyItemsResponse
+	if err := s.stream.Receive(&res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Close releases the stream's resources. It is idempotent and is typically deferred to clean up a
+// stream abandoned before io.EOF.
+func (s KVStoreServiceCopyItemsClientStream) Close() error {
+	return s.stream.Close()
+}
+
 // KVStoreServiceHandler is an implementation of the fastly.kv.v1.KVStoreService service.
 type KVStoreServiceHandler interface {
 	// GetItem reads one item: its value, metadata and generation marker.
@@ -220,6 +386,51 @@ type KVStoreServiceHandler interface {
 	// PutItems is BatchPutItems for callers that cannot stream requests
 	// (browsers): the same semantics for a bounded list of items in one call.
 	PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error)
+	// GetItems reads up to 1,000 items in one call, a multi-get Fastly does
+	// not offer. kvgate makes one read per distinct key (GET
+	// /resources/stores/kv/{store_id}/keys/{key}, or HEAD for
+	// ITEM_VIEW_METADATA) with bounded concurrency, and streams one message
+	// per requested key as its read completes, so messages arrive in
+	// completion order, each naming its position and key. Fastly does not
+	// count reads against its hourly request budget.
+	GetItems(context.Context, *v1.GetItemsRequest, KVStoreServiceGetItemsServerStream) error
+	// WatchItems streams changes to a set of keys, or to every key under a
+	// prefix: created, updated and deleted. Fastly has no change feed, so
+	// kvgate polls: HEAD /resources/stores/kv/{store_id}/keys/{key} for each
+	// watched key, and for a prefix also the key listing (GET
+	// /resources/stores/kv/{store_id}/keys?prefix=...) to see keys come and
+	// go. Watchers of the same keys within one kvgate share one poller. Reads
+	// do not count against Fastly's hourly request budget.
+	//
+	// A poll sees the latest state of each key, not every write in between:
+	// several writes between two polls are one UPDATED change, and a slow
+	// watcher is sent each key's latest state rather than a backlog.
+	//
+	// When kvgate shuts down the stream ends without an error. To resume
+	// without missing a change, reconnect with known set to the state built
+	// from every change received (each present key and its generation):
+	// kvgate's first poll compares the store against it and sends every
+	// difference, including changes made while no watch was open.
+	WatchItems(context.Context, *v1.WatchItemsRequest, KVStoreServiceWatchItemsServerStream) error
+	// DeleteKeys deletes every key under a prefix, or a given list of keys.
+	// Fastly has no bulk delete: kvgate walks the key listing (GET
+	// /resources/stores/kv/{store_id}/keys) and sends one DELETE
+	// /resources/stores/kv/{store_id}/keys/{key} per key, with bounded
+	// concurrency, within kvgate's write budget and Fastly's 429s. Every
+	// DELETE counts against Fastly's hourly request budget. Progress is
+	// streamed as keys are settled; each message carries a cursor that
+	// resumes an interrupted deletion, and the last message has the totals.
+	// With dry_run, nothing is deleted: the keys that would go are streamed.
+	DeleteKeys(context.Context, *v1.DeleteKeysRequest, KVStoreServiceDeleteKeysServerStream) error
+	// CopyItems copies every item under a prefix from one store to another,
+	// server-side: the source's key listing (GET
+	// /resources/stores/kv/{source}/keys), a GET per item with bounded
+	// concurrency, and batch PUTs into the target (PUT
+	// /resources/stores/kv/{target}/batch), each counting once against
+	// Fastly's hourly request budget. Values and metadata are copied; Fastly
+	// exposes no remaining time to live on reads, so copies do not expire.
+	// Progress is streamed with a cursor that resumes an interrupted copy.
+	CopyItems(context.Context, *v1.CopyItemsRequest, KVStoreServiceCopyItemsServerStream) error
 }
 
 // RegisterKVStoreServiceHandler registers svc as the fastly.kv.v1.KVStoreService implementation on
@@ -234,6 +445,10 @@ func RegisterKVStoreServiceHandler(server *connect.Server, svc KVStoreServiceHan
 		connect.Method{Spec: kVStoreServiceStreamKeysSpec(), Handler: adapter.streamKeys},
 		connect.Method{Spec: kVStoreServiceBatchPutItemsSpec(), Handler: adapter.batchPutItems},
 		connect.Method{Spec: kVStoreServicePutItemsSpec(), Handler: adapter.putItems},
+		connect.Method{Spec: kVStoreServiceGetItemsSpec(), Handler: adapter.getItems},
+		connect.Method{Spec: kVStoreServiceWatchItemsSpec(), Handler: adapter.watchItems},
+		connect.Method{Spec: kVStoreServiceDeleteKeysSpec(), Handler: adapter.deleteKeys},
+		connect.Method{Spec: kVStoreServiceCopyItemsSpec(), Handler: adapter.copyItems},
 	)
 }
 
@@ -268,6 +483,68 @@ func (s KVStoreServiceBatchPutItemsServerStream) Receive() (*v1.BatchPutItemsReq
 	return &req, nil
 }
 
+// KVStoreServiceGetItemsServerStream is the server stream for the KVStoreService's GetItems RPC.
+type KVStoreServiceGetItemsServerStream struct {
+	stream connect.ServerStream
+}
+
+// SendHeaders flushes the response headers without a message. The first Send does this implicitly.
+func (s KVStoreServiceGetItemsServerStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a response message to the client.
+func (s KVStoreServiceGetItemsServerStream) Send(res *v1.GetItemsResponse) error {
+	return s.stream.Send(res)
+}
+
+// KVStoreServiceWatchItemsServerStream is the server stream for the KVStoreService's WatchItems
+// RPC.
+type KVStoreServiceWatchItemsServerStream struct {
+	stream connect.ServerStream
+}
+
+// SendHeaders flushes the response headers without a message. The first Send does this implicitly.
+func (s KVStoreServiceWatchItemsServerStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a response message to the client.
+func (s KVStoreServiceWatchItemsServerStream) Send(res *v1.WatchItemsResponse) error {
+	return s.stream.Send(res)
+}
+
+// KVStoreServiceDeleteKeysServerStream is the server stream for the KVStoreService's DeleteKeys
+// RPC.
+type KVStoreServiceDeleteKeysServerStream struct {
+	stream connect.ServerStream
+}
+
+// SendHeaders flushes the response headers without a message. The first Send does this implicitly.
+func (s KVStoreServiceDeleteKeysServerStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a response message to the client.
+func (s KVStoreServiceDeleteKeysServerStream) Send(res *v1.DeleteKeysResponse) error {
+	return s.stream.Send(res)
+}
+
+// KVStoreServiceCopyItemsServerStream is the server stream for the KVStoreService's CopyItems RPC.
+type KVStoreServiceCopyItemsServerStream struct {
+	stream connect.ServerStream
+}
+
+// SendHeaders flushes the response headers without a message. The first Send does this implicitly.
+func (s KVStoreServiceCopyItemsServerStream) SendHeaders() error {
+	return s.stream.SendHeaders()
+}
+
+// Send sends a response message to the client.
+func (s KVStoreServiceCopyItemsServerStream) Send(res *v1.CopyItemsResponse) error {
+	return s.stream.Send(res)
+}
+
 // UnimplementedKVStoreServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedKVStoreServiceHandler struct{}
 
@@ -297,6 +574,22 @@ func (UnimplementedKVStoreServiceHandler) BatchPutItems(context.Context, KVStore
 
 func (UnimplementedKVStoreServiceHandler) PutItems(context.Context, *v1.PutItemsRequest) (*v1.PutItemsResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.PutItems is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) GetItems(context.Context, *v1.GetItemsRequest, KVStoreServiceGetItemsServerStream) error {
+	return connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.GetItems is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) WatchItems(context.Context, *v1.WatchItemsRequest, KVStoreServiceWatchItemsServerStream) error {
+	return connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.WatchItems is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) DeleteKeys(context.Context, *v1.DeleteKeysRequest, KVStoreServiceDeleteKeysServerStream) error {
+	return connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.DeleteKeys is not implemented")
+}
+
+func (UnimplementedKVStoreServiceHandler) CopyItems(context.Context, *v1.CopyItemsRequest, KVStoreServiceCopyItemsServerStream) error {
+	return connect.NewError(connect.CodeUnimplemented, "fastly.kv.v1.KVStoreService.CopyItems is not implemented")
 }
 
 type kVStoreServiceClient struct {
@@ -357,6 +650,38 @@ func (c *kVStoreServiceClient) PutItems(ctx context.Context, req *v1.PutItemsReq
 		return nil, err
 	}
 	return &res, nil
+}
+
+func (c *kVStoreServiceClient) GetItems(ctx context.Context, req *v1.GetItemsRequest) (KVStoreServiceGetItemsClientStream, error) {
+	stream, err := c.client.CallServerStream(ctx, kVStoreServiceGetItemsSpec(), req)
+	if err != nil {
+		return KVStoreServiceGetItemsClientStream{}, err
+	}
+	return KVStoreServiceGetItemsClientStream{stream: stream}, nil
+}
+
+func (c *kVStoreServiceClient) WatchItems(ctx context.Context, req *v1.WatchItemsRequest) (KVStoreServiceWatchItemsClientStream, error) {
+	stream, err := c.client.CallServerStream(ctx, kVStoreServiceWatchItemsSpec(), req)
+	if err != nil {
+		return KVStoreServiceWatchItemsClientStream{}, err
+	}
+	return KVStoreServiceWatchItemsClientStream{stream: stream}, nil
+}
+
+func (c *kVStoreServiceClient) DeleteKeys(ctx context.Context, req *v1.DeleteKeysRequest) (KVStoreServiceDeleteKeysClientStream, error) {
+	stream, err := c.client.CallServerStream(ctx, kVStoreServiceDeleteKeysSpec(), req)
+	if err != nil {
+		return KVStoreServiceDeleteKeysClientStream{}, err
+	}
+	return KVStoreServiceDeleteKeysClientStream{stream: stream}, nil
+}
+
+func (c *kVStoreServiceClient) CopyItems(ctx context.Context, req *v1.CopyItemsRequest) (KVStoreServiceCopyItemsClientStream, error) {
+	stream, err := c.client.CallServerStream(ctx, kVStoreServiceCopyItemsSpec(), req)
+	if err != nil {
+		return KVStoreServiceCopyItemsClientStream{}, err
+	}
+	return KVStoreServiceCopyItemsClientStream{stream: stream}, nil
 }
 
 type kVStoreServiceHandler struct{ svc KVStoreServiceHandler }
@@ -435,4 +760,36 @@ func (h kVStoreServiceHandler) putItems(ctx context.Context, _ connect.Spec, str
 		return err
 	}
 	return stream.Send(res)
+}
+
+func (h kVStoreServiceHandler) getItems(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.GetItemsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	return h.svc.GetItems(ctx, &req, KVStoreServiceGetItemsServerStream{stream: stream})
+}
+
+func (h kVStoreServiceHandler) watchItems(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.WatchItemsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	return h.svc.WatchItems(ctx, &req, KVStoreServiceWatchItemsServerStream{stream: stream})
+}
+
+func (h kVStoreServiceHandler) deleteKeys(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.DeleteKeysRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	return h.svc.DeleteKeys(ctx, &req, KVStoreServiceDeleteKeysServerStream{stream: stream})
+}
+
+func (h kVStoreServiceHandler) copyItems(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.CopyItemsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	return h.svc.CopyItems(ctx, &req, KVStoreServiceCopyItemsServerStream{stream: stream})
 }

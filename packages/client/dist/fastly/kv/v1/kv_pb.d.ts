@@ -57,6 +57,15 @@ export declare type Item = Message<"fastly.kv.v1.Item"> & {
    * @generated from field: google.protobuf.Timestamp last_modified = 5;
    */
   lastModified?: Timestamp | undefined;
+
+  /**
+   * The value's size in bytes: the length of value on a full read, and
+   * Fastly's `Stored-Content-Length` header on a metadata read (where value
+   * is empty). Unset when a metadata read's answer did not say.
+   *
+   * @generated from field: optional uint64 size = 6;
+   */
+  size?: bigint | undefined;
 };
 
 /**
@@ -85,6 +94,25 @@ export declare type GetItemRequest = Message<"fastly.kv.v1.GetItemRequest"> & {
    * @generated from field: string key = 2;
    */
   key: string;
+
+  /**
+   * How much of the item to return; unset means the whole item.
+   *
+   * @generated from field: fastly.kv.v1.ItemView view = 3;
+   */
+  view: ItemView;
+
+  /**
+   * A generation the caller already holds. When the item's generation still
+   * equals it, the response says not_modified and carries no value: kvgate
+   * checks with a HEAD and sends a GET only when the item changed. On a
+   * Connect GET request the `If-None-Match` header does the same (the
+   * response's `ETag` is the generation) and is answered with `304 Not
+   * Modified`.
+   *
+   * @generated from field: optional uint64 if_generation_not_match = 4;
+   */
+  ifGenerationNotMatch?: bigint | undefined;
 };
 
 /**
@@ -100,11 +128,21 @@ export declare const GetItemRequestSchema: GenMessage<GetItemRequest>;
  */
 export declare type GetItemResponse = Message<"fastly.kv.v1.GetItemResponse"> & {
   /**
-   * The item, with its value, metadata and generation.
+   * The item, with its value, metadata and generation. Without its value
+   * for ITEM_VIEW_METADATA and when not_modified is set.
    *
    * @generated from field: fastly.kv.v1.Item item = 1;
    */
   item?: Item | undefined;
+
+  /**
+   * Set when the request's if_generation_not_match equals the item's
+   * current generation: the caller's copy is current, and item carries no
+   * value.
+   *
+   * @generated from field: bool not_modified = 2;
+   */
+  notModified: boolean;
 };
 
 /**
@@ -310,6 +348,15 @@ export declare type ListKeysRequest = Message<"fastly.kv.v1.ListKeysRequest"> & 
    * @generated from field: fastly.kv.v1.Consistency consistency = 5;
    */
   consistency: Consistency;
+
+  /**
+   * With true, items carries each key's metadata, generation, size and
+   * last-modified time: one HEAD per key
+   * (/resources/stores/kv/{store_id}/keys/{key}), with bounded concurrency.
+   *
+   * @generated from field: bool include_metadata = 6;
+   */
+  includeMetadata: boolean;
 };
 
 /**
@@ -337,6 +384,15 @@ export declare type ListKeysResponse = Message<"fastly.kv.v1.ListKeysResponse"> 
    * @generated from field: string next_cursor = 2;
    */
   nextCursor: string;
+
+  /**
+   * With include_metadata: one item per key, in the order of keys, without
+   * its value. A key deleted between the listing and its HEAD is left out
+   * of both keys and items.
+   *
+   * @generated from field: repeated fastly.kv.v1.Item items = 3;
+   */
+  items: Item[];
 };
 
 /**
@@ -396,6 +452,14 @@ export declare type StreamKeysRequest = Message<"fastly.kv.v1.StreamKeysRequest"
    * @generated from field: uint64 max_keys = 6;
    */
   maxKeys: bigint;
+
+  /**
+   * With true, each message's items carries its keys' metadata, generation,
+   * size and last-modified time, as in ListKeysRequest.include_metadata.
+   *
+   * @generated from field: bool include_metadata = 7;
+   */
+  includeMetadata: boolean;
 };
 
 /**
@@ -426,6 +490,15 @@ export declare type StreamKeysResponse = Message<"fastly.kv.v1.StreamKeysRespons
    * @generated from field: string cursor = 2;
    */
   cursor: string;
+
+  /**
+   * With include_metadata: one item per key, in the order of keys, without
+   * its value. A key deleted between the listing and its HEAD is left out
+   * of both keys and items.
+   *
+   * @generated from field: repeated fastly.kv.v1.Item items = 3;
+   */
+  items: Item[];
 };
 
 /**
@@ -759,6 +832,534 @@ export declare type PutItemsResponse = Message<"fastly.kv.v1.PutItemsResponse"> 
 export declare const PutItemsResponseSchema: GenMessage<PutItemsResponse>;
 
 /**
+ * GetItemsRequest names the items to read.
+ *
+ * @generated from message fastly.kv.v1.GetItemsRequest
+ */
+export declare type GetItemsRequest = Message<"fastly.kv.v1.GetItemsRequest"> & {
+  /**
+   * The KV Store's id.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * The keys to read: 1 to 1,000, each within Fastly's key rules. A key
+   * named more than once is read once and answered at each position.
+   *
+   * @generated from field: repeated string keys = 2;
+   */
+  keys: string[];
+
+  /**
+   * How much of each item to return; unset means the whole item.
+   *
+   * @generated from field: fastly.kv.v1.ItemView view = 3;
+   */
+  view: ItemView;
+};
+
+/**
+ * Describes the message fastly.kv.v1.GetItemsRequest.
+ * Use `create(GetItemsRequestSchema)` to create a new message.
+ */
+export declare const GetItemsRequestSchema: GenMessage<GetItemsRequest>;
+
+/**
+ * GetItemsResponse answers one position of GetItemsRequest.keys.
+ *
+ * @generated from message fastly.kv.v1.GetItemsResponse
+ */
+export declare type GetItemsResponse = Message<"fastly.kv.v1.GetItemsResponse"> & {
+  /**
+   * The key's position in GetItemsRequest.keys, from 0.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * The key.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Exactly one is set.
+   *
+   * @generated from oneof fastly.kv.v1.GetItemsResponse.result
+   */
+  result: {
+    /**
+     * The item, as GetItem returns it for the request's view.
+     *
+     * @generated from field: fastly.kv.v1.Item item = 3;
+     */
+    value: Item;
+    case: "item";
+  } | {
+    /**
+     * True when the store has no item under the key.
+     *
+     * @generated from field: bool absent = 4;
+     */
+    value: boolean;
+    case: "absent";
+  } | {
+    /**
+     * The read failed for this key alone.
+     *
+     * @generated from field: fastly.kv.v1.KeyError error = 5;
+     */
+    value: KeyError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message fastly.kv.v1.GetItemsResponse.
+ * Use `create(GetItemsResponseSchema)` to create a new message.
+ */
+export declare const GetItemsResponseSchema: GenMessage<GetItemsResponse>;
+
+/**
+ * KeyError is the failure of one key's part of a multi-key call.
+ *
+ * @generated from message fastly.kv.v1.KeyError
+ */
+export declare type KeyError = Message<"fastly.kv.v1.KeyError"> & {
+  /**
+   * The Connect code that fits the failure, in its string form
+   * ("unavailable", "resource_exhausted", "permission_denied", ...).
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * Why, in words.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message fastly.kv.v1.KeyError.
+ * Use `create(KeyErrorSchema)` to create a new message.
+ */
+export declare const KeyErrorSchema: GenMessage<KeyError>;
+
+/**
+ * KeyGeneration is a key and the generation of its item.
+ *
+ * @generated from message fastly.kv.v1.KeyGeneration
+ */
+export declare type KeyGeneration = Message<"fastly.kv.v1.KeyGeneration"> & {
+  /**
+   * The item's key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * The item's generation marker.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.KeyGeneration.
+ * Use `create(KeyGenerationSchema)` to create a new message.
+ */
+export declare const KeyGenerationSchema: GenMessage<KeyGeneration>;
+
+/**
+ * WatchItemsRequest names what to watch: keys, or a prefix.
+ *
+ * @generated from message fastly.kv.v1.WatchItemsRequest
+ */
+export declare type WatchItemsRequest = Message<"fastly.kv.v1.WatchItemsRequest"> & {
+  /**
+   * The KV Store's id.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * Watch these keys: 1 to 1,000. Leave empty to watch a prefix.
+   *
+   * @generated from field: repeated string keys = 2;
+   */
+  keys: string[];
+
+  /**
+   * Watch every key that begins with this prefix, when keys is empty. The
+   * empty prefix watches the whole store.
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * How often to poll. kvgate polls at its configured floor (about one
+   * second unless configured otherwise) when unset or shorter.
+   *
+   * @generated from field: google.protobuf.Duration interval = 4;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * With true, the first message carries the current state: a PRESENT
+   * change for each watched key that exists.
+   *
+   * @generated from field: bool send_initial_state = 5;
+   */
+  sendInitialState: boolean;
+
+  /**
+   * The state the caller already holds, to resume a watch: each present key
+   * and the generation it last saw. Any watched key not listed is taken as
+   * absent. The first poll compares the store against it and sends every
+   * difference as a change. Ignored when send_initial_state is set.
+   *
+   * @generated from field: repeated fastly.kv.v1.KeyGeneration known = 6;
+   */
+  known: KeyGeneration[];
+};
+
+/**
+ * Describes the message fastly.kv.v1.WatchItemsRequest.
+ * Use `create(WatchItemsRequestSchema)` to create a new message.
+ */
+export declare const WatchItemsRequestSchema: GenMessage<WatchItemsRequest>;
+
+/**
+ * ItemChange is one key's change.
+ *
+ * @generated from message fastly.kv.v1.ItemChange
+ */
+export declare type ItemChange = Message<"fastly.kv.v1.ItemChange"> & {
+  /**
+   * How the key changed.
+   *
+   * @generated from field: fastly.kv.v1.ChangeType type = 1;
+   */
+  type: ChangeType;
+
+  /**
+   * The key.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * The item's state after the change, without its value: generation,
+   * metadata, size and last-modified time. Unset for DELETED.
+   *
+   * @generated from field: fastly.kv.v1.Item item = 3;
+   */
+  item?: Item | undefined;
+};
+
+/**
+ * Describes the message fastly.kv.v1.ItemChange.
+ * Use `create(ItemChangeSchema)` to create a new message.
+ */
+export declare const ItemChangeSchema: GenMessage<ItemChange>;
+
+/**
+ * WatchItemsResponse carries the changes one poll found.
+ *
+ * @generated from message fastly.kv.v1.WatchItemsResponse
+ */
+export declare type WatchItemsResponse = Message<"fastly.kv.v1.WatchItemsResponse"> & {
+  /**
+   * The changes, in key order within a poll.
+   *
+   * @generated from field: repeated fastly.kv.v1.ItemChange changes = 1;
+   */
+  changes: ItemChange[];
+
+  /**
+   * Set on the message that carries the initial state (or, when resuming
+   * with known, the first poll's differences), which may be empty.
+   *
+   * @generated from field: bool initial = 2;
+   */
+  initial: boolean;
+
+  /**
+   * When the poll that found these changes began.
+   *
+   * @generated from field: google.protobuf.Timestamp observed_at = 3;
+   */
+  observedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message fastly.kv.v1.WatchItemsResponse.
+ * Use `create(WatchItemsResponseSchema)` to create a new message.
+ */
+export declare const WatchItemsResponseSchema: GenMessage<WatchItemsResponse>;
+
+/**
+ * DeleteKeysRequest names the keys to delete: a prefix, a list, or all.
+ *
+ * @generated from message fastly.kv.v1.DeleteKeysRequest
+ */
+export declare type DeleteKeysRequest = Message<"fastly.kv.v1.DeleteKeysRequest"> & {
+  /**
+   * The KV Store's id.
+   *
+   * @generated from field: string store_id = 1;
+   */
+  storeId: string;
+
+  /**
+   * Delete every key that begins with this prefix.
+   *
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+
+  /**
+   * Delete these keys (1 to 10,000). Exactly one of prefix, keys and
+   * all_keys is set.
+   *
+   * @generated from field: repeated string keys = 3;
+   */
+  keys: string[];
+
+  /**
+   * Delete every key of the store.
+   *
+   * @generated from field: bool all_keys = 4;
+   */
+  allKeys: boolean;
+
+  /**
+   * With true, nothing is deleted: the keys that would be are streamed.
+   *
+   * @generated from field: bool dry_run = 5;
+   */
+  dryRun: boolean;
+
+  /**
+   * Resume an interrupted deletion: a DeleteKeysResponse.cursor from a call
+   * with the same store_id and selection.
+   *
+   * @generated from field: string cursor = 6;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message fastly.kv.v1.DeleteKeysRequest.
+ * Use `create(DeleteKeysRequestSchema)` to create a new message.
+ */
+export declare const DeleteKeysRequestSchema: GenMessage<DeleteKeysRequest>;
+
+/**
+ * DeleteKeysTotals counts the keys a deletion has settled.
+ *
+ * @generated from message fastly.kv.v1.DeleteKeysTotals
+ */
+export declare type DeleteKeysTotals = Message<"fastly.kv.v1.DeleteKeysTotals"> & {
+  /**
+   * Keys deleted (or, on a dry run, that would be deleted).
+   *
+   * @generated from field: uint64 deleted = 1;
+   */
+  deleted: bigint;
+
+  /**
+   * Keys that were already gone when their DELETE arrived.
+   *
+   * @generated from field: uint64 not_found = 2;
+   */
+  notFound: bigint;
+
+  /**
+   * Keys whose DELETE failed.
+   *
+   * @generated from field: uint64 failed = 3;
+   */
+  failed: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.DeleteKeysTotals.
+ * Use `create(DeleteKeysTotalsSchema)` to create a new message.
+ */
+export declare const DeleteKeysTotalsSchema: GenMessage<DeleteKeysTotals>;
+
+/**
+ * DeleteKeysResponse reports the keys settled since the previous message.
+ *
+ * @generated from message fastly.kv.v1.DeleteKeysResponse
+ */
+export declare type DeleteKeysResponse = Message<"fastly.kv.v1.DeleteKeysResponse"> & {
+  /**
+   * Keys deleted (on a dry run: that would be deleted).
+   *
+   * @generated from field: repeated string deleted = 1;
+   */
+  deleted: string[];
+
+  /**
+   * Keys that were already gone.
+   *
+   * @generated from field: repeated string not_found = 2;
+   */
+  notFound: string[];
+
+  /**
+   * Keys whose DELETE failed, each with its position (in keys, or in
+   * listing order from the start of this call) and code.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchFailure failures = 3;
+   */
+  failures: BatchFailure[];
+
+  /**
+   * Resumes the deletion after every key settled so far. Empty when
+   * nothing remains.
+   *
+   * @generated from field: string cursor = 4;
+   */
+  cursor: string;
+
+  /**
+   * The counts so far, across the call.
+   *
+   * @generated from field: fastly.kv.v1.DeleteKeysTotals totals = 5;
+   */
+  totals?: DeleteKeysTotals | undefined;
+
+  /**
+   * Set on the last message of a complete deletion.
+   *
+   * @generated from field: bool done = 6;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message fastly.kv.v1.DeleteKeysResponse.
+ * Use `create(DeleteKeysResponseSchema)` to create a new message.
+ */
+export declare const DeleteKeysResponseSchema: GenMessage<DeleteKeysResponse>;
+
+/**
+ * CopyItemsRequest names the items to copy.
+ *
+ * @generated from message fastly.kv.v1.CopyItemsRequest
+ */
+export declare type CopyItemsRequest = Message<"fastly.kv.v1.CopyItemsRequest"> & {
+  /**
+   * The store to copy from.
+   *
+   * @generated from field: string source_store_id = 1;
+   */
+  sourceStoreId: string;
+
+  /**
+   * The store to copy into; items there under the same keys are
+   * overwritten. Must differ from source_store_id.
+   *
+   * @generated from field: string target_store_id = 2;
+   */
+  targetStoreId: string;
+
+  /**
+   * Copy only the items whose keys begin with this prefix; empty copies
+   * every item.
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * Resume an interrupted copy: a CopyItemsResponse.cursor from a call with
+   * the same stores and prefix.
+   *
+   * @generated from field: string cursor = 4;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message fastly.kv.v1.CopyItemsRequest.
+ * Use `create(CopyItemsRequestSchema)` to create a new message.
+ */
+export declare const CopyItemsRequestSchema: GenMessage<CopyItemsRequest>;
+
+/**
+ * CopyItemsResponse reports progress.
+ *
+ * @generated from message fastly.kv.v1.CopyItemsResponse
+ */
+export declare type CopyItemsResponse = Message<"fastly.kv.v1.CopyItemsResponse"> & {
+  /**
+   * Items copied so far, across the call.
+   *
+   * @generated from field: uint64 copied = 1;
+   */
+  copied: bigint;
+
+  /**
+   * Items that vanished from the source between listing and reading, so far.
+   *
+   * @generated from field: uint64 skipped = 2;
+   */
+  skipped: bigint;
+
+  /**
+   * Items not copied since the previous message, each with its position in
+   * listing order from the start of this call, its key and code.
+   *
+   * @generated from field: repeated fastly.kv.v1.BatchFailure failures = 3;
+   */
+  failures: BatchFailure[];
+
+  /**
+   * Resumes the copy after every item settled so far. Empty when nothing
+   * remains.
+   *
+   * @generated from field: string cursor = 4;
+   */
+  cursor: string;
+
+  /**
+   * Set on the last message of a complete copy.
+   *
+   * @generated from field: bool done = 5;
+   */
+  done: boolean;
+
+  /**
+   * Items not copied so far, across the call.
+   *
+   * @generated from field: uint64 failed = 6;
+   */
+  failed: bigint;
+};
+
+/**
+ * Describes the message fastly.kv.v1.CopyItemsResponse.
+ * Use `create(CopyItemsResponseSchema)` to create a new message.
+ */
+export declare const CopyItemsResponseSchema: GenMessage<CopyItemsResponse>;
+
+/**
  * PutMode selects how a write combines with an existing item. Fastly takes
  * these as mutually exclusive query flags, so they are one enum here.
  *
@@ -836,6 +1437,88 @@ export enum Consistency {
  * Describes the enum fastly.kv.v1.Consistency.
  */
 export declare const ConsistencySchema: GenEnum<Consistency>;
+
+/**
+ * ItemView selects how much of an item a read returns.
+ *
+ * @generated from enum fastly.kv.v1.ItemView
+ */
+export enum ItemView {
+  /**
+   * Same as ITEM_VIEW_FULL.
+   *
+   * @generated from enum value: ITEM_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The value, its size, metadata, generation and last-modified time: a GET
+   * upstream.
+   *
+   * @generated from enum value: ITEM_VIEW_FULL = 1;
+   */
+  FULL = 1,
+
+  /**
+   * Everything but the value: kvgate sends HEAD upstream, so checking that
+   * an item exists or is unchanged never moves its value.
+   *
+   * @generated from enum value: ITEM_VIEW_METADATA = 2;
+   */
+  METADATA = 2,
+}
+
+/**
+ * Describes the enum fastly.kv.v1.ItemView.
+ */
+export declare const ItemViewSchema: GenEnum<ItemView>;
+
+/**
+ * ChangeType says how a key changed.
+ *
+ * @generated from enum fastly.kv.v1.ChangeType
+ */
+export enum ChangeType {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: CHANGE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Part of the initial state: the key exists.
+   *
+   * @generated from enum value: CHANGE_TYPE_PRESENT = 1;
+   */
+  PRESENT = 1,
+
+  /**
+   * The key was absent and now exists.
+   *
+   * @generated from enum value: CHANGE_TYPE_CREATED = 2;
+   */
+  CREATED = 2,
+
+  /**
+   * The key exists with a new generation (new value or metadata).
+   *
+   * @generated from enum value: CHANGE_TYPE_UPDATED = 3;
+   */
+  UPDATED = 3,
+
+  /**
+   * The key was present and is now absent (deleted or expired).
+   *
+   * @generated from enum value: CHANGE_TYPE_DELETED = 4;
+   */
+  DELETED = 4,
+}
+
+/**
+ * Describes the enum fastly.kv.v1.ChangeType.
+ */
+export declare const ChangeTypeSchema: GenEnum<ChangeType>;
 
 /**
  * KVStoreService exposes the items of Fastly KV Stores. Every RPC is carried
@@ -939,6 +1622,83 @@ export declare const KVStoreService: GenService<{
     methodKind: "unary";
     input: typeof PutItemsRequestSchema;
     output: typeof PutItemsResponseSchema;
+  },
+  /**
+   * GetItems reads up to 1,000 items in one call, a multi-get Fastly does
+   * not offer. kvgate makes one read per distinct key (GET
+   * /resources/stores/kv/{store_id}/keys/{key}, or HEAD for
+   * ITEM_VIEW_METADATA) with bounded concurrency, and streams one message
+   * per requested key as its read completes, so messages arrive in
+   * completion order, each naming its position and key. Fastly does not
+   * count reads against its hourly request budget.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.GetItems
+   */
+  getItems: {
+    methodKind: "server_streaming";
+    input: typeof GetItemsRequestSchema;
+    output: typeof GetItemsResponseSchema;
+  },
+  /**
+   * WatchItems streams changes to a set of keys, or to every key under a
+   * prefix: created, updated and deleted. Fastly has no change feed, so
+   * kvgate polls: HEAD /resources/stores/kv/{store_id}/keys/{key} for each
+   * watched key, and for a prefix also the key listing (GET
+   * /resources/stores/kv/{store_id}/keys?prefix=...) to see keys come and
+   * go. Watchers of the same keys within one kvgate share one poller. Reads
+   * do not count against Fastly's hourly request budget.
+   *
+   * A poll sees the latest state of each key, not every write in between:
+   * several writes between two polls are one UPDATED change, and a slow
+   * watcher is sent each key's latest state rather than a backlog.
+   *
+   * When kvgate shuts down the stream ends without an error. To resume
+   * without missing a change, reconnect with known set to the state built
+   * from every change received (each present key and its generation):
+   * kvgate's first poll compares the store against it and sends every
+   * difference, including changes made while no watch was open.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.WatchItems
+   */
+  watchItems: {
+    methodKind: "server_streaming";
+    input: typeof WatchItemsRequestSchema;
+    output: typeof WatchItemsResponseSchema;
+  },
+  /**
+   * DeleteKeys deletes every key under a prefix, or a given list of keys.
+   * Fastly has no bulk delete: kvgate walks the key listing (GET
+   * /resources/stores/kv/{store_id}/keys) and sends one DELETE
+   * /resources/stores/kv/{store_id}/keys/{key} per key, with bounded
+   * concurrency, within kvgate's write budget and Fastly's 429s. Every
+   * DELETE counts against Fastly's hourly request budget. Progress is
+   * streamed as keys are settled; each message carries a cursor that
+   * resumes an interrupted deletion, and the last message has the totals.
+   * With dry_run, nothing is deleted: the keys that would go are streamed.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.DeleteKeys
+   */
+  deleteKeys: {
+    methodKind: "server_streaming";
+    input: typeof DeleteKeysRequestSchema;
+    output: typeof DeleteKeysResponseSchema;
+  },
+  /**
+   * CopyItems copies every item under a prefix from one store to another,
+   * server-side: the source's key listing (GET
+   * /resources/stores/kv/{source}/keys), a GET per item with bounded
+   * concurrency, and batch PUTs into the target (PUT
+   * /resources/stores/kv/{target}/batch), each counting once against
+   * Fastly's hourly request budget. Values and metadata are copied; Fastly
+   * exposes no remaining time to live on reads, so copies do not expire.
+   * Progress is streamed with a cursor that resumes an interrupted copy.
+   *
+   * @generated from rpc fastly.kv.v1.KVStoreService.CopyItems
+   */
+  copyItems: {
+    methodKind: "server_streaming";
+    input: typeof CopyItemsRequestSchema;
+    output: typeof CopyItemsResponseSchema;
   },
 }>;
 

@@ -26,6 +26,10 @@ const (
 	KVStoreService_StreamKeys_FullMethodName    = "/fastly.kv.v1.KVStoreService/StreamKeys"
 	KVStoreService_BatchPutItems_FullMethodName = "/fastly.kv.v1.KVStoreService/BatchPutItems"
 	KVStoreService_PutItems_FullMethodName      = "/fastly.kv.v1.KVStoreService/PutItems"
+	KVStoreService_GetItems_FullMethodName      = "/fastly.kv.v1.KVStoreService/GetItems"
+	KVStoreService_WatchItems_FullMethodName    = "/fastly.kv.v1.KVStoreService/WatchItems"
+	KVStoreService_DeleteKeys_FullMethodName    = "/fastly.kv.v1.KVStoreService/DeleteKeys"
+	KVStoreService_CopyItems_FullMethodName     = "/fastly.kv.v1.KVStoreService/CopyItems"
 )
 
 // KVStoreServiceClient is the client API for KVStoreService service.
@@ -75,6 +79,51 @@ type KVStoreServiceClient interface {
 	// PutItems is BatchPutItems for callers that cannot stream requests
 	// (browsers): the same semantics for a bounded list of items in one call.
 	PutItems(ctx context.Context, in *PutItemsRequest, opts ...grpc.CallOption) (*PutItemsResponse, error)
+	// GetItems reads up to 1,000 items in one call, a multi-get Fastly does
+	// not offer. kvgate makes one read per distinct key (GET
+	// /resources/stores/kv/{store_id}/keys/{key}, or HEAD for
+	// ITEM_VIEW_METADATA) with bounded concurrency, and streams one message
+	// per requested key as its read completes, so messages arrive in
+	// completion order, each naming its position and key. Fastly does not
+	// count reads against its hourly request budget.
+	GetItems(ctx context.Context, in *GetItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetItemsResponse], error)
+	// WatchItems streams changes to a set of keys, or to every key under a
+	// prefix: created, updated and deleted. Fastly has no change feed, so
+	// kvgate polls: HEAD /resources/stores/kv/{store_id}/keys/{key} for each
+	// watched key, and for a prefix also the key listing (GET
+	// /resources/stores/kv/{store_id}/keys?prefix=...) to see keys come and
+	// go. Watchers of the same keys within one kvgate share one poller. Reads
+	// do not count against Fastly's hourly request budget.
+	//
+	// A poll sees the latest state of each key, not every write in between:
+	// several writes between two polls are one UPDATED change, and a slow
+	// watcher is sent each key's latest state rather than a backlog.
+	//
+	// When kvgate shuts down the stream ends without an error. To resume
+	// without missing a change, reconnect with known set to the state built
+	// from every change received (each present key and its generation):
+	// kvgate's first poll compares the store against it and sends every
+	// difference, including changes made while no watch was open.
+	WatchItems(ctx context.Context, in *WatchItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchItemsResponse], error)
+	// DeleteKeys deletes every key under a prefix, or a given list of keys.
+	// Fastly has no bulk delete: kvgate walks the key listing (GET
+	// /resources/stores/kv/{store_id}/keys) and sends one DELETE
+	// /resources/stores/kv/{store_id}/keys/{key} per key, with bounded
+	// concurrency, within kvgate's write budget and Fastly's 429s. Every
+	// DELETE counts against Fastly's hourly request budget. Progress is
+	// streamed as keys are settled; each message carries a cursor that
+	// resumes an interrupted deletion, and the last message has the totals.
+	// With dry_run, nothing is deleted: the keys that would go are streamed.
+	DeleteKeys(ctx context.Context, in *DeleteKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeleteKeysResponse], error)
+	// CopyItems copies every item under a prefix from one store to another,
+	// server-side: the source's key listing (GET
+	// /resources/stores/kv/{source}/keys), a GET per item with bounded
+	// concurrency, and batch PUTs into the target (PUT
+	// /resources/stores/kv/{target}/batch), each counting once against
+	// Fastly's hourly request budget. Values and metadata are copied; Fastly
+	// exposes no remaining time to live on reads, so copies do not expire.
+	// Progress is streamed with a cursor that resumes an interrupted copy.
+	CopyItems(ctx context.Context, in *CopyItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyItemsResponse], error)
 }
 
 type kVStoreServiceClient struct {
@@ -167,6 +216,82 @@ func (c *kVStoreServiceClient) PutItems(ctx context.Context, in *PutItemsRequest
 	return out, nil
 }
 
+func (c *kVStoreServiceClient) GetItems(ctx context.Context, in *GetItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetItemsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[2], KVStoreService_GetItems_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetItemsRequest, GetItemsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_GetItemsClient = grpc.ServerStreamingClient[GetItemsResponse]
+
+func (c *kVStoreServiceClient) WatchItems(ctx context.Context, in *WatchItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchItemsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[3], KVStoreService_WatchItems_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchItemsRequest, WatchItemsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_WatchItemsClient = grpc.ServerStreamingClient[WatchItemsResponse]
+
+func (c *kVStoreServiceClient) DeleteKeys(ctx context.Context, in *DeleteKeysRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeleteKeysResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[4], KVStoreService_DeleteKeys_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DeleteKeysRequest, DeleteKeysResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_DeleteKeysClient = grpc.ServerStreamingClient[DeleteKeysResponse]
+
+func (c *kVStoreServiceClient) CopyItems(ctx context.Context, in *CopyItemsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyItemsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVStoreService_ServiceDesc.Streams[5], KVStoreService_CopyItems_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CopyItemsRequest, CopyItemsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_CopyItemsClient = grpc.ServerStreamingClient[CopyItemsResponse]
+
 // KVStoreServiceServer is the server API for KVStoreService service.
 // All implementations must embed UnimplementedKVStoreServiceServer
 // for forward compatibility.
@@ -214,6 +339,51 @@ type KVStoreServiceServer interface {
 	// PutItems is BatchPutItems for callers that cannot stream requests
 	// (browsers): the same semantics for a bounded list of items in one call.
 	PutItems(context.Context, *PutItemsRequest) (*PutItemsResponse, error)
+	// GetItems reads up to 1,000 items in one call, a multi-get Fastly does
+	// not offer. kvgate makes one read per distinct key (GET
+	// /resources/stores/kv/{store_id}/keys/{key}, or HEAD for
+	// ITEM_VIEW_METADATA) with bounded concurrency, and streams one message
+	// per requested key as its read completes, so messages arrive in
+	// completion order, each naming its position and key. Fastly does not
+	// count reads against its hourly request budget.
+	GetItems(*GetItemsRequest, grpc.ServerStreamingServer[GetItemsResponse]) error
+	// WatchItems streams changes to a set of keys, or to every key under a
+	// prefix: created, updated and deleted. Fastly has no change feed, so
+	// kvgate polls: HEAD /resources/stores/kv/{store_id}/keys/{key} for each
+	// watched key, and for a prefix also the key listing (GET
+	// /resources/stores/kv/{store_id}/keys?prefix=...) to see keys come and
+	// go. Watchers of the same keys within one kvgate share one poller. Reads
+	// do not count against Fastly's hourly request budget.
+	//
+	// A poll sees the latest state of each key, not every write in between:
+	// several writes between two polls are one UPDATED change, and a slow
+	// watcher is sent each key's latest state rather than a backlog.
+	//
+	// When kvgate shuts down the stream ends without an error. To resume
+	// without missing a change, reconnect with known set to the state built
+	// from every change received (each present key and its generation):
+	// kvgate's first poll compares the store against it and sends every
+	// difference, including changes made while no watch was open.
+	WatchItems(*WatchItemsRequest, grpc.ServerStreamingServer[WatchItemsResponse]) error
+	// DeleteKeys deletes every key under a prefix, or a given list of keys.
+	// Fastly has no bulk delete: kvgate walks the key listing (GET
+	// /resources/stores/kv/{store_id}/keys) and sends one DELETE
+	// /resources/stores/kv/{store_id}/keys/{key} per key, with bounded
+	// concurrency, within kvgate's write budget and Fastly's 429s. Every
+	// DELETE counts against Fastly's hourly request budget. Progress is
+	// streamed as keys are settled; each message carries a cursor that
+	// resumes an interrupted deletion, and the last message has the totals.
+	// With dry_run, nothing is deleted: the keys that would go are streamed.
+	DeleteKeys(*DeleteKeysRequest, grpc.ServerStreamingServer[DeleteKeysResponse]) error
+	// CopyItems copies every item under a prefix from one store to another,
+	// server-side: the source's key listing (GET
+	// /resources/stores/kv/{source}/keys), a GET per item with bounded
+	// concurrency, and batch PUTs into the target (PUT
+	// /resources/stores/kv/{target}/batch), each counting once against
+	// Fastly's hourly request budget. Values and metadata are copied; Fastly
+	// exposes no remaining time to live on reads, so copies do not expire.
+	// Progress is streamed with a cursor that resumes an interrupted copy.
+	CopyItems(*CopyItemsRequest, grpc.ServerStreamingServer[CopyItemsResponse]) error
 	mustEmbedUnimplementedKVStoreServiceServer()
 }
 
@@ -244,6 +414,18 @@ func (UnimplementedKVStoreServiceServer) BatchPutItems(grpc.ClientStreamingServe
 }
 func (UnimplementedKVStoreServiceServer) PutItems(context.Context, *PutItemsRequest) (*PutItemsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutItems not implemented")
+}
+func (UnimplementedKVStoreServiceServer) GetItems(*GetItemsRequest, grpc.ServerStreamingServer[GetItemsResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetItems not implemented")
+}
+func (UnimplementedKVStoreServiceServer) WatchItems(*WatchItemsRequest, grpc.ServerStreamingServer[WatchItemsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchItems not implemented")
+}
+func (UnimplementedKVStoreServiceServer) DeleteKeys(*DeleteKeysRequest, grpc.ServerStreamingServer[DeleteKeysResponse]) error {
+	return status.Error(codes.Unimplemented, "method DeleteKeys not implemented")
+}
+func (UnimplementedKVStoreServiceServer) CopyItems(*CopyItemsRequest, grpc.ServerStreamingServer[CopyItemsResponse]) error {
+	return status.Error(codes.Unimplemented, "method CopyItems not implemented")
 }
 func (UnimplementedKVStoreServiceServer) mustEmbedUnimplementedKVStoreServiceServer() {}
 func (UnimplementedKVStoreServiceServer) testEmbeddedByValue()                        {}
@@ -374,6 +556,50 @@ func _KVStoreService_PutItems_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KVStoreService_GetItems_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetItemsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVStoreServiceServer).GetItems(m, &grpc.GenericServerStream[GetItemsRequest, GetItemsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_GetItemsServer = grpc.ServerStreamingServer[GetItemsResponse]
+
+func _KVStoreService_WatchItems_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchItemsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVStoreServiceServer).WatchItems(m, &grpc.GenericServerStream[WatchItemsRequest, WatchItemsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_WatchItemsServer = grpc.ServerStreamingServer[WatchItemsResponse]
+
+func _KVStoreService_DeleteKeys_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DeleteKeysRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVStoreServiceServer).DeleteKeys(m, &grpc.GenericServerStream[DeleteKeysRequest, DeleteKeysResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_DeleteKeysServer = grpc.ServerStreamingServer[DeleteKeysResponse]
+
+func _KVStoreService_CopyItems_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CopyItemsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVStoreServiceServer).CopyItems(m, &grpc.GenericServerStream[CopyItemsRequest, CopyItemsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVStoreService_CopyItemsServer = grpc.ServerStreamingServer[CopyItemsResponse]
+
 // KVStoreService_ServiceDesc is the grpc.ServiceDesc for KVStoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -412,6 +638,26 @@ var KVStoreService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "BatchPutItems",
 			Handler:       _KVStoreService_BatchPutItems_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "GetItems",
+			Handler:       _KVStoreService_GetItems_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchItems",
+			Handler:       _KVStoreService_WatchItems_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "DeleteKeys",
+			Handler:       _KVStoreService_DeleteKeys_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "CopyItems",
+			Handler:       _KVStoreService_CopyItems_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "fastly/kv/v1/kv.proto",
