@@ -40,6 +40,9 @@ func errRightMissing(r right) *connect.Error {
 	if r == 0 {
 		return refusal(connect.CodePermissionDenied, reasonRightMissing, "no token may call this procedure")
 	}
+	if r.count() > 1 {
+		return refusal(connect.CodePermissionDenied, reasonRightMissing, "the token does not have the "+r.String()+" rights")
+	}
 	return refusal(connect.CodePermissionDenied, reasonRightMissing, "the token does not have the "+r.String()+" right")
 }
 

@@ -201,8 +201,27 @@ func (g *Guard) KVInterceptor() connect.ServerInterceptor {
 	}
 }
 
-// storeRequest is every KV request message: each names its store.
+// storeRequest is a KV request message naming the one store it uses.
 type storeRequest interface{ GetStoreId() string }
+
+// copyRequest is a request message naming the store it reads and the
+// one it writes.
+type copyRequest interface {
+	GetSourceStoreId() string
+	GetTargetStoreId() string
+}
+
+// mayUseStoresOf reports whether every store msg names is among the
+// token's stores; a message naming none is refused.
+func (e *tokenEntry) mayUseStoresOf(msg any) bool {
+	switch req := msg.(type) {
+	case storeRequest:
+		return e.mayUse(req.GetStoreId())
+	case copyRequest:
+		return e.mayUse(req.GetSourceStoreId()) && e.mayUse(req.GetTargetStoreId())
+	}
+	return false
+}
 
 // scopedStream refuses a first request message naming a store outside
 // the token's stores. Later messages of a client stream cannot change the
@@ -218,8 +237,7 @@ func (s *scopedStream) Receive(msg any) error {
 		return err
 	}
 	s.checked = true
-	req, ok := msg.(storeRequest)
-	if !ok || !s.entry.mayUse(req.GetStoreId()) {
+	if !s.entry.mayUseStoresOf(msg) {
 		return errStoreOutOfScope()
 	}
 	return nil

@@ -131,7 +131,8 @@ func TestRights(t *testing.T) {
 	want := map[string]right{
 		"GetItem": rightRead, "ListKeys": rightRead, "StreamKeys": rightRead,
 		"PutItem": rightWrite, "PutItems": rightWrite, "BatchPutItems": rightWrite,
-		"DeleteItem": rightDelete,
+		"DeleteItem": rightDelete, "GetItems": rightRead, "WatchItems": rightRead,
+		"DeleteKeys": rightDelete, "CopyItems": rightRead | rightWrite,
 	}
 	methods := kvv1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods()
 	if methods.Len() != len(want) || len(procedureRights) != len(want) {
@@ -252,5 +253,25 @@ func TestUnlistedProcedureRefused(t *testing.T) {
 	err = serve(ctx, connect.Spec{Procedure: "/fastly.kv.v1.KVStoreService/DropStore"}, nil)
 	if connect.CodeOf(err) != connect.CodePermissionDenied || called {
 		t.Errorf("an unlisted procedure: %v (handler called: %v), want permission denied", err, called)
+	}
+}
+
+// TestRightNames checks the names refusals give single rights and sets.
+func TestRightNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		r    right
+		want string
+	}{
+		{rightRead, "read"},
+		{rightDelete, "delete"},
+		{rightRead | rightWrite, "read and write"},
+		{rightRead | rightWrite | rightDelete, "read and write and delete"},
+		{0, "unknown"},
+		{1 << 6, "unknown"},
+	} {
+		if got := tc.r.String(); got != tc.want {
+			t.Errorf("right %b = %q, want %q", tc.r, got, tc.want)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package auth
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"math/bits"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -21,15 +23,31 @@ const (
 
 var rightsByName = map[string]right{"read": rightRead, "write": rightWrite, "delete": rightDelete}
 
-// String is the right's name in the token file.
+// rightsInOrder lists the rights in the order their names are written.
+var rightsInOrder = []right{rightRead, rightWrite, rightDelete}
+
+// String is the right's name in the token file, or the names of a set of
+// rights joined by "and".
 func (r right) String() string {
-	for name, v := range rightsByName {
-		if v == r {
-			return name
+	var names []string
+	for _, one := range rightsInOrder {
+		if r&one == 0 {
+			continue
+		}
+		for name, v := range rightsByName {
+			if v == one {
+				names = append(names, name)
+			}
 		}
 	}
-	return "unknown"
+	if len(names) == 0 || r&^(rightRead|rightWrite|rightDelete) != 0 {
+		return "unknown"
+	}
+	return strings.Join(names, " and ")
 }
+
+// count is how many rights the set holds.
+func (r right) count() int { return bits.OnesCount8(uint8(r)) }
 
 // procedureRights is the right each KV procedure needs. A procedure that
 // is missing is refused to every token: a new RPC is closed until it is
@@ -42,6 +60,14 @@ var procedureRights = map[string]right{
 	kvv1connect.KVStoreServicePutItemsProcedure:      rightWrite,
 	kvv1connect.KVStoreServiceBatchPutItemsProcedure: rightWrite,
 	kvv1connect.KVStoreServiceDeleteItemProcedure:    rightDelete,
+	kvv1connect.KVStoreServiceGetItemsProcedure:      rightRead,
+	kvv1connect.KVStoreServiceWatchItemsProcedure:    rightRead,
+	// A dry run only lists, but it is how a deletion is prepared: it
+	// needs the right the deletion will.
+	kvv1connect.KVStoreServiceDeleteKeysProcedure: rightDelete,
+	// A copy reads one store and writes another; both must be in the
+	// token's stores.
+	kvv1connect.KVStoreServiceCopyItemsProcedure: rightRead | rightWrite,
 }
 
 // tokenEntry is one token of the token file.
