@@ -71,8 +71,9 @@ func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.
 		if err != nil {
 			return nil, s.words.fromUpstream(err, itemSubject)
 		}
-		if held.Matches(head.Generation) || metadataOnly {
-			return &kvv1.GetItemResponse{Item: itemProto(key, head, false), NotModified: held.Matches(head.Generation)}, nil
+		notModified := held.Matches(head.Generation)
+		if notModified || metadataOnly {
+			return &kvv1.GetItemResponse{Item: itemProto(key, head, false), NotModified: notModified}, nil
 		}
 	}
 	item, err := s.kv.GetItem(ctx, store, key)
