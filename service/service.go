@@ -10,8 +10,6 @@ import (
 
 	"connectrpc.com/connect/v2"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/badrequest"
@@ -87,27 +85,6 @@ func New(kv Upstream, opts Config) *Service {
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
 	return s
-}
-
-// GetItem reads one item.
-func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.GetItemResponse, error) {
-	if err := checkItemTarget(req.GetStoreId(), req.GetKey()); err != nil {
-		return nil, err
-	}
-	item, err := s.kv.GetItem(ctx, req.GetStoreId(), req.GetKey())
-	if err != nil {
-		return nil, s.words.fromUpstream(err, itemSubject)
-	}
-	out := &kvv1.Item{
-		Key:        req.GetKey(),
-		Value:      item.Value, // handed over, not copied
-		Metadata:   item.Metadata,
-		Generation: item.Generation,
-	}
-	if !item.LastModified.IsZero() {
-		out.LastModified = timestamppb.New(item.LastModified)
-	}
-	return &kvv1.GetItemResponse{Item: out}, nil
 }
 
 // PutItem writes one item.

@@ -133,7 +133,7 @@ func (c *caller) run(ctx context.Context, calls int) {
 			c.put(ctx, k)
 			n++
 		case r < 45:
-			c.get(ctx, k)
+			c.read(ctx, k)
 			n++
 		case r < 55:
 			n += c.delete(ctx)

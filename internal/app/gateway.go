@@ -142,13 +142,19 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	gwOpts := []gateway.HandlerOption{
+		gateway.WithInterceptors(interceptors...),
+		gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel),
+		gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()),
+	}
+	if cfg.Auth.Enabled() {
+		// What a caller reads depends on its credentials.
+		gwOpts = append(gwOpts, gateway.WithPrivateResponses())
+	}
 	var handler http.Handler = gateway.NewHandler(svc, gateway.Limits{
 		MaxValueBytes: maxValue, DefaultTimeout: cfg.DefaultTimeout, MaxTimeout: cfg.MaxTimeout,
 		Budget: budget,
-	}, logger,
-		gateway.WithInterceptors(interceptors...),
-		gateway.WithRPCLogLevel(cfg.Telemetry.RPCLogLevel),
-		gateway.WithAccessControl(guard.KVInterceptor(), guard.InfraInterceptor()))
+	}, logger, gwOpts...)
 	// HTTP middleware, innermost first, in the order package httpserver
 	// documents: authentication, the browser app (its page and assets need
 	// no credentials; its calls do), CORS (so preflights need no credentials),

@@ -127,19 +127,22 @@ func normalizeOrigin(origin string) (string, error) {
 
 // AllowedHeaders are the request headers allowed across origins: those
 // the Connect and gRPC-Web clients send, Authorization for bearer tokens,
-// Fastly-Key for callers' own Fastly tokens in pass-through mode, and
-// X-Request-Id so a page can correlate its calls with kvgate's logs.
+// Fastly-Key for callers' own Fastly tokens in pass-through mode,
+// X-Request-Id so a page can correlate its calls with kvgate's logs, and
+// If-None-Match so a page's script can revalidate a GetItem it keeps
+// (the browser's own cache sends it without asking).
 func AllowedHeaders() []string {
-	return append(connectcors.AllowedHeaders(), "Authorization", auth.FastlyKeyHeader, "X-Request-Id")
+	return append(connectcors.AllowedHeaders(), "Authorization", auth.FastlyKeyHeader, "X-Request-Id", "If-None-Match")
 }
 
 // ExposedHeaders are the response headers a page's script may read: the
 // gRPC-Web status headers (without them an error that comes as headers
-// only reads as "missing trailer") and X-Request-Id. A Connect unary
-// response carries its trailers as Trailer-* headers; kvgate sets no
-// custom trailers, so there is none to expose.
+// only reads as "missing trailer"), X-Request-Id, and ETag, the generation
+// a GetItem over Connect GET answers with, to send back in If-None-Match.
+// A Connect unary response carries its trailers as Trailer-* headers;
+// kvgate sets no custom trailers, so there is none to expose.
 func ExposedHeaders() []string {
-	return append(connectcors.ExposedHeaders(), "X-Request-Id")
+	return append(connectcors.ExposedHeaders(), "X-Request-Id", "ETag")
 }
 
 // Middleware returns the CORS layer for cfg, or an error when cfg is not

@@ -113,7 +113,7 @@ func TestPreflight(t *testing.T) {
 // another and with credentials or any origin allowed.
 func TestActualRequest(t *testing.T) {
 	t.Parallel()
-	exposed := "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, X-Request-Id"
+	exposed := "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, X-Request-Id, Etag"
 	cases := []struct {
 		name   string
 		cfg    crossorigin.Config

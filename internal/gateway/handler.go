@@ -86,7 +86,12 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	for _, opt := range opts {
 		opt(&o)
 	}
-	chain := append(o.interceptors, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
+	cacheControl := cacheRevalidate
+	if o.privateResponses {
+		cacheControl = cachePrivateRevalidate
+	}
+	chain := append([]connect.ServerInterceptor{conditionalGets(cacheControl)}, o.interceptors...)
+	chain = append(chain, recoverPanics(logger), logRPCs(logger, o.rpcLogLevel), o.kvAccess, boundDeadlines(limits), cutOffBodyReads, bindBudget, nameInvalidUTF8)
 	api := connect.NewServer(nonNil(chain)...)
 	kvv1connect.RegisterKVStoreServiceHandler(api, svc)
 
@@ -120,18 +125,6 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 	// A message declaring more than its procedure accepts is refused
 	// before it is charged to the memory budget.
 	return noStoreGETs(refuseOversizeMessages(chargeRequests(limits.Budget, limits, lendValueBuffers(mux)), valueMessage))
-}
-
-// noStoreGETs marks Connect GET responses uncacheable, as Fastly marks its
-// own: a cached read would hand out stale values and generations, and a
-// stale generation turns every compare-and-set into ABORTED.
-func noStoreGETs(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			w.Header().Set("Cache-Control", "no-store")
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // logRPCs writes one line per RPC whose level is at least minLevel:

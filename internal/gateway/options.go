@@ -17,6 +17,15 @@ type handlerOptions struct {
 	// kvAccess and infraAccess decide who may call the KV service, and
 	// health and reflection; nil lets everyone.
 	kvAccess, infraAccess connect.ServerInterceptor
+	// privateResponses marks cacheable responses private.
+	privateResponses bool
+}
+
+// WithPrivateResponses marks the GET responses that HTTP caches may keep
+// (GetItem's) private, for a kvgate that checks its callers' credentials:
+// shared caches then store none of them.
+func WithPrivateResponses() HandlerOption {
+	return func(o *handlerOptions) { o.privateResponses = true }
 }
 
 // WithInterceptors puts interceptors at the outside of the KV service's

@@ -34,7 +34,13 @@ func (c *cli) getCommand() *cobra.Command {
 		Short: "print an item's value (or, with --meta, its metadata and generation)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := c.client.GetItem(cmd.Context(), &kvv1.GetItemRequest{StoreId: c.store, Key: args[0]})
+			req := &kvv1.GetItemRequest{StoreId: c.store, Key: args[0]}
+			if meta && output == "" {
+				// Only the value's size is printed, which a HEAD tells:
+				// the value itself never moves.
+				req.View = kvv1.ItemView_ITEM_VIEW_METADATA
+			}
+			res, err := c.client.GetItem(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -44,7 +50,11 @@ func (c *cli) getCommand() *cobra.Command {
 					return localError{err}
 				}
 			}
-			j := itemJSON{Key: item.GetKey(), Size: len(item.GetValue()), Metadata: item.GetMetadata(),
+			size := len(item.GetValue())
+			if item.Size != nil {
+				size = int(item.GetSize())
+			}
+			j := itemJSON{Key: item.GetKey(), Size: size, Metadata: item.GetMetadata(),
 				Generation: strconv.FormatUint(item.GetGeneration(), 10)}
 			if t := item.GetLastModified(); t != nil {
 				j.LastModified = t.AsTime().UTC().Format(time.RFC3339)
@@ -69,7 +79,7 @@ func (c *cli) getCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&meta, "meta", false, "print the key, size, metadata, generation and last-modified time instead of the value")
+	cmd.Flags().BoolVar(&meta, "meta", false, "print the key, size, metadata, generation and last-modified time instead of the value, which is then not read")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the value to this file instead of stdout")
 	return cmd
 }

@@ -350,6 +350,7 @@ func replaySequence(t *testing.T, rp *replayer) {
 					compareResponse(t, in.Response, got)
 					if in.Request.Method == http.MethodGet && key != "" {
 						rp.noteRead(t, key, in.Response, got)
+						rp.checkHead(t, in.Request, in.Response, got)
 					}
 				})
 			}
