@@ -69,6 +69,9 @@ type Options struct {
 	MemoryBudget app.MemoryBudgetConfig
 	// WebApp serves the browser app at /; off when false.
 	WebApp bool
+	// GetItemsConcurrency bounds the reads of one GetItems call; the
+	// default when zero.
+	GetItemsConcurrency int
 }
 
 // Stack is a running kvgate with its upstream.
@@ -133,20 +136,21 @@ func Start(tb testing.TB, opts Options) *Stack {
 		server.ReadHeaderTimeout = opts.ReadHeaderTimeout
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL:    upSrv.URL,
-		MaxValueBytes:  opts.MaxValueBytes,
-		Retry:          opts.Retry,
-		Batch:          opts.Batch,
-		DefaultTimeout: opts.DefaultTimeout,
-		MaxTimeout:     opts.MaxTimeout,
-		Server:         server,
-		Transport:      opts.Transport,
-		Logger:         logger,
-		CORS:           opts.CORS,
-		Auth:           opts.Auth,
-		Telemetry:      opts.Telemetry,
-		MemoryBudget:   opts.MemoryBudget,
-		WebApp:         opts.WebApp,
+		UpstreamURL:         upSrv.URL,
+		MaxValueBytes:       opts.MaxValueBytes,
+		Retry:               opts.Retry,
+		Batch:               opts.Batch,
+		DefaultTimeout:      opts.DefaultTimeout,
+		MaxTimeout:          opts.MaxTimeout,
+		Server:              server,
+		Transport:           opts.Transport,
+		Logger:              logger,
+		CORS:                opts.CORS,
+		Auth:                opts.Auth,
+		Telemetry:           opts.Telemetry,
+		MemoryBudget:        opts.MemoryBudget,
+		WebApp:              opts.WebApp,
+		GetItemsConcurrency: opts.GetItemsConcurrency,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
