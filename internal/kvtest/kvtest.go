@@ -136,20 +136,21 @@ func Start(tb testing.TB, opts Options) *Stack {
 		server.ReadHeaderTimeout = opts.ReadHeaderTimeout
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL:         upSrv.URL,
-		MaxValueBytes:       opts.MaxValueBytes,
-		Retry:               opts.Retry,
-		Batch:               opts.Batch,
-		DefaultTimeout:      opts.DefaultTimeout,
-		MaxTimeout:          opts.MaxTimeout,
-		Server:              server,
-		Transport:           opts.Transport,
-		Logger:              logger,
-		CORS:                opts.CORS,
-		Auth:                opts.Auth,
-		Telemetry:           opts.Telemetry,
-		MemoryBudget:        opts.MemoryBudget,
-		WebApp:              opts.WebApp,
+		UpstreamURL:    upSrv.URL,
+		MaxValueBytes:  opts.MaxValueBytes,
+		Retry:          opts.Retry,
+		Batch:          opts.Batch,
+		DefaultTimeout: opts.DefaultTimeout,
+		MaxTimeout:     opts.MaxTimeout,
+		Server:         server,
+		Transport:      opts.Transport,
+		Logger:         logger,
+		CORS:           opts.CORS,
+		Auth:           opts.Auth,
+		Telemetry:      opts.Telemetry,
+		MemoryBudget:   opts.MemoryBudget,
+		WebApp:         opts.WebApp,
+
 		GetItemsConcurrency: opts.GetItemsConcurrency,
 	})
 	if err != nil {
