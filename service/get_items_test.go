@@ -220,9 +220,13 @@ func TestGetItemsCancel(t *testing.T) {
 					break
 				}
 			}
+			// The reads in flight at the cancel were counted as they arrived;
+			// until the cancel reaches kvgate, each that completes may start
+			// another: a round of them at most, unless the machine stalls
+			// for a whole 30ms read, which a second round allows for.
 			final := settle(t, func() int64 { return st.Store.Count(localstore.RequestGet) }, 500*time.Millisecond, 30*time.Second)
-			if final-atCancel > concurrency {
-				t.Errorf("the store received %d GETs after the client cancelled (%d before); want at most %d", final-atCancel, atCancel, concurrency)
+			if final-atCancel > 2*concurrency {
+				t.Errorf("the store received %d GETs after the client cancelled (%d before); want at most %d", final-atCancel, atCancel, 2*concurrency)
 			}
 			if final >= 1000 {
 				t.Errorf("every key was read (%d GETs)", final)
@@ -243,9 +247,11 @@ func TestGetItemsBoundedMemory(t *testing.T) {
 		valueBytes  = 1 << 20
 		n           = 48
 		// transportSlack is how many values the transport may hold between
-		// kvgate and a client that does not read: an HTTP/2 stream window
-		// of 4 MiB (Go's client) and the buffers on either side.
-		transportSlack = 8
+		// kvgate and a client that does not read: over HTTP/2 a stream
+		// window of 4 MiB (Go's client) and the buffers on either side,
+		// over HTTP/1.1 the sockets' buffers, which loopback autotuning
+		// can grow to several MiB each.
+		transportSlack = 16
 	)
 	st := kvtest.Start(t, kvtest.Options{
 		MaxValueBytes:       valueBytes,
