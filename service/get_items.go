@@ -68,8 +68,9 @@ func (s *Service) GetItems(ctx context.Context, req *kvv1.GetItemsRequest, strea
 	defer cancel()
 	// done never blocks a reader: a read is started only with a free
 	// slot, and there are as many slots as room in done.
-	slots := make(chan struct{}, s.getItemsConcurrency)
-	done := make(chan *getRead, s.getItemsConcurrency)
+	concurrency := min(s.getItemsConcurrency, len(reads))
+	slots := make(chan struct{}, concurrency)
+	done := make(chan *getRead, concurrency)
 	go func() {
 		var wg sync.WaitGroup
 		defer func() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -400,5 +401,45 @@ func TestGetItemsUpstreamErrors(t *testing.T) {
 	for key, code := range map[string]connect.Code{"denied": connect.CodePermissionDenied, "unauth": connect.CodeUnauthenticated} {
 		_, err := getItems(ctx, client, &kvv1.GetItemsRequest{StoreId: "s", Keys: []string{key, "other", key}})
 		testutil.WantCode(t, "GetItems with the token refused ("+key+")", err, code)
+	}
+}
+
+// TestGetItemsConcurrency reads 200 keys five at a time from an upstream
+// that takes 10ms per read: never more than five reads are in flight,
+// and every key is read once.
+func TestGetItemsConcurrency(t *testing.T) {
+	t.Parallel()
+	const concurrency = 5
+	var (
+		mu                     sync.Mutex
+		inFlight, most, served int
+	)
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		served++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		w.WriteHeader(http.StatusNotFound)
+	})
+	st := kvtest.Start(t, kvtest.Options{Upstream: up, GetItemsConcurrency: concurrency})
+	client := st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	keys := getItemsKeys("n/", 200)
+	msgs, err := getItems(ctx, client, &kvv1.GetItemsRequest{StoreId: "s", Keys: append(keys, keys[:50]...)})
+	mustOK(t, "GetItems", err)
+	byPosition(t, append(keys, keys[:50]...), msgs)
+	mu.Lock()
+	defer mu.Unlock()
+	if most > concurrency || most < 2 {
+		t.Errorf("at most %d reads were in flight at once; want up to %d, and more than one", most, concurrency)
+	}
+	if served != len(keys) {
+		t.Errorf("the upstream served %d reads; want %d, one per distinct key", served, len(keys))
 	}
 }
