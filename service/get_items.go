@@ -54,8 +54,9 @@ type getRead struct {
 //
 // A failure that concerns one key is answered at that key's positions; a
 // token Fastly refuses (401, 403) would be refused for every key, so it
-// ends the call instead. When the client goes away, or kvgate shuts down,
-// the reads in flight are cancelled and no more start.
+// ends the call instead. When the call's context ends (the client went
+// away, its deadline passed, or kvgate's shutdown ended it after half the
+// grace period) the reads in flight are cancelled and no more start.
 func (s *Service) GetItems(ctx context.Context, req *kvv1.GetItemsRequest, stream kvv1connect.KVStoreServiceGetItemsServerStream) error {
 	if cerr := checkGetItems(req); cerr != nil {
 		return cerr
@@ -101,6 +102,7 @@ func (s *Service) GetItems(ctx context.Context, req *kvv1.GetItemsRequest, strea
 		}
 	}()
 
+	answered := 0
 	for r := range done {
 		err := s.answer(ctx, stream, r)
 		r.release()
@@ -108,9 +110,10 @@ func (s *Service) GetItems(ctx context.Context, req *kvv1.GetItemsRequest, strea
 		if err != nil {
 			return err
 		}
+		answered++
 	}
-	if ctx.Err() != nil {
-		// The reads stopped early because the call's context ended.
+	if answered < len(reads) {
+		// The reads stopped early: the call's context ended.
 		return s.getItemsEnded(ctx.Err())
 	}
 	return nil
