@@ -122,8 +122,8 @@ bench-hop: ## kvgate's unary calls beside httputil.ReverseProxy in front of the 
 	go run ./cmd/kvhop
 
 .PHONY: soak
-soak: ## The full fault soak: 100,000 items and 10,000 unary calls through 10% 429/5xx and 1% dropped connections
-	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ -soak.items=100000 -soak.unary=10000
+soak: ## The full fault soak: 100,000 items, 10,000 unary calls and 1,000 GetItems calls through 10% 429/5xx and 1% dropped connections
+	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ -soak.items=100000 -soak.unary=10000 -soak.getitems=1000
 
 .PHONY: soak-memory
 soak-memory: ## The memory budget test with the upstream at 500 ms: 200 streams of 1 MiB items and 50 PutItems of 25 MiB through a 256 MiB budget

@@ -614,6 +614,7 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 			return res.GetWritten(), res.GetFailures(), err
 		}})
 	cases = append(cases, getItemCorpusCases()...)
+	cases = append(cases, getItemsCorpusCases()...)
 	return cases
 }
 

@@ -207,6 +207,7 @@ func TestStreamsProtocols(t *testing.T) {
 			checkMixedBatchWrites(t, ctx, st, client)
 			checkStreamKeysMixed(t, ctx, client)
 			checkPutItemsTooMany(t, ctx, st, client)
+			checkGetItemsMixed(t, ctx, st, client)
 		})
 	}
 }

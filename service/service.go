@@ -29,6 +29,10 @@ type Config struct {
 	// UpstreamName names the upstream in the messages callers see:
 	// "Fastly" when empty; "the local store" for kvgate's embedded one.
 	UpstreamName string
+	// GetItemsConcurrency is how many reads one GetItems call keeps in
+	// flight, and so how many values it holds at most;
+	// DefaultGetItemsConcurrency when zero.
+	GetItemsConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -57,6 +61,8 @@ type Service struct {
 	// batchBytes is the size of the batch bodies being sent; see
 	// BatchBytesInFlight.
 	batchBytes atomic.Int64
+	// getItemsConcurrency bounds the reads of one GetItems call.
+	getItemsConcurrency int
 }
 
 // BatchBytesInFlight is the size of the batch PUT bodies the service holds
@@ -84,6 +90,10 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
+	s.getItemsConcurrency = opts.GetItemsConcurrency
+	if s.getItemsConcurrency <= 0 {
+		s.getItemsConcurrency = DefaultGetItemsConcurrency
+	}
 	return s
 }
 

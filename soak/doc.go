@@ -2,9 +2,11 @@
 // mix of unary calls through the local store while it answers about one
 // request in ten with 429, 500 or 503 and drops about one connection in a
 // hundred, followed by a comparison of the store with everything kvgate
-// acknowledged. It has no code outside its tests.
+// acknowledged; and TestSoakGetItems: GetItems calls through the same
+// faults, each answer checked against what the store holds. It has no code
+// outside its tests.
 //
 //	go test -race -count=1 ./soak/                     # the short run
 //	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ \
-//	    -soak.items=100000 -soak.unary=10000           # the full run (make soak)
+//	    -soak.items=100000 -soak.unary=10000 -soak.getitems=1000  # the full run (make soak)
 package soak

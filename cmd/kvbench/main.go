@@ -6,6 +6,7 @@
 //
 //	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms
 //	go run ./cmd/kvbench -items 10000 -keys 20000
+//	go run ./cmd/kvbench -scenarios getitems   # 1,000 reads: GetItems, GetItem one by one and 16 at a time
 package main
 
 import (
@@ -33,7 +34,8 @@ func main() {
 	var (
 		cfg         benchkit.Config
 		latency     = flag.Duration("latency", 20*time.Millisecond, "latency the local store adds to every request")
-		scenarios   = flag.String("scenarios", "upload,enumerate", "comma-separated: upload, enumerate")
+		scenarios   = flag.String("scenarios", "upload,enumerate,getitems", "comma-separated: upload, enumerate, getitems")
+		multiGet    multiGetConfig
 		skipSingle  = flag.Bool("skip-single", false, "skip the direct single-PUT upload (the slowest part)")
 		serveStore  = flag.Bool("serve-store", false, "internal: serve the local store and print its address")
 		batchConfig service.BatchConfig
@@ -48,6 +50,10 @@ func main() {
 	flag.IntVar(&batchConfig.MaxLines, "batch-lines", batchDefaults.MaxLines, "items per batch PUT")
 	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", batchDefaults.MaxBytes, "bytes per batch PUT")
 	flag.IntVar(&batchConfig.Concurrency, "batch-concurrency", batchDefaults.Concurrency, "batch PUTs in flight")
+	flag.IntVar(&multiGet.keys, "get-keys", 1000, "keys the getitems scenario reads (at most 1000: one GetItems call)")
+	flag.IntVar(&multiGet.valueBytes, "get-value-bytes", 1024, "bytes per value the getitems scenario reads")
+	flag.IntVar(&multiGet.clientConcurrency, "get-client-concurrency", 16, "GetItem calls (and direct GETs) the client makes at once in the getitems scenario")
+	flag.IntVar(&cfg.GetItemsConcurrency, "get-items-concurrency", service.DefaultGetItemsConcurrency, "kvgate's -get-items-concurrency")
 	flag.Parse()
 	cfg.Batch, cfg.Store = batchConfig, "bench"
 
@@ -60,7 +66,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle); err != nil {
+	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle, multiGet); err != nil {
 		fmt.Fprintln(os.Stderr, "kvbench:", err)
 		os.Exit(1)
 	}
@@ -88,7 +94,7 @@ func runStore(ctx context.Context, latency time.Duration) error {
 	return httpserver.Run(ctx, nil, ln, store.Handler())
 }
 
-func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool) error {
+func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, multiGet multiGetConfig) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -131,6 +137,11 @@ func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenar
 	}
 	if strings.Contains(scenarios, "enumerate") {
 		if err := enumerate(ctx, env, cfg, latency); err != nil {
+			return err
+		}
+	}
+	if strings.Contains(scenarios, "getitems") {
+		if err := getItems(ctx, env, cfg, multiGet); err != nil {
 			return err
 		}
 	}
@@ -182,6 +193,45 @@ func enumerate(ctx context.Context, env *benchkit.Env, cfg benchkit.Config, late
 	fmt.Printf("  kvgate first keys after %.2f round trips (direct first page: %v; target <= 1.5)\n",
 		ratio(kv.FirstResult, direct.FirstResult), direct.FirstResult.Round(time.Millisecond))
 	fmt.Printf("  kvgate heap peak during the enumeration: %.1f MiB\n\n", float64(kv.PeakHeap)/(1<<20))
+	return nil
+}
+
+// multiGetConfig sizes the getitems scenario.
+type multiGetConfig struct {
+	keys, valueBytes, clientConcurrency int
+}
+
+func getItems(ctx context.Context, env *benchkit.Env, cfg benchkit.Config, mg multiGetConfig) error {
+	kvConc := cfg.GetItemsConcurrency
+	if kvConc <= 0 {
+		kvConc = service.DefaultGetItemsConcurrency
+	}
+	fmt.Printf("Multi-get: %d keys x %d bytes; GetItems reads %d at a time, the client %d at a time\n",
+		mg.keys, mg.valueBytes, kvConc, mg.clientConcurrency)
+	if err := env.SeedGet(ctx, "mget-", mg.keys, mg.valueBytes); err != nil {
+		return err
+	}
+	many, err := env.GetItemsKvgate(ctx, "mget-", mg.keys, mg.valueBytes)
+	if err != nil {
+		return err
+	}
+	seq, err := env.GetItemKvgate(ctx, "mget-", mg.keys, mg.valueBytes, 1)
+	if err != nil {
+		return err
+	}
+	conc, err := env.GetItemKvgate(ctx, "mget-", mg.keys, mg.valueBytes, mg.clientConcurrency)
+	if err != nil {
+		return err
+	}
+	direct, err := env.GetDirect(ctx, "mget-", mg.keys, mg.valueBytes, mg.clientConcurrency)
+	if err != nil {
+		return err
+	}
+	table([]benchkit.Measurement{many, seq, conc, direct})
+	fmt.Printf("  sequential GetItem / GetItems: %.1fx\n", ratio(seq.Duration, many.Duration))
+	fmt.Printf("  GetItem %d at a time / GetItems: %.2fx\n", mg.clientConcurrency, ratio(conc.Duration, many.Duration))
+	fmt.Printf("  GetItems / direct GETs %d at a time: %.2fx\n", mg.clientConcurrency, ratio(many.Duration, direct.Duration))
+	fmt.Printf("  kvgate heap peak during GetItems: %.1f MiB\n\n", float64(many.PeakHeap)/(1<<20))
 	return nil
 }
 

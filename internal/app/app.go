@@ -78,6 +78,9 @@ type Config struct {
 	// Seeds are the seed files written into the local store before it
 	// serves; kvgate refuses them when it uses Fastly.
 	Seeds []Seed
+	// GetItemsConcurrency is how many reads one GetItems call keeps in
+	// flight.
+	GetItemsConcurrency int
 	// CheckData makes kvlocal check the data file under DataDir, print
 	// what it found and exit, instead of serving.
 	CheckData bool
@@ -91,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
+	}
+	if c.GetItemsConcurrency < 0 {
+		return errors.New("GetItems concurrency must not be negative")
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
@@ -180,6 +186,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Telemetry:      telemetryFromEnv(cfg.Telemetry),
 		MemoryBudget:   cfg.MemoryBudget,
 		WebApp:         cfg.WebApp,
+
+		GetItemsConcurrency: cfg.GetItemsConcurrency,
 	})
 	if err != nil {
 		stopStore()

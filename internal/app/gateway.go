@@ -71,6 +71,9 @@ type GatewayConfig struct {
 	// WebApp serves the browser app (package web) for GET and HEAD of / and
 	// its assets; off when false.
 	WebApp bool
+	// GetItemsConcurrency is how many reads one GetItems call keeps in
+	// flight; service.DefaultGetItemsConcurrency when zero.
+	GetItemsConcurrency int
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -130,7 +133,10 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{
+		MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName,
+		GetItemsConcurrency: cfg.GetItemsConcurrency,
+	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err

@@ -46,6 +46,9 @@ type Config struct {
 	PageSize int
 	// Store is the store id; each scenario uses its own prefix of keys.
 	Store string
+	// GetItemsConcurrency is kvgate's -get-items-concurrency; its default
+	// when zero.
+	GetItemsConcurrency int
 }
 
 // Env is a running kvgate in front of the upstream, with counters of the
@@ -86,6 +89,8 @@ func Start(cfg Config) (*Env, error) {
 		UpstreamURL: cfg.UpstreamURL,
 		HTTPClient:  countingClient(&e.viaCount),
 		Batch:       cfg.Batch,
+
+		GetItemsConcurrency: cfg.GetItemsConcurrency,
 	})
 	if err != nil {
 		return nil, err

@@ -23,9 +23,16 @@ func readMaxBytes(procedure string, valueMessage int) int {
 	case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
 		// Per message; a stream may carry any number of them.
 		return max(valueMessage, batchMessageBytes)
+	case kvv1connect.KVStoreServiceGetItemsProcedure:
+		return keysMessageBytes
 	}
 	return defaultReadMaxBytes
 }
+
+// keysMessageBytes bounds a request naming up to 1,000 keys of up to 1 KiB:
+// about 1 MiB in binary, and up to six times that in JSON, which escapes a
+// control character as six.
+const keysMessageBytes = 8 << 20
 
 // errMessageTooLarge ends the body reads of a refused request.
 var errMessageTooLarge = errors.New("request message larger than the procedure accepts")

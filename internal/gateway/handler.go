@@ -105,7 +105,8 @@ func NewHandler(svc kvv1connect.KVStoreServiceHandler, limits Limits, logger *sl
 		connecthttp.WithCompressMinBytes(compressMinBytes),
 		connecthttp.WithConditionalOptions(func(spec connect.Spec) []connecthttp.Option {
 			opts := []connecthttp.Option{connecthttp.WithReadMaxBytes(readMaxBytes(spec.Procedure, valueMessage))}
-			if spec.Procedure == kvv1connect.KVStoreServiceGetItemProcedure {
+			switch spec.Procedure {
+			case kvv1connect.KVStoreServiceGetItemProcedure, kvv1connect.KVStoreServiceGetItemsProcedure:
 				// Values are opaque bytes, often already compressed; gzip
 				// on them costs more CPU than the whole hop and rarely
 				// saves bytes. Callers still may send compressed requests.

@@ -69,6 +69,9 @@ type Options struct {
 	MemoryBudget app.MemoryBudgetConfig
 	// WebApp serves the browser app at /; off when false.
 	WebApp bool
+	// GetItemsConcurrency bounds the reads of one GetItems call; the
+	// default when zero.
+	GetItemsConcurrency int
 }
 
 // Stack is a running kvgate with its upstream.
@@ -147,6 +150,8 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Telemetry:      opts.Telemetry,
 		MemoryBudget:   opts.MemoryBudget,
 		WebApp:         opts.WebApp,
+
+		GetItemsConcurrency: opts.GetItemsConcurrency,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
