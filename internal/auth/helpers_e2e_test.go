@@ -171,6 +171,14 @@ var rpcs = []rpc{
 		_, err = testutil.ReadStream(s.Receive)
 		return err
 	}},
+	{"GetItems", "read", func(ctx context.Context, c kvv1connect.KVStoreServiceClient, store string) error {
+		s, err := c.GetItems(ctx, &kvv1.GetItemsRequest{StoreId: store, Keys: []string{"k"}})
+		if err != nil {
+			return err
+		}
+		_, err = testutil.ReadStream(s.Receive)
+		return err
+	}},
 	{"PutItem", "write", func(ctx context.Context, c kvv1connect.KVStoreServiceClient, store string) error {
 		_, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "k", Value: []byte("v")})
 		return err
