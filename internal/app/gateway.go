@@ -71,6 +71,8 @@ type GatewayConfig struct {
 	// WebApp serves the browser app (package web) for GET and HEAD of / and
 	// its assets; off when false.
 	WebApp bool
+	// Watch configures WatchItems; its defaults when zero.
+	Watch service.WatchConfig
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -130,7 +132,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName, Watch: cfg.Watch})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err

@@ -69,6 +69,9 @@ type Options struct {
 	MemoryBudget app.MemoryBudgetConfig
 	// WebApp serves the browser app at /; off when false.
 	WebApp bool
+	// Watch configures WatchItems (tests set a short interval floor); the
+	// defaults when zero.
+	Watch service.WatchConfig
 }
 
 // Stack is a running kvgate with its upstream.
@@ -147,6 +150,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Telemetry:      opts.Telemetry,
 		MemoryBudget:   opts.MemoryBudget,
 		WebApp:         opts.WebApp,
+		Watch:          opts.Watch,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
