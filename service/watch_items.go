@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -112,7 +113,11 @@ func (s *Service) watchItems(ctx context.Context, req *kvv1.WatchItemsRequest, s
 			if s.draining.Load() {
 				return nil
 			}
-			return s.words.fromUpstream(ctx.Err(), storeSubject)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return connect.NewError(connect.CodeDeadlineExceeded,
+					"the watch reached its deadline; watch again with known set to resume").WithCause(ctx.Err())
+			}
+			return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(ctx.Err())
 		}
 	}
 }
