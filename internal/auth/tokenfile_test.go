@@ -129,7 +129,7 @@ func TestStoreScopes(t *testing.T) {
 func TestRights(t *testing.T) {
 	t.Parallel()
 	want := map[string]right{
-		"GetItem": rightRead, "ListKeys": rightRead, "StreamKeys": rightRead,
+		"GetItem": rightRead, "ListKeys": rightRead, "StreamKeys": rightRead, "WatchItems": rightRead,
 		"PutItem": rightWrite, "PutItems": rightWrite, "BatchPutItems": rightWrite,
 		"DeleteItem": rightDelete,
 	}

@@ -38,6 +38,7 @@ var procedureRights = map[string]right{
 	kvv1connect.KVStoreServiceGetItemProcedure:       rightRead,
 	kvv1connect.KVStoreServiceListKeysProcedure:      rightRead,
 	kvv1connect.KVStoreServiceStreamKeysProcedure:    rightRead,
+	kvv1connect.KVStoreServiceWatchItemsProcedure:    rightRead,
 	kvv1connect.KVStoreServicePutItemProcedure:       rightWrite,
 	kvv1connect.KVStoreServicePutItemsProcedure:      rightWrite,
 	kvv1connect.KVStoreServiceBatchPutItemsProcedure: rightWrite,
