@@ -3,8 +3,10 @@ package service
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -210,4 +212,66 @@ func TestWatchSlowWatcher(t *testing.T) {
 			t.Fatal("the poller still runs after its last watcher left")
 		}
 	}
+}
+
+// TestWatchPollersByToken checks that watches share a poller only with
+// watches that call with the same Fastly token (pass-through mode brings
+// each caller's own), and that each poller calls with its watches' token.
+func TestWatchPollersByToken(t *testing.T) {
+	t.Parallel()
+	var (
+		mu     sync.Mutex
+		tokens = map[string]int{}
+	)
+	store, err := localstore.Open(localstore.Config{OnRequest: func(r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		tokens[r.Header.Get("Fastly-Key")]++
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	srv := httptest.NewServer(store.Handler())
+	t.Cleanup(srv.Close)
+	kv, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, Token: "own"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(kv, Config{Watch: WatchConfig{MinInterval: 10 * time.Millisecond}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	var wg sync.WaitGroup
+	initial := make(chan struct{}, 8)
+	for _, token := range []string{"", "t1", "t1", "t2"} {
+		wctx := ctx
+		if token != "" {
+			wctx = upstream.WithToken(ctx, token)
+		}
+		wg.Go(func() {
+			_ = svc.watchItems(wctx, &kvv1.WatchItemsRequest{StoreId: "s", Keys: []string{"k"}}, func(*kvv1.WatchItemsResponse) error {
+				initial <- struct{}{}
+				return nil
+			})
+		})
+	}
+	for range 4 {
+		<-initial
+	}
+	if n := svc.watch.pollerCount(); n != 3 {
+		t.Errorf("%d pollers for watches with three different tokens; want 3", n)
+	}
+	mu.Lock()
+	for _, tok := range []string{"own", "t1", "t2"} {
+		if tokens[tok] == 0 {
+			t.Errorf("no request carried token %q; requests by token: %v", tok, tokens)
+		}
+	}
+	if len(tokens) != 3 {
+		t.Errorf("requests by token: %v; want only own, t1 and t2", tokens)
+	}
+	mu.Unlock()
+	cancel()
+	wg.Wait()
 }

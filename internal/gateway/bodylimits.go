@@ -23,9 +23,17 @@ func readMaxBytes(procedure string, valueMessage int) int {
 	case kvv1connect.KVStoreServiceBatchPutItemsProcedure, kvv1connect.KVStoreServicePutItemsProcedure:
 		// Per message; a stream may carry any number of them.
 		return max(valueMessage, batchMessageBytes)
+	case kvv1connect.KVStoreServiceWatchItemsProcedure:
+		// A resumed prefix watch names its known state: up to
+		// service.DefaultWatchMaxKeys keys of up to 1 KiB each, beside up
+		// to 1,000 watched keys.
+		return watchMessageBytes
 	}
 	return defaultReadMaxBytes
 }
+
+// watchMessageBytes bounds a WatchItems request.
+const watchMessageBytes = 16 << 20
 
 // errMessageTooLarge ends the body reads of a refused request.
 var errMessageTooLarge = errors.New("request message larger than the procedure accepts")
