@@ -35,6 +35,7 @@ func defaultGatewayConfig() Config {
 		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
 		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
 		WebApp:         true,
+		Watch:          service.WatchConfig{MinInterval: time.Second, MaxKeys: 10_000},
 	}
 }
 
