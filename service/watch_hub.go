@@ -297,8 +297,7 @@ func (p *poller) failed1(err error) bool {
 	if p.ctx.Err() != nil {
 		return false
 	}
-	cerr := p.hub.permanent(err)
-	if cerr == nil {
+	if p.hub.permanent(err) == nil {
 		return true
 	}
 	p.hub.mu.Lock()
@@ -309,7 +308,7 @@ func (p *poller) failed1(err error) bool {
 	p.mu.Lock()
 	p.failed = true
 	for w := range p.watchers {
-		w.fail(cerr)
+		w.fail(func() *connect.Error { return p.hub.permanent(err) })
 	}
 	p.mu.Unlock()
 	p.cancel()

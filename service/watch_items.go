@@ -258,7 +258,7 @@ type watcher struct {
 
 	mu      sync.Mutex
 	joinSeq uint64
-	err     error
+	err     *connect.Error
 	// Before the initial message: the states gathered from the rounds
 	// since joining (keys mode gathers one per key, prefix mode takes one
 	// fully settled round).
@@ -291,12 +291,14 @@ func (w *watcher) wake() {
 	}
 }
 
-// fail ends the watch with err; the poller calls it once.
-func (w *watcher) fail(err error) {
+// fail ends the watch with the error newErr makes; the poller calls it
+// once. Each watch gets an error of its own: connect-go may write to an
+// error it sends (its metadata), so one must not be shared by streams.
+func (w *watcher) fail(newErr func() *connect.Error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err == nil {
-		w.err = err
+		w.err = newErr()
 		close(w.failed)
 	}
 }
@@ -304,6 +306,9 @@ func (w *watcher) fail(err error) {
 func (w *watcher) failure() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.err == nil {
+		return nil
+	}
 	return w.err
 }
 
