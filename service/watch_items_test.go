@@ -540,3 +540,23 @@ func TestWatchItemsLargeKnown(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchItemsTokenRefused ends watches of both modes with the mapped
+// code when the upstream refuses kvgate's token: polling again would not
+// help.
+func TestWatchItemsTokenRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		status int
+		code   connect.Code
+	}{{http.StatusUnauthorized, connect.CodeUnauthenticated}, {http.StatusForbidden, connect.CodePermissionDenied}} {
+		st := startWatchStack(t, kvtest.Options{Upstream: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(tc.status)
+		})})
+		client := st.NewClient(kvtest.H2CClient())
+		for _, mode := range watchModes {
+			err := startWatch(t, t.Context(), client, mode.req("refused")).ended(t)
+			asConnectError(t, fmt.Sprintf("%s watch, upstream %d", mode.name, tc.status), err, tc.code)
+		}
+	}
+}
