@@ -101,8 +101,6 @@ type poller struct {
 	keys map[string]*polledKey
 	// prefix mode: the poller's own schedule.
 	sched schedule
-	// failed is set once the poller has failed for good.
-	failed bool
 }
 
 // schedule is when a key (or a prefix) is next polled.
@@ -273,14 +271,14 @@ func (p *poller) round(seq uint64, keys []string) bool {
 	if p.id.prefixMode {
 		listed, err := p.list()
 		if err != nil {
-			return p.failed1(err)
+			return p.pollFailed(err)
 		}
 		keys = listed
 		obs.listed = true
 	}
 	states, unsettled, err := p.headAll(keys)
 	if err != nil {
-		return p.failed1(err)
+		return p.pollFailed(err)
 	}
 	if p.ctx.Err() != nil {
 		return false
@@ -290,10 +288,10 @@ func (p *poller) round(seq uint64, keys []string) bool {
 	return true
 }
 
-// failed1 handles a failed poll: a failure that will not pass ends every
+// pollFailed handles a failed poll: a failure that will not pass ends every
 // watch of the poller; any other (already retried by the upstream
 // client) skips the round, and the next one tries again.
-func (p *poller) failed1(err error) bool {
+func (p *poller) pollFailed(err error) bool {
 	if p.ctx.Err() != nil {
 		return false
 	}
@@ -306,7 +304,6 @@ func (p *poller) failed1(err error) bool {
 	}
 	p.hub.mu.Unlock()
 	p.mu.Lock()
-	p.failed = true
 	for w := range p.watchers {
 		w.fail(func() *connect.Error { return p.hub.permanent(err) })
 	}
