@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/upstream"
@@ -274,4 +277,48 @@ func TestWatchPollersByToken(t *testing.T) {
 	mu.Unlock()
 	cancel()
 	wg.Wait()
+}
+
+// TestSplitWatchMessage checks that a poll's changes too large for one
+// message go in several, in order, each within the limit and marked as
+// the original was.
+func TestSplitWatchMessage(t *testing.T) {
+	t.Parallel()
+	meta := strings.Repeat("m", 1000)
+	var changes []*kvv1.ItemChange
+	for i := range 100 {
+		changes = append(changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_PRESENT, fmt.Sprintf("k%03d", i),
+			keyState{present: true, item: &upstream.Item{Generation: uint64(i + 1), Metadata: meta, Size: 1}}))
+	}
+	for _, tc := range []struct {
+		name  string
+		msg   *kvv1.WatchItemsResponse
+		limit int
+		parts int
+	}{
+		{"empty initial", &kvv1.WatchItemsResponse{Initial: true}, 100, 1},
+		{"fits", &kvv1.WatchItemsResponse{Changes: changes}, 1 << 20, 1},
+		{"ten a message", &kvv1.WatchItemsResponse{Initial: true, Changes: changes}, 10*1040 + 20, 10},
+		{"one change over the limit", &kvv1.WatchItemsResponse{Changes: changes[:3]}, 10, 3},
+	} {
+		parts := splitWatchMessage(tc.msg, tc.limit)
+		if len(parts) != tc.parts {
+			t.Errorf("%s: %d parts; want %d", tc.name, len(parts), tc.parts)
+		}
+		var keys []string
+		for _, p := range parts {
+			if p.GetInitial() != tc.msg.GetInitial() {
+				t.Errorf("%s: a part has initial=%v", tc.name, p.GetInitial())
+			}
+			if len(p.GetChanges()) > 1 && proto.Size(p) > tc.limit {
+				t.Errorf("%s: a part of %d bytes; the limit is %d", tc.name, proto.Size(p), tc.limit)
+			}
+			for _, c := range p.GetChanges() {
+				keys = append(keys, c.GetKey())
+			}
+		}
+		if len(keys) != len(tc.msg.GetChanges()) || !slices.IsSorted(keys) {
+			t.Errorf("%s: parts carry keys %v", tc.name, keys)
+		}
+	}
 }

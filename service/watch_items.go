@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
@@ -32,6 +34,11 @@ const (
 	// MaxWatchKeys is the most keys one WatchItems request may name.
 	MaxWatchKeys = 1000
 )
+
+// maxWatchMessageBytes bounds one WatchItems message: a poll's changes
+// that would not fit are sent in several messages, each within the 4 MiB
+// gRPC clients receive by default.
+const maxWatchMessageBytes = 4<<20 - 64<<10
 
 // maxKeyViolations bounds the key violations one request reports, so a
 // request of a thousand bad keys gets a readable error.
@@ -95,11 +102,13 @@ func (s *Service) watchItems(ctx context.Context, req *kvv1.WatchItemsRequest, s
 	defer s.watch.leave(p, w)
 	for {
 		if msg := w.take(); msg != nil {
-			if err := send(msg); err != nil {
-				if s.draining.Load() {
-					return nil
+			for _, part := range splitWatchMessage(msg, maxWatchMessageBytes) {
+				if err := send(part); err != nil {
+					if s.draining.Load() {
+						return nil
+					}
+					return err
 				}
-				return err
 			}
 			continue
 		}
@@ -480,4 +489,30 @@ func itemChange(t kvv1.ChangeType, key string, st keyState) *kvv1.ItemChange {
 		}
 	}
 	return c
+}
+
+// splitWatchMessage splits msg into messages of at most limit bytes (one
+// change larger than that goes alone), in order, each with msg's initial
+// flag and observed_at: every part of the initial state is marked
+// initial. A message with no changes is sent as it is.
+func splitWatchMessage(msg *kvv1.WatchItemsResponse, limit int) []*kvv1.WatchItemsResponse {
+	if proto.Size(msg) <= limit {
+		return []*kvv1.WatchItemsResponse{msg}
+	}
+	var (
+		parts []*kvv1.WatchItemsResponse
+		size  int
+	)
+	head := proto.Size(&kvv1.WatchItemsResponse{Initial: msg.GetInitial(), ObservedAt: msg.GetObservedAt()})
+	for _, c := range msg.GetChanges() {
+		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(c))
+		if len(parts) == 0 || size+n > limit {
+			parts = append(parts, &kvv1.WatchItemsResponse{Initial: msg.GetInitial(), ObservedAt: msg.GetObservedAt()})
+			size = head
+		}
+		last := parts[len(parts)-1]
+		last.Changes = append(last.Changes, c)
+		size += n
+	}
+	return parts
 }
