@@ -319,7 +319,8 @@ func (rc *requestCounter) get(name string) int64 {
 // watchers of one prefix: a key two watchers name is polled as often as a
 // key one watcher names, and a prefix two watchers watch is listed as
 // often as a key one watcher names is polled (one HEAD or listing per
-// round, whoever asked). When the last watcher leaves, polling stops.
+// round, whoever asked), at the shortest interval its watchers asked for.
+// When the last watcher leaves, polling stops.
 func TestWatchItemsSharedPoller(t *testing.T) {
 	t.Parallel()
 	var rc requestCounter
@@ -354,6 +355,11 @@ func TestWatchItemsSharedPoller(t *testing.T) {
 	}
 	if l > z+2 || p > z+2 {
 		t.Errorf("p/ was listed %d times (p/1 polled %d) while z was polled %d: the prefix watchers do not share", l, p, z)
+	}
+	// One prefix watcher asked for an hour, the other for the floor: the
+	// shared poller runs at the shorter interval, as z's does.
+	if l < z/2 {
+		t.Errorf("p/ was listed %d times while z was polled %d: the prefix poller does not run at its shortest interval", l, z)
 	}
 
 	for _, ws := range watches {
