@@ -566,3 +566,51 @@ func TestWatchItemsTokenRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchItemsRidesOutFailures makes every listing and HEAD fail with
+// 503 for a while, retries off: the watches go on, report nothing while
+// the polls fail (no key looks deleted because its HEAD failed), and
+// report the change made meanwhile once the polls succeed again.
+func TestWatchItemsRidesOutFailures(t *testing.T) {
+	t.Parallel()
+	for _, mode := range watchModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			st := startWatchStack(t, kvtest.Options{Retry: upstream.RetryPolicy{MaxAttempts: 1}})
+			client := st.NewClient(kvtest.H2CClient())
+			ctx := t.Context()
+			const store = "flaky"
+			genA := put(t, ctx, st.Client, store, "w/a", "a1", "")
+			genB := put(t, ctx, st.Client, store, "w/b", "b1", "")
+			req := mode.req(store)
+			req.SendInitialState = true
+			ws := startWatch(t, ctx, client, req)
+			checkChanges(t, "initial", ws.next(t), true, change{present, "w/a", genA, ""}, change{present, "w/b", genB, ""})
+
+			failing, err := localstore.ParseFaults("503=1,kinds=list+head")
+			if err != nil {
+				t.Fatal(err)
+			}
+			polls := func() int64 { return st.Store.Count(localstore.RequestHead) + st.Store.Count(localstore.RequestList) }
+			st.Store.SetFaults(failing)
+			from := polls()
+			waitFor(t, "failed polls", watchWait, func() bool { return polls() >= from+10 })
+			if err := st.Client.PutItem(ctx, store, "w/a", []byte("a2"), upstream.PutOptions{Metadata: "during"}); err != nil {
+				t.Fatal(err)
+			}
+			it, err := st.Client.GetItem(ctx, store, "w/a") // GETs are not failed
+			if err != nil {
+				t.Fatal(err)
+			}
+			from = polls()
+			waitFor(t, "failed polls", watchWait, func() bool { return polls() >= from+10 })
+			select {
+			case msg := <-ws.msgs:
+				t.Fatalf("while every poll failed the watch sent %v", changesOf(msg))
+			default:
+			}
+			st.Store.SetFaults(localstore.Faults{})
+			checkChanges(t, "after the failures", ws.next(t), false, change{updated, "w/a", it.Generation, "during"})
+		})
+	}
+}
