@@ -615,6 +615,7 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 		}})
 	cases = append(cases, getItemCorpusCases()...)
 	cases = append(cases, getItemsCorpusCases()...)
+	cases = append(cases, watchCorpusCases()...)
 	return cases
 }
 

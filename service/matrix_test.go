@@ -199,7 +199,7 @@ func TestStreamsProtocols(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 4, Concurrency: 3}})
+			st := kvtest.Start(t, kvtest.Options{Batch: service.BatchConfig{MaxLines: 4, Concurrency: 3}, Watch: service.WatchConfig{MinInterval: testWatchFloor}})
 			client := st.NewClient(p.client(), p.opts...)
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
@@ -208,6 +208,7 @@ func TestStreamsProtocols(t *testing.T) {
 			checkStreamKeysMixed(t, ctx, client)
 			checkPutItemsTooMany(t, ctx, st, client)
 			checkGetItemsMixed(t, ctx, st, client)
+			checkWatchItems(t, ctx, st, client)
 		})
 	}
 }

@@ -33,6 +33,9 @@ type Config struct {
 	// flight, and so how many values it holds at most;
 	// DefaultGetItemsConcurrency when zero.
 	GetItemsConcurrency int
+	// Watch configures WatchItems: its poll interval floor, the most keys
+	// a prefix watch covers and its HEAD concurrency; defaults when zero.
+	Watch WatchConfig
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -58,6 +61,8 @@ type Service struct {
 	words    wording
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
+	// watch runs WatchItems' pollers.
+	watch *watchHub
 	// batchBytes is the size of the batch bodies being sent; see
 	// BatchBytesInFlight.
 	batchBytes atomic.Int64
@@ -74,8 +79,12 @@ func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
 // cursor, BatchPutItems the account of its items, after letting its writes
-// in flight finish.
-func (s *Service) Drain() { s.draining.Store(true) }
+// in flight finish. WatchItems streams end without an error: a watch
+// resumes elsewhere from the state its caller holds.
+func (s *Service) Drain() {
+	s.draining.Store(true)
+	s.watch.drain()
+}
 
 // errShuttingDown ends a stream cut short by Drain.
 var errShuttingDown = connect.NewError(connect.CodeUnavailable, "kvgate is shutting down; retry against another instance")
@@ -94,6 +103,9 @@ func New(kv Upstream, opts Config) *Service {
 	if s.getItemsConcurrency <= 0 {
 		s.getItemsConcurrency = DefaultGetItemsConcurrency
 	}
+	s.watch = newWatchHub(kv, opts.Watch, s.words, func(store, prefix string) *lister {
+		return s.newLister(store, prefix, MaxListLimit, kvv1.Consistency_CONSISTENCY_STRONG)
+	})
 	return s
 }
 

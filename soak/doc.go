@@ -1,10 +1,20 @@
-// Package soak holds kvgate's fault soak, TestSoak: a large upload and a
-// mix of unary calls through the local store while it answers about one
-// request in ten with 429, 500 or 503 and drops about one connection in a
-// hundred, followed by a comparison of the store with everything kvgate
-// acknowledged; and TestSoakGetItems: GetItems calls through the same
-// faults, each answer checked against what the store holds. It has no code
-// outside its tests.
+// Package soak holds kvgate's fault soak: kvgate in front of the local
+// store while it answers about one request in ten with 429, 500 or 503
+// and drops about one connection in a hundred. It has no code outside its
+// tests, one per phase:
+//
+//   - TestSoak: a large upload and a mix of unary calls, followed by a
+//     comparison of the store with everything kvgate acknowledged.
+//
+//   - TestSoakGetItems: GetItems calls, each answer checked against what
+//     the store holds.
+//
+//   - TestSoakWatch: WatchItems streams follow keys changed behind
+//     kvgate's back while the watches' listings and HEADs meet the faults;
+//     they must report no state a key never had and come to the store's
+//     final state.
+//
+// Run them with:
 //
 //	go test -race -count=1 ./soak/                     # the short run
 //	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ \

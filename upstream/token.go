@@ -21,3 +21,11 @@ func (c *Client) tokenFor(ctx context.Context) string {
 	}
 	return c.token
 }
+
+// TokenFrom returns the per-call token [WithToken] set on ctx, or "" when
+// none was: work that outlives a call (a poller shared by several
+// callers) reads it to call with the same token later.
+func TokenFrom(ctx context.Context) string {
+	t, _ := ctx.Value(tokenKey{}).(string)
+	return t
+}

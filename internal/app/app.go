@@ -75,6 +75,9 @@ type Config struct {
 	MemoryBudget MemoryBudgetConfig
 	// WebApp serves the browser app at / on kvgate's port.
 	WebApp bool
+	// Watch configures WatchItems: the poll interval floor and the most
+	// keys a prefix watch covers.
+	Watch service.WatchConfig
 	// Seeds are the seed files written into the local store before it
 	// serves; kvgate refuses them when it uses Fastly.
 	Seeds []Seed
@@ -121,6 +124,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Transport.Validate(); err != nil {
 		return err
+	}
+	if c.Watch.MinInterval < 0 || c.Watch.MaxKeys < 0 {
+		return errors.New("-watch-min-interval and -watch-max-keys must not be negative")
 	}
 	if err := c.MemoryBudget.validate(c.MaxValueBytes); err != nil {
 		return err
@@ -188,6 +194,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		WebApp:         cfg.WebApp,
 
 		GetItemsConcurrency: cfg.GetItemsConcurrency,
+		Watch:               cfg.Watch,
 	})
 	if err != nil {
 		stopStore()

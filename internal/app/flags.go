@@ -141,6 +141,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerMemoryBudgetFlags(fs, env, cfg)
 	registerWebFlags(fs, env, cfg)
 	registerGetItemsFlags(fs, env, cfg)
+	registerWatchFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

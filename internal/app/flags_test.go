@@ -37,6 +37,7 @@ func defaultGatewayConfig() Config {
 		WebApp:         true,
 
 		GetItemsConcurrency: 16,
+		Watch:               service.WatchConfig{MinInterval: time.Second, MaxKeys: 10_000},
 	}
 }
 

@@ -74,6 +74,8 @@ type GatewayConfig struct {
 	// GetItemsConcurrency is how many reads one GetItems call keeps in
 	// flight; service.DefaultGetItemsConcurrency when zero.
 	GetItemsConcurrency int
+	// Watch configures WatchItems; its defaults when zero.
+	Watch service.WatchConfig
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -136,6 +138,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	svc := service.New(kv, service.Config{
 		MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName,
 		GetItemsConcurrency: cfg.GetItemsConcurrency,
+		Watch:               cfg.Watch,
 	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {

@@ -179,6 +179,18 @@ var rpcs = []rpc{
 		_, err = testutil.ReadStream(s.Receive)
 		return err
 	}},
+	{"WatchItems", "read", func(ctx context.Context, c kvv1connect.KVStoreServiceClient, store string) error {
+		// The first message is the initial state; a watch then runs on,
+		// so the call ends there.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		s, err := c.WatchItems(ctx, &kvv1.WatchItemsRequest{StoreId: store, Keys: []string{"k"}, SendInitialState: true})
+		if err != nil {
+			return err
+		}
+		_, err = s.Receive()
+		return err
+	}},
 	{"PutItem", "write", func(ctx context.Context, c kvv1connect.KVStoreServiceClient, store string) error {
 		_, err := c.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: "k", Value: []byte("v")})
 		return err

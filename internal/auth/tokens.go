@@ -57,11 +57,11 @@ var procedureRights = map[string]right{
 	kvv1connect.KVStoreServiceListKeysProcedure:      rightRead,
 	kvv1connect.KVStoreServiceStreamKeysProcedure:    rightRead,
 	kvv1connect.KVStoreServiceGetItemsProcedure:      rightRead,
+	kvv1connect.KVStoreServiceWatchItemsProcedure:    rightRead,
 	kvv1connect.KVStoreServicePutItemProcedure:       rightWrite,
 	kvv1connect.KVStoreServicePutItemsProcedure:      rightWrite,
 	kvv1connect.KVStoreServiceBatchPutItemsProcedure: rightWrite,
 	kvv1connect.KVStoreServiceDeleteItemProcedure:    rightDelete,
-	kvv1connect.KVStoreServiceWatchItemsProcedure:    rightRead,
 	// A dry run only lists, but it is how a deletion is prepared: it
 	// needs the right the deletion will.
 	kvv1connect.KVStoreServiceDeleteKeysProcedure: rightDelete,

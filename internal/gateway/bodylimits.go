@@ -25,6 +25,11 @@ func readMaxBytes(procedure string, valueMessage int) int {
 		return max(valueMessage, batchMessageBytes)
 	case kvv1connect.KVStoreServiceGetItemsProcedure:
 		return keysMessageBytes
+	case kvv1connect.KVStoreServiceWatchItemsProcedure:
+		// A resumed prefix watch names its known state: up to
+		// service.DefaultWatchMaxKeys keys of up to 1 KiB each, beside up
+		// to 1,000 watched keys.
+		return watchMessageBytes
 	}
 	return defaultReadMaxBytes
 }
@@ -33,6 +38,9 @@ func readMaxBytes(procedure string, valueMessage int) int {
 // about 1 MiB in binary, and up to six times that in JSON, which escapes a
 // control character as six.
 const keysMessageBytes = 8 << 20
+
+// watchMessageBytes bounds a WatchItems request.
+const watchMessageBytes = 16 << 20
 
 // errMessageTooLarge ends the body reads of a refused request.
 var errMessageTooLarge = errors.New("request message larger than the procedure accepts")

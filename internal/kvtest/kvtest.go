@@ -72,6 +72,9 @@ type Options struct {
 	// GetItemsConcurrency bounds the reads of one GetItems call; the
 	// default when zero.
 	GetItemsConcurrency int
+	// Watch configures WatchItems (tests set a short interval floor); the
+	// defaults when zero.
+	Watch service.WatchConfig
 }
 
 // Stack is a running kvgate with its upstream.
@@ -152,6 +155,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		WebApp:         opts.WebApp,
 
 		GetItemsConcurrency: opts.GetItemsConcurrency,
+		Watch:               opts.Watch,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)

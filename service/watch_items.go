@@ -1,0 +1,518 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// The WatchItems defaults and limits.
+const (
+	// DefaultWatchMinInterval is the poll interval floor when
+	// WatchConfig.MinInterval is zero.
+	DefaultWatchMinInterval = time.Second
+	// DefaultWatchMaxKeys is the most keys a prefix watch may cover when
+	// WatchConfig.MaxKeys is zero.
+	DefaultWatchMaxKeys = 10_000
+	// DefaultWatchConcurrency is the most HEADs one poller keeps in flight
+	// when WatchConfig.Concurrency is zero.
+	DefaultWatchConcurrency = 16
+	// MaxWatchKeys is the most keys one WatchItems request may name.
+	MaxWatchKeys = 1000
+)
+
+// maxWatchMessageBytes bounds one WatchItems message: a poll's changes
+// that would not fit are sent in several messages, each within the 4 MiB
+// gRPC clients receive by default.
+const maxWatchMessageBytes = 4<<20 - 64<<10
+
+// maxKeyViolations bounds the key violations one request reports, so a
+// request of a thousand bad keys gets a readable error.
+const maxKeyViolations = 20
+
+// WatchConfig configures WatchItems.
+type WatchConfig struct {
+	// MinInterval is the floor of every watch's poll interval: a watch
+	// asking for less, or for nothing, is polled this often, and no key is
+	// polled more often whatever its watchers ask; DefaultWatchMinInterval
+	// when zero.
+	MinInterval time.Duration
+	// MaxKeys is the most keys a prefix watch may cover; a poll that lists
+	// more ends its watches with FAILED_PRECONDITION. DefaultWatchMaxKeys
+	// when zero.
+	MaxKeys int
+	// Concurrency is the most HEADs one poller keeps in flight;
+	// DefaultWatchConcurrency when zero.
+	Concurrency int
+}
+
+func (c WatchConfig) withDefaults() WatchConfig {
+	if c.MinInterval <= 0 {
+		c.MinInterval = DefaultWatchMinInterval
+	}
+	if c.MaxKeys <= 0 {
+		c.MaxKeys = DefaultWatchMaxKeys
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = DefaultWatchConcurrency
+	}
+	return c
+}
+
+// reasonWatchTooManyKeys is the ErrorInfo reason of a prefix watch that
+// covers more keys than kvgate watches.
+const reasonWatchTooManyKeys = "WATCH_TOO_MANY_KEYS"
+
+// WatchItems streams the changes of a set of keys or of a prefix, found by
+// polling: see watchHub for the pollers, and watcher for what each stream
+// is sent. The stream ends without an error when kvgate shuts down, and
+// with the mapped error when a poll fails for good (the token refused, the
+// store gone in prefix mode, too many keys under the prefix). Polls that
+// fail for a while (rate limits, 5xx, dropped connections, already retried
+// by the upstream client) report nothing and the watch goes on.
+func (s *Service) WatchItems(ctx context.Context, req *kvv1.WatchItemsRequest, stream kvv1connect.KVStoreServiceWatchItemsServerStream) error {
+	return s.watchItems(ctx, req, stream.Send)
+}
+
+// watchItems is WatchItems with the stream's Send.
+func (s *Service) watchItems(ctx context.Context, req *kvv1.WatchItemsRequest, send func(*kvv1.WatchItemsResponse) error) error {
+	spec, cerr := s.checkWatch(req)
+	if cerr != nil {
+		return cerr
+	}
+	if s.draining.Load() {
+		return nil
+	}
+	w := newWatcher(spec)
+	p := s.watch.join(ctx, spec, w)
+	defer s.watch.leave(p, w)
+	for {
+		if msg := w.take(); msg != nil {
+			for _, part := range splitWatchMessage(msg, maxWatchMessageBytes) {
+				if err := send(part); err != nil {
+					if s.draining.Load() {
+						return nil
+					}
+					return err
+				}
+			}
+			continue
+		}
+		select {
+		case <-w.dirty:
+		case <-w.failed:
+			return w.failure()
+		case <-s.watch.drained:
+			return nil
+		case <-ctx.Done():
+			if s.draining.Load() {
+				return nil
+			}
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return connect.NewError(connect.CodeDeadlineExceeded,
+					"the watch reached its deadline; watch again with known set to resume").WithCause(ctx.Err())
+			}
+			return connect.NewError(connect.CodeCanceled, "request canceled").WithCause(ctx.Err())
+		}
+	}
+}
+
+// watchSpec is a valid WatchItems request.
+type watchSpec struct {
+	store string
+	// keys are the watched keys, sorted and distinct; nil for a prefix
+	// watch.
+	keys   []string
+	prefix string
+	// interval is the caller's, raised to the floor.
+	interval     time.Duration
+	initialState bool
+	// known is the caller's state of the watched keys: key to generation.
+	known map[string]uint64
+}
+
+func (w *watchSpec) prefixMode() bool { return w.keys == nil }
+
+// watches reports whether key is one the spec watches.
+func (w *watchSpec) watches(key string) bool {
+	if w.prefixMode() {
+		return strings.HasPrefix(key, w.prefix)
+	}
+	_, found := slices.BinarySearch(w.keys, key)
+	return found
+}
+
+// checkWatch validates a WatchItems request. Known entries for keys the
+// request does not watch are dropped: they cannot differ from anything
+// the watch reports.
+func (s *Service) checkWatch(req *kvv1.WatchItemsRequest) (*watchSpec, *connect.Error) {
+	var v violations
+	v.checkStoreID(req.GetStoreId())
+	keys, prefix := req.GetKeys(), req.GetPrefix()
+	switch {
+	case len(keys) > 0 && prefix != "":
+		v.Add("prefix", "prefix cannot be combined with keys: watch a list of keys or a prefix, not both")
+	case len(keys) > MaxWatchKeys:
+		v.Add("keys", "keys holds %d keys; the most is %d", len(keys), MaxWatchKeys)
+	case len(keys) == 0:
+		v.Check("prefix", upstream.CheckKeyPrefix(prefix))
+	}
+	if len(keys) <= MaxWatchKeys {
+		bad := 0
+		for i, k := range keys {
+			if err := upstream.CheckKey(k); err != nil {
+				if bad++; bad <= maxKeyViolations {
+					v.Check(fmt.Sprintf("keys[%d]", i), err)
+				}
+			}
+		}
+	}
+	interval := s.watch.cfg.MinInterval
+	if d := req.GetInterval(); d != nil {
+		switch {
+		case d.CheckValid() != nil:
+			v.Add("interval", "interval is not a valid duration")
+		case d.AsDuration() < 0:
+			v.Add("interval", "interval must not be negative")
+		default:
+			interval = max(interval, d.AsDuration())
+		}
+	}
+	known := make(map[string]uint64, len(req.GetKnown()))
+	bad := 0
+	for i, kg := range req.GetKnown() {
+		field := fmt.Sprintf("known[%d].key", i)
+		if err := upstream.CheckKey(kg.GetKey()); err != nil {
+			if bad++; bad <= maxKeyViolations {
+				v.Check(field, err)
+			}
+			continue
+		}
+		if _, dup := known[kg.GetKey()]; dup {
+			if bad++; bad <= maxKeyViolations {
+				v.Add(field, "%s %q is listed more than once", field, kg.GetKey())
+			}
+			continue
+		}
+		known[kg.GetKey()] = kg.GetGeneration()
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	spec := &watchSpec{store: req.GetStoreId(), prefix: prefix, interval: interval, initialState: req.GetSendInitialState()}
+	if len(keys) > 0 {
+		spec.keys = slices.Compact(slices.Sorted(slices.Values(keys)))
+	}
+	if !spec.initialState {
+		spec.known = known
+		maps.DeleteFunc(spec.known, func(k string, _ uint64) bool { return !spec.watches(k) })
+	}
+	return spec, nil
+}
+
+// keyState is what one poll saw of a key.
+type keyState struct {
+	present bool
+	item    *upstream.Item // when present
+}
+
+// observation is what one poll round found for a watcher.
+type observation struct {
+	// seq numbers the round within its poller; a watcher takes only rounds
+	// that began after it joined.
+	seq     uint64
+	started time.Time
+	// states holds the keys the round settled.
+	states map[string]keyState
+	// listed is set by a prefix poll whose listing succeeded: every key
+	// neither in states nor in unsettled is absent.
+	listed bool
+	// unsettled are the listed keys whose HEAD failed this round.
+	unsettled map[string]bool
+}
+
+// watcher is one WatchItems stream's view of the poll results. Each
+// watcher holds its own baseline: sent is what its caller has been told,
+// and pending the latest state of each key that differs from it and has
+// not been sent yet. A poll never waits for a watcher: it replaces the
+// pending state, so a slow caller is sent each key's latest state, not a
+// backlog, and memory stays bounded by the watched keys:
+//
+//   - created, then updated before it was sent: one CREATED with the
+//     latest item;
+//   - created, then deleted: nothing;
+//   - updated, then deleted: DELETED;
+//   - deleted, then created again: UPDATED with the new item;
+//   - changed, then changed back to what was sent (a generation cannot
+//     come back, so only a key absent again): nothing.
+type watcher struct {
+	spec  *watchSpec
+	dirty chan struct{} // has room for one wake-up
+	// failed is closed, with err set, when the watch's poller fails for good.
+	failed chan struct{}
+
+	mu      sync.Mutex
+	joinSeq uint64
+	err     *connect.Error
+	// Before the initial message: the states gathered from the rounds
+	// since joining (keys mode gathers one per key, prefix mode takes one
+	// fully settled round).
+	ready   bool
+	initObs map[string]keyState
+	initAt  time.Time
+	// initial is the built initial message until it is sent.
+	initial *kvv1.WatchItemsResponse
+	sent    map[string]uint64
+	pending map[string]keyState
+	// pendingAt is the start of the latest round that changed pending.
+	pendingAt time.Time
+}
+
+func newWatcher(spec *watchSpec) *watcher {
+	return &watcher{
+		spec:    spec,
+		dirty:   make(chan struct{}, 1),
+		failed:  make(chan struct{}),
+		initObs: make(map[string]keyState),
+		sent:    make(map[string]uint64),
+		pending: make(map[string]keyState),
+	}
+}
+
+func (w *watcher) wake() {
+	select {
+	case w.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// fail ends the watch with the error newErr makes; the poller calls it
+// once. Each watch gets an error of its own: connect-go may write to an
+// error it sends (its metadata), so one must not be shared by streams.
+func (w *watcher) fail(newErr func() *connect.Error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = newErr()
+		close(w.failed)
+	}
+}
+
+func (w *watcher) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		return nil
+	}
+	return w.err
+}
+
+// observe takes one round's results.
+func (w *watcher) observe(obs *observation) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if obs.seq <= w.joinSeq || w.err != nil {
+		return // began before the watcher joined: not its baseline
+	}
+	if !w.ready {
+		w.gatherInitial(obs)
+		return
+	}
+	changed := false
+	for k, st := range obs.states {
+		changed = w.note(k, st) || changed
+	}
+	if obs.listed {
+		// Keys told present, or pending as created, that the listing no
+		// longer holds are gone.
+		var gone []string
+		for k := range w.sent {
+			if obs.absent(k) {
+				gone = append(gone, k)
+			}
+		}
+		for k := range w.pending {
+			if _, told := w.sent[k]; !told && obs.absent(k) {
+				gone = append(gone, k)
+			}
+		}
+		for _, k := range gone {
+			changed = w.note(k, keyState{}) || changed
+		}
+	}
+	if changed {
+		w.pendingAt = obs.started
+		w.wake()
+	}
+}
+
+// absent reports whether a listed round found key absent.
+func (o *observation) absent(key string) bool {
+	_, settled := o.states[key]
+	return !settled && !o.unsettled[key]
+}
+
+// note records key's observed state and reports whether pending changed.
+func (w *watcher) note(key string, st keyState) bool {
+	gen, told := w.sent[key]
+	if st.present == told && (!st.present || st.item.Generation == gen) {
+		_, had := w.pending[key]
+		delete(w.pending, key)
+		return had
+	}
+	if old, ok := w.pending[key]; ok && old.present == st.present && (!st.present || old.item.Generation == st.item.Generation) {
+		return false
+	}
+	w.pending[key] = st
+	return true
+}
+
+// gatherInitial collects the states the initial message is built from,
+// and builds it once they cover every watched key.
+func (w *watcher) gatherInitial(obs *observation) {
+	if w.spec.prefixMode() {
+		if !obs.listed || len(obs.unsettled) > 0 {
+			return // wait for a round that settled every key
+		}
+		w.initObs = obs.states
+		w.initAt = obs.started
+	} else {
+		for k, st := range obs.states {
+			if w.spec.watches(k) {
+				w.initObs[k] = st
+			}
+		}
+		if w.initAt.IsZero() {
+			w.initAt = obs.started
+		}
+		if len(w.initObs) < len(w.spec.keys) {
+			return
+		}
+	}
+	w.ready = true
+	msg := &kvv1.WatchItemsResponse{Initial: true, ObservedAt: timestamppb.New(w.initAt)}
+	keys := slices.Sorted(maps.Keys(w.initObs))
+	if !w.spec.initialState {
+		for k := range w.spec.known {
+			if _, ok := w.initObs[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+	}
+	for _, k := range keys {
+		st := w.initObs[k]
+		if st.present {
+			w.sent[k] = st.item.Generation
+		}
+		if w.spec.initialState {
+			if st.present {
+				msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_PRESENT, k, st))
+			}
+			continue
+		}
+		gen, known := w.spec.known[k]
+		switch {
+		case st.present && !known:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_CREATED, k, st))
+		case st.present && st.item.Generation != gen:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_UPDATED, k, st))
+		case !st.present && known:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_DELETED, k, st))
+		}
+	}
+	w.initObs = nil
+	w.initial = msg
+	w.wake()
+}
+
+// take returns the next message to send, nil when there is none: the
+// initial message, then the pending changes in key order.
+func (w *watcher) take() *kvv1.WatchItemsResponse {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if msg := w.initial; msg != nil {
+		w.initial = nil
+		return msg
+	}
+	if len(w.pending) == 0 {
+		return nil
+	}
+	msg := &kvv1.WatchItemsResponse{ObservedAt: timestamppb.New(w.pendingAt)}
+	for _, k := range slices.Sorted(maps.Keys(w.pending)) {
+		st := w.pending[k]
+		_, told := w.sent[k]
+		switch {
+		case st.present && told:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_UPDATED, k, st))
+		case st.present:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_CREATED, k, st))
+		default:
+			msg.Changes = append(msg.Changes, itemChange(kvv1.ChangeType_CHANGE_TYPE_DELETED, k, st))
+		}
+		if st.present {
+			w.sent[k] = st.item.Generation
+		} else {
+			delete(w.sent, k)
+		}
+	}
+	clear(w.pending)
+	return msg
+}
+
+// itemChange is one change as the stream carries it: the item without
+// its value, none for DELETED.
+func itemChange(t kvv1.ChangeType, key string, st keyState) *kvv1.ItemChange {
+	c := &kvv1.ItemChange{Type: t, Key: key}
+	if st.present {
+		c.Item = &kvv1.Item{Key: key, Metadata: st.item.Metadata, Generation: st.item.Generation}
+		if !st.item.LastModified.IsZero() {
+			c.Item.LastModified = timestamppb.New(st.item.LastModified)
+		}
+		if st.item.Size >= 0 {
+			size := uint64(st.item.Size)
+			c.Item.Size = &size
+		}
+	}
+	return c
+}
+
+// splitWatchMessage splits msg into messages of at most limit bytes (one
+// change larger than that goes alone), in order, each with msg's initial
+// flag and observed_at: every part of the initial state is marked
+// initial. A message with no changes is sent as it is.
+func splitWatchMessage(msg *kvv1.WatchItemsResponse, limit int) []*kvv1.WatchItemsResponse {
+	if proto.Size(msg) <= limit {
+		return []*kvv1.WatchItemsResponse{msg}
+	}
+	var (
+		parts []*kvv1.WatchItemsResponse
+		size  int
+	)
+	head := proto.Size(&kvv1.WatchItemsResponse{Initial: msg.GetInitial(), ObservedAt: msg.GetObservedAt()})
+	for _, c := range msg.GetChanges() {
+		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(c))
+		if len(parts) == 0 || size+n > limit {
+			parts = append(parts, &kvv1.WatchItemsResponse{Initial: msg.GetInitial(), ObservedAt: msg.GetObservedAt()})
+			size = head
+		}
+		last := parts[len(parts)-1]
+		last.Changes = append(last.Changes, c)
+		size += n
+	}
+	return parts
+}
