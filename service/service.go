@@ -31,6 +31,9 @@ type Config struct {
 	// UpstreamName names the upstream in the messages callers see:
 	// "Fastly" when empty; "the local store" for kvgate's embedded one.
 	UpstreamName string
+	// CopyConcurrency is how many GETs one CopyItems call keeps in flight
+	// on its source store; DefaultCopyConcurrency when zero.
+	CopyConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -54,6 +57,8 @@ type Service struct {
 	batch    BatchConfig
 	bodies   *bodyPool
 	words    wording
+	// copyReads is CopyItems' GETs in flight per call.
+	copyReads int
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// batchBytes is the size of the batch bodies being sent; see
@@ -86,6 +91,10 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
+	s.copyReads = opts.CopyConcurrency
+	if s.copyReads <= 0 {
+		s.copyReads = DefaultCopyConcurrency
+	}
 	return s
 }
 

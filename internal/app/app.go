@@ -73,6 +73,8 @@ type Config struct {
 	Ready func(addr net.Addr)
 	// MemoryBudget bounds the bytes held for values in flight.
 	MemoryBudget MemoryBudgetConfig
+	// CopyConcurrency is how many GETs one CopyItems call keeps in flight.
+	CopyConcurrency int
 	// WebApp serves the browser app at / on kvgate's port.
 	WebApp bool
 	// Seeds are the seed files written into the local store before it
@@ -119,6 +121,9 @@ func (c *Config) Validate() error {
 	if err := c.MemoryBudget.validate(c.MaxValueBytes); err != nil {
 		return err
 	}
+	if c.CopyConcurrency < 0 {
+		return errors.New("-copy-concurrency must not be negative (0 takes the default)")
+	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
 
@@ -164,22 +169,23 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 
 	gw, err := NewGateway(GatewayConfig{
-		UpstreamURL:    baseURL,
-		UpstreamName:   upstreamName,
-		Token:          cfg.FastlyToken,
-		MaxValueBytes:  cfg.MaxValueBytes,
-		Retry:          cfg.Retry,
-		Batch:          cfg.Batch,
-		DefaultTimeout: cfg.DefaultTimeout,
-		MaxTimeout:     cfg.MaxTimeout,
-		Server:         cfg.Server,
-		Transport:      cfg.Transport,
-		Logger:         logger,
-		CORS:           cfg.CORS,
-		Auth:           cfg.Auth,
-		Telemetry:      telemetryFromEnv(cfg.Telemetry),
-		MemoryBudget:   cfg.MemoryBudget,
-		WebApp:         cfg.WebApp,
+		UpstreamURL:     baseURL,
+		UpstreamName:    upstreamName,
+		Token:           cfg.FastlyToken,
+		MaxValueBytes:   cfg.MaxValueBytes,
+		Retry:           cfg.Retry,
+		Batch:           cfg.Batch,
+		DefaultTimeout:  cfg.DefaultTimeout,
+		MaxTimeout:      cfg.MaxTimeout,
+		Server:          cfg.Server,
+		Transport:       cfg.Transport,
+		Logger:          logger,
+		CORS:            cfg.CORS,
+		Auth:            cfg.Auth,
+		Telemetry:       telemetryFromEnv(cfg.Telemetry),
+		MemoryBudget:    cfg.MemoryBudget,
+		WebApp:          cfg.WebApp,
+		CopyConcurrency: cfg.CopyConcurrency,
 	})
 	if err != nil {
 		stopStore()

@@ -71,6 +71,9 @@ type GatewayConfig struct {
 	// WebApp serves the browser app (package web) for GET and HEAD of / and
 	// its assets; off when false.
 	WebApp bool
+	// CopyConcurrency is how many GETs one CopyItems call keeps in
+	// flight; service.DefaultCopyConcurrency when zero.
+	CopyConcurrency int
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -130,7 +133,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName, CopyConcurrency: cfg.CopyConcurrency})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err

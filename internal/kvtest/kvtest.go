@@ -67,6 +67,9 @@ type Options struct {
 	// MemoryBudget bounds kvgate's values in flight; derived from the
 	// machine when zero.
 	MemoryBudget app.MemoryBudgetConfig
+	// CopyConcurrency is CopyItems' GETs in flight per call; the default
+	// when zero.
+	CopyConcurrency int
 	// WebApp serves the browser app at /; off when false.
 	WebApp bool
 }
@@ -133,20 +136,21 @@ func Start(tb testing.TB, opts Options) *Stack {
 		server.ReadHeaderTimeout = opts.ReadHeaderTimeout
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL:    upSrv.URL,
-		MaxValueBytes:  opts.MaxValueBytes,
-		Retry:          opts.Retry,
-		Batch:          opts.Batch,
-		DefaultTimeout: opts.DefaultTimeout,
-		MaxTimeout:     opts.MaxTimeout,
-		Server:         server,
-		Transport:      opts.Transport,
-		Logger:         logger,
-		CORS:           opts.CORS,
-		Auth:           opts.Auth,
-		Telemetry:      opts.Telemetry,
-		MemoryBudget:   opts.MemoryBudget,
-		WebApp:         opts.WebApp,
+		UpstreamURL:     upSrv.URL,
+		MaxValueBytes:   opts.MaxValueBytes,
+		Retry:           opts.Retry,
+		Batch:           opts.Batch,
+		DefaultTimeout:  opts.DefaultTimeout,
+		MaxTimeout:      opts.MaxTimeout,
+		Server:          server,
+		Transport:       opts.Transport,
+		Logger:          logger,
+		CORS:            opts.CORS,
+		Auth:            opts.Auth,
+		Telemetry:       opts.Telemetry,
+		MemoryBudget:    opts.MemoryBudget,
+		CopyConcurrency: opts.CopyConcurrency,
+		WebApp:          opts.WebApp,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
