@@ -1,0 +1,221 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"golang.org/x/sync/errgroup"
+
+	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
+	"github.com/kvgate/kvgate/internal/kvtest"
+	"github.com/kvgate/kvgate/internal/testutil"
+	"github.com/kvgate/kvgate/upstream"
+)
+
+// copyItems runs a CopyItems call to its end and returns its messages.
+func copyItems(ctx context.Context, client kvv1connect.KVStoreServiceClient, req *kvv1.CopyItemsRequest) ([]*kvv1.CopyItemsResponse, error) {
+	stream, err := client.CopyItems(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	var msgs []*kvv1.CopyItemsResponse
+	for {
+		msg, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			return msgs, nil
+		}
+		if err != nil {
+			return msgs, err
+		}
+		msgs = append(msgs, msg)
+	}
+}
+
+// checkCopyMessages checks a complete copy's messages: cumulative counts
+// that never go back, cursors on every message but the last, done only on
+// the last, and the totals and failures it ends with.
+func checkCopyMessages(t *testing.T, what string, msgs []*kvv1.CopyItemsResponse, copied, skipped uint64) {
+	t.Helper()
+	if len(msgs) == 0 {
+		t.Fatalf("%s: no messages", what)
+	}
+	var prev *kvv1.CopyItemsResponse
+	for i, m := range msgs {
+		last := i == len(msgs)-1
+		if m.GetDone() != last || (last && m.GetCursor() != "") {
+			t.Errorf("%s: message %d of %d has done %v and cursor %q", what, i, len(msgs), m.GetDone(), m.GetCursor())
+		}
+		if prev != nil && (m.GetCopied() < prev.GetCopied() || m.GetSkipped() < prev.GetSkipped() || m.GetFailed() < prev.GetFailed()) {
+			t.Errorf("%s: message %d went back: %v after %v", what, i, m, prev)
+		}
+		prev = m
+	}
+	if prev.GetCopied() != copied || prev.GetSkipped() != skipped || prev.GetFailed() != 0 {
+		t.Errorf("%s: ended with copied %d, skipped %d, failed %d; want %d, %d, 0", what, prev.GetCopied(), prev.GetSkipped(), prev.GetFailed(), copied, skipped)
+	}
+	for _, m := range msgs {
+		if len(m.GetFailures()) != 0 {
+			t.Errorf("%s: failures %v; want none", what, m.GetFailures())
+		}
+	}
+}
+
+// storeKeys lists every key of store straight from the upstream.
+func storeKeys(t *testing.T, ctx context.Context, kv *upstream.Client, store string) []string {
+	t.Helper()
+	var keys []string
+	cursor := ""
+	for {
+		page, err := kv.ListKeys(ctx, store, upstream.ListOptions{Cursor: cursor})
+		if err != nil {
+			t.Fatalf("listing %s: %v", store, err)
+		}
+		keys = append(keys, page.Keys...)
+		if page.NextCursor == "" {
+			return keys
+		}
+		cursor = page.NextCursor
+	}
+}
+
+// putItems writes items straight into store, a few at a time.
+func putItems(t *testing.T, ctx context.Context, kv *upstream.Client, store string, items map[string]storedItem) {
+	t.Helper()
+	var g errgroup.Group
+	g.SetLimit(8)
+	for key, it := range items {
+		g.Go(func() error {
+			return kv.PutItem(ctx, store, key, it.value, upstream.PutOptions{Metadata: it.metadata})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("filling %s: %v", store, err)
+	}
+}
+
+// copySource is a source store's items: under the prefix c/ (which Fastly
+// cannot filter, so kvgate filters the listing itself) with binary values
+// and metadata, and around it.
+func copySource(n int) (inside, outside map[string]storedItem) {
+	inside = map[string]storedItem{}
+	for i := range n {
+		inside[fmt.Sprintf("c/%03d", i)] = storedItem{value: []byte{byte(i), 0, 0xff, '\n', byte(i >> 8)}, metadata: fmt.Sprintf(`{"i":%d}`, i)}
+	}
+	outside = map[string]storedItem{
+		"c":    {value: []byte("no slash")},
+		"c-/x": {value: []byte("other prefix")},
+		"d/x":  {value: []byte{0xfe}, metadata: "d"},
+	}
+	return inside, outside
+}
+
+// checkCopyItems runs CopyItems through one protocol: a prefix with binary
+// values and metadata into a target that already holds some keys, an
+// empty source, and a copy cut short and resumed from its cursor.
+func checkCopyItems(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	inside, outside := copySource(30)
+	putItems(t, ctx, st.Client, "copy-src", inside)
+	putItems(t, ctx, st.Client, "copy-src", outside)
+	// The target holds one of the keys already (overwritten) and keys
+	// outside the prefix (untouched).
+	untouched := map[string]storedItem{"d/y": {value: []byte("stays"), metadata: "m"}, "c": {value: []byte("target's own")}}
+	putItems(t, ctx, st.Client, "copy-dst", untouched)
+	putItems(t, ctx, st.Client, "copy-dst", map[string]storedItem{"c/007": {value: []byte("old"), metadata: "old"}})
+
+	msgs, err := copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "copy-src", TargetStoreId: "copy-dst", Prefix: "c/"})
+	mustOK(t, "CopyItems", err)
+	checkCopyMessages(t, "CopyItems", msgs, uint64(len(inside)), 0)
+	checkStored(t, ctx, st.Client, "copy-dst", inside, []string{"d/x", "c-/x"})
+	checkStored(t, ctx, st.Client, "copy-dst", untouched, nil)
+	checkStored(t, ctx, st.Client, "copy-src", outside, nil)
+
+	msgs, err = copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "copy-src", TargetStoreId: "copy-dst", Prefix: "e/"})
+	mustOK(t, "CopyItems of an empty prefix", err)
+	if len(msgs) != 1 {
+		t.Errorf("CopyItems of an empty prefix sent %d messages; want the one final message", len(msgs))
+	}
+	checkCopyMessages(t, "CopyItems of an empty prefix", msgs, 0, 0)
+
+	// A source that does not exist fails the call, with where to resume.
+	msgs, err = copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "copy-none", TargetStoreId: "copy-dst"})
+	cerr := asConnectError(t, "CopyItems from a store that does not exist", err, connect.CodeNotFound)
+	if p := copyResume(cerr); len(msgs) != 0 || p == nil || p.GetCursor() != "" || p.GetCopied() != 0 {
+		t.Errorf("CopyItems from a store that does not exist: %d messages, resume detail %v; want none and an empty cursor", len(msgs), p)
+	}
+
+	checkCopyResume(t, ctx, st, client)
+}
+
+// checkCopyResume cuts a copy short once its cursor has moved, empties
+// the target, and resumes: the resumed call copies exactly the keys after
+// the cursor, and the first call had reported the keys before it copied.
+func checkCopyResume(t *testing.T, ctx context.Context, st *kvtest.Stack, client kvv1connect.KVStoreServiceClient) {
+	t.Helper()
+	const n = 80
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("r/%03d", i)
+	}
+	fillStore(t, ctx, st.Client, "copy-resume-src", keys)
+
+	callCtx, cancel := context.WithCancel(ctx)
+	stream, err := client.CopyItems(callCtx, &kvv1.CopyItemsRequest{SourceStoreId: "copy-resume-src", TargetStoreId: "copy-resume-dst", Prefix: "r/"})
+	mustOK(t, "CopyItems", err)
+	var last *kvv1.CopyItemsResponse
+	for last == nil || last.GetCursor() == "" {
+		msg, err := stream.Receive()
+		if err != nil {
+			t.Fatalf("CopyItems ended before its cursor moved: %v", err)
+		}
+		if msg.GetDone() {
+			t.Fatalf("CopyItems completed before it could be cut short: %v", msg)
+		}
+		last = msg
+	}
+	cancel()
+	_ = stream.Close()
+	// Let the writes the cancellation cut short end, then empty the
+	// target, so that it shows what the resumed call copies.
+	settle(t, st.Store.Requests, 200*time.Millisecond, 10*time.Second)
+	for _, k := range storeKeys(t, ctx, st.Client, "copy-resume-dst") {
+		mustOK(t, "emptying the target", st.Client.DeleteItem(ctx, "copy-resume-dst", k, upstream.DeleteOptions{}))
+	}
+
+	msgs, err := copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "copy-resume-src", TargetStoreId: "copy-resume-dst", Prefix: "r/", Cursor: last.GetCursor()})
+	mustOK(t, "CopyItems from the cursor", err)
+	end := msgs[len(msgs)-1]
+	rest := int(end.GetCopied())
+	checkCopyMessages(t, "CopyItems from the cursor", msgs, uint64(rest), 0)
+	if rest == 0 || rest >= n {
+		t.Fatalf("the resumed copy copied %d of %d items; want some, not all", rest, n)
+	}
+	if d := testutil.DiffKeys(storeKeys(t, ctx, st.Client, "copy-resume-dst"), keys[n-rest:]); d != "" {
+		t.Errorf("the resumed copy wrote other keys than those after the cursor: %s", d)
+	}
+	if before := uint64(n - rest); last.GetCopied() < before {
+		t.Errorf("the cursor resumes after %d items but the call had reported only %d copied", before, last.GetCopied())
+	}
+
+	// A cursor resumes only the copy it came from.
+	_, err = copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "copy-resume-src", TargetStoreId: "elsewhere", Prefix: "r/", Cursor: last.GetCursor()})
+	assertInvalidField(t, err, "cursor")
+}
+
+// copyResume is the CopyItemsResponse detail of a failed copy, nil when
+// there is none.
+func copyResume(cerr *connect.Error) *kvv1.CopyItemsResponse {
+	for _, d := range detailsOf(cerr) {
+		if p, ok := d.(*kvv1.CopyItemsResponse); ok {
+			return p
+		}
+	}
+	return nil
+}
