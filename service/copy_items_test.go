@@ -2,9 +2,11 @@ package service_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,4 +220,49 @@ func copyResume(cerr *connect.Error) *kvv1.CopyItemsResponse {
 		}
 	}
 	return nil
+}
+
+// copyItemsCorpus is CopyItems' part of the bad-input corpus: bad store
+// ids on either side, the same store on both, prefixes Fastly's key rules
+// refuse, and cursors that are not a copy's own.
+func copyItemsCorpus(cur kvgateCursors) []corpusCase {
+	var cases []corpusCase
+	call := func(req *kvv1.CopyItemsRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
+		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+			msgs, err := copyItems(ctx, c, req)
+			if err == nil || len(msgs) != 0 {
+				return fmt.Errorf("CopyItems sent %d messages and ended with %v; want an error before any message", len(msgs), err)
+			}
+			return err
+		}
+	}
+	add := func(category, name string, req *kvv1.CopyItemsRequest, fields ...string) {
+		cases = append(cases, corpusCase{rpc: "CopyItems", category: category, name: name, call: call(req), fields: fields})
+	}
+	for _, s := range []struct{ name, id string }{
+		{"empty", ""}, {"too long", strings.Repeat("s", 129)}, {"slash", "a/b"}, {"unicode", "störe"}, {"percent", "a%2Fb"},
+	} {
+		add("source_store_id", s.name, &kvv1.CopyItemsRequest{SourceStoreId: s.id, TargetStoreId: corpusStore}, "source_store_id")
+		add("target_store_id", s.name, &kvv1.CopyItemsRequest{SourceStoreId: corpusStore, TargetStoreId: s.id}, "target_store_id")
+	}
+	add("target_store_id", "same as the source", &kvv1.CopyItemsRequest{SourceStoreId: corpusStore, TargetStoreId: corpusStore}, "target_store_id")
+	for _, p := range []struct{ name, prefix string }{
+		{"CR", "a\r"}, {"hash", "#"}, {"pipe", "a|"}, {"question mark", "?"}, {"1025 bytes", strings.Repeat("p", 1025)},
+	} {
+		add("prefix", p.name, &kvv1.CopyItemsRequest{SourceStoreId: corpusStore, TargetStoreId: "t", Prefix: p.prefix}, "prefix")
+	}
+	randomBytes := []byte{0x9c, 0x13, 0xe0, 0x7a, 0x41, 0xfe, 0x02, 0xb8, 0x55, 0x6d}
+	for _, c := range []struct{ name, source, prefix, cursor string }{
+		{"garbage", corpusStore, "", "!!not a cursor!!"},
+		{"random base64url", corpusStore, "", base64.RawURLEncoding.EncodeToString(randomBytes)},
+		{"fastly raw cursor", corpusStore, "", "CgdiYXRjaC0y"},
+		{"json without scope", corpusStore, "", base64.RawURLEncoding.EncodeToString([]byte(`{"u":"CgdiYXRjaC0y"}`))},
+		{"list cursor of the source", "other", "a", cur.list},
+		{"stream cursor of the source", "other", "a", cur.stream},
+	} {
+		add("cursor", c.name, &kvv1.CopyItemsRequest{SourceStoreId: c.source, TargetStoreId: "t", Prefix: c.prefix, Cursor: c.cursor}, "cursor")
+	}
+	add("multiple", "every field", &kvv1.CopyItemsRequest{SourceStoreId: "a b", TargetStoreId: "", Prefix: "#", Cursor: "garbage!"},
+		"source_store_id", "target_store_id", "prefix", "cursor")
+	return cases
 }
