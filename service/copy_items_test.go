@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
 	"golang.org/x/sync/errgroup"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
@@ -265,4 +266,43 @@ func copyItemsCorpus(cur kvgateCursors) []corpusCase {
 	add("multiple", "every field", &kvv1.CopyItemsRequest{SourceStoreId: "a b", TargetStoreId: "", Prefix: "#", Cursor: "garbage!"},
 		"source_store_id", "target_store_id", "prefix", "cursor")
 	return cases
+}
+
+// TestCopyItemsMemoryBudget copies more bytes than the memory budget
+// holds, twice at once, large values among them (some too large for a
+// batch body, which ride PUTs of their own): every item is copied, and the
+// budget never held more than its size and is all returned.
+func TestCopyItemsMemoryBudget(t *testing.T) {
+	t.Parallel()
+	st := startBudgetStack(t)
+	client := st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())
+	ctx := t.Context()
+	want := map[string]storedItem{}
+	for i := range 40 {
+		want[fmt.Sprintf("big/%02d", i)] = storedItem{value: budgetValue(i, 256<<10), metadata: fmt.Sprint(i)}
+	}
+	for i := range 4 {
+		want[fmt.Sprintf("big/max%d", i)] = storedItem{value: budgetValue(i, budgetMaxValue), metadata: "largest"}
+	}
+	putItems(t, ctx, st.Client, "budget-src", want)
+
+	var g errgroup.Group
+	for _, target := range []string{"budget-dst1", "budget-dst2"} {
+		g.Go(func() error {
+			msgs, err := copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "budget-src", TargetStoreId: target, Prefix: "big/"})
+			if err != nil {
+				return fmt.Errorf("copy into %s: %w", target, err)
+			}
+			if end := msgs[len(msgs)-1]; !end.GetDone() || end.GetCopied() != uint64(len(want)) {
+				return fmt.Errorf("copy into %s ended with %v; want all %d copied", target, end, len(want))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	checkStored(t, ctx, st.Client, "budget-dst1", want, nil)
+	checkStored(t, ctx, st.Client, "budget-dst2", want, nil)
+	checkBudgetReturned(t, st.MemoryBudget)
 }
