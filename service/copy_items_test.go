@@ -18,7 +18,9 @@ import (
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/kvtest"
 	"github.com/kvgate/kvgate/internal/testutil"
+	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 // copyItems runs a CopyItems call to its end and returns its messages.
@@ -305,4 +307,63 @@ func TestCopyItemsMemoryBudget(t *testing.T) {
 	checkStored(t, ctx, st.Client, "budget-dst1", want, nil)
 	checkStored(t, ctx, st.Client, "budget-dst2", want, nil)
 	checkBudgetReturned(t, st.MemoryBudget)
+}
+
+// TestCopyItemsDrain shuts kvgate down in the middle of a copy: the call
+// ends UNAVAILABLE with a CopyItemsResponse detail whose cursor another
+// kvgate, on the same store, resumes the copy from to its end.
+func TestCopyItemsDrain(t *testing.T) {
+	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{
+		Store:           localstore.Config{Faults: localstore.Faults{Latency: 10 * time.Millisecond}},
+		Batch:           service.BatchConfig{MaxLines: 10},
+		CopyConcurrency: 2,
+		ShutdownTimeout: time.Second,
+	})
+	ctx := t.Context()
+	const n = 300
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%03d", i)
+	}
+	fillStore(t, ctx, st.Client, "drain-src", keys)
+
+	client := st.NewClient(kvtest.H2CClient(), connecthttp.WithGRPC())
+	stream, err := client.CopyItems(ctx, &kvv1.CopyItemsRequest{SourceStoreId: "drain-src", TargetStoreId: "drain-dst"})
+	mustOK(t, "CopyItems", err)
+	if _, err := stream.Receive(); err != nil {
+		t.Fatalf("CopyItems ended before its first message: %v", err)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- st.Shutdown() }()
+	var last *kvv1.CopyItemsResponse
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			cerr := asConnectError(t, "CopyItems while kvgate shuts down", err, connect.CodeUnavailable)
+			last = copyResume(cerr)
+			break
+		}
+		if msg.GetDone() {
+			t.Fatal("the copy completed before kvgate shut down")
+		}
+	}
+	_ = stream.Close()
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if last == nil || last.GetCursor() == "" || last.GetCopied() == 0 {
+		t.Fatalf("the shutdown's resume detail is %v; want a cursor and items copied", last)
+	}
+
+	again := kvtest.Start(t, kvtest.Options{Upstream: st.Store.Handler()})
+	msgs, err := copyItems(ctx, again.NewClient(kvtest.H2CClient()), &kvv1.CopyItemsRequest{SourceStoreId: "drain-src", TargetStoreId: "drain-dst", Cursor: last.GetCursor()})
+	mustOK(t, "CopyItems resumed on another kvgate", err)
+	// The cursor resumes after items the first call copied, no more.
+	if end := msgs[len(msgs)-1]; !end.GetDone() || end.GetCopied() >= n || end.GetCopied() < n-last.GetCopied() {
+		t.Errorf("the resumed copy ended with %v; want the rest of %d items after %d copied", end, n, last.GetCopied())
+	}
+	if d := testutil.DiffKeys(storeKeys(t, ctx, st.Client, "drain-dst"), keys); d != "" {
+		t.Errorf("the target after the resumed copy: %s", d)
+	}
 }
