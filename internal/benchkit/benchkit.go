@@ -46,6 +46,10 @@ type Config struct {
 	PageSize int
 	// Store is the store id; each scenario uses its own prefix of keys.
 	Store string
+	// CopyItems sizes the copy (of ValueBytes values); CopyConcurrency is
+	// the GETs kvgate and the direct client keep in flight while copying.
+	CopyItems       int
+	CopyConcurrency int
 }
 
 // Env is a running kvgate in front of the upstream, with counters of the
@@ -74,7 +78,7 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func Start(cfg Config) (*Env, error) {
 	e := &Env{cfg: cfg}
 	countingClient := func(n *atomic.Int64) *http.Client {
-		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, 64))
+		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, cfg.CopyConcurrency, 64))
 		hc.Transport = countingTransport{next: hc.Transport, n: n}
 		return hc
 	}
@@ -83,9 +87,10 @@ func Start(cfg Config) (*Env, error) {
 		return nil, err
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL: cfg.UpstreamURL,
-		HTTPClient:  countingClient(&e.viaCount),
-		Batch:       cfg.Batch,
+		UpstreamURL:     cfg.UpstreamURL,
+		HTTPClient:      countingClient(&e.viaCount),
+		Batch:           cfg.Batch,
+		CopyConcurrency: cfg.CopyConcurrency,
 	})
 	if err != nil {
 		return nil, err
