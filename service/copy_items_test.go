@@ -367,3 +367,44 @@ func TestCopyItemsDrain(t *testing.T) {
 		t.Errorf("the target after the resumed copy: %s", d)
 	}
 }
+
+// TestCopyItemsTargetRefused copies into a target whose batch PUTs all
+// fail: the call ends with the mapped code and a resume detail that
+// copied nothing and resumes from the start, after reading no more than
+// its window.
+func TestCopyItemsTargetRefused(t *testing.T) {
+	t.Parallel()
+	faults, err := localstore.ParseFaults("503=1,kinds=batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := kvtest.Start(t, kvtest.Options{
+		Retry: upstream.RetryPolicy{MaxAttempts: 2, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond},
+		Batch: service.BatchConfig{MaxLines: 5, Concurrency: 1},
+	})
+	ctx := t.Context()
+	keys := make([]string, 50)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%02d", i)
+	}
+	fillStore(t, ctx, st.Client, "refused-src", keys)
+	st.Store.SetFaults(faults)
+	client := st.NewClient(kvtest.H2CClient())
+	before := st.Store.Requests()
+	msgs, err := copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "refused-src", TargetStoreId: "refused-dst"})
+	// The window is 16 reads and 2 batches of 5 past the first unsettled
+	// item, which never settles: a listing, at most 26 GETs and the PUTs
+	// of 2 batches, 2 tries each.
+	if n := settle(t, st.Store.Requests, 100*time.Millisecond, 10*time.Second) - before; n > 1+26+4 {
+		t.Errorf("the copy sent %d requests upstream; its window allows at most 31", n)
+	}
+	cerr := asConnectError(t, "CopyItems into a target that refuses", err, connect.CodeUnavailable)
+	p := copyResume(cerr)
+	if len(msgs) != 0 || p == nil || p.GetCursor() != "" || p.GetCopied() != 0 || p.GetFailed() != 0 {
+		t.Errorf("CopyItems into a target that refuses: %d messages, resume detail %v; want none, nothing copied or failed, and the empty cursor", len(msgs), p)
+	}
+	st.Store.SetFaults(localstore.Faults{})
+	if got := storeKeys(t, ctx, st.Client, "refused-src"); len(got) != len(keys) {
+		t.Errorf("the source holds %d keys after the copy; want %d", len(got), len(keys))
+	}
+}
