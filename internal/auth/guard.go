@@ -201,8 +201,15 @@ func (g *Guard) KVInterceptor() connect.ServerInterceptor {
 	}
 }
 
-// storeRequest is every KV request message: each names its store.
+// storeRequest is every KV request message naming one store.
 type storeRequest interface{ GetStoreId() string }
+
+// copyRequest is a KV request message naming two stores (CopyItems'):
+// the token must cover both.
+type copyRequest interface {
+	GetSourceStoreId() string
+	GetTargetStoreId() string
+}
 
 // scopedStream refuses a first request message naming a store outside
 // the token's stores. Later messages of a client stream cannot change the
@@ -218,6 +225,12 @@ func (s *scopedStream) Receive(msg any) error {
 		return err
 	}
 	s.checked = true
+	if req, ok := msg.(copyRequest); ok {
+		if !s.entry.mayUse(req.GetSourceStoreId()) || !s.entry.mayUse(req.GetTargetStoreId()) {
+			return errStoreOutOfScope()
+		}
+		return nil
+	}
 	req, ok := msg.(storeRequest)
 	if !ok || !s.entry.mayUse(req.GetStoreId()) {
 		return errStoreOutOfScope()

@@ -132,6 +132,7 @@ func TestRights(t *testing.T) {
 		"GetItem": rightRead, "ListKeys": rightRead, "StreamKeys": rightRead,
 		"PutItem": rightWrite, "PutItems": rightWrite, "BatchPutItems": rightWrite,
 		"DeleteItem": rightDelete,
+		"CopyItems":  rightRead | rightWrite,
 	}
 	methods := kvv1.File_fastly_kv_v1_kv_proto.Services().ByName("KVStoreService").Methods()
 	if methods.Len() != len(want) || len(procedureRights) != len(want) {

@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -21,14 +22,19 @@ const (
 
 var rightsByName = map[string]right{"read": rightRead, "write": rightWrite, "delete": rightDelete}
 
-// String is the right's name in the token file.
+// String is the right's name in the token file; a set of rights is
+// their names joined by " and ".
 func (r right) String() string {
-	for name, v := range rightsByName {
-		if v == r {
-			return name
+	var names []string
+	for _, name := range []string{"read", "write", "delete"} {
+		if r&rightsByName[name] != 0 {
+			names = append(names, name)
 		}
 	}
-	return "unknown"
+	if len(names) == 0 || r&^(rightRead|rightWrite|rightDelete) != 0 {
+		return "unknown"
+	}
+	return strings.Join(names, " and ")
 }
 
 // procedureRights is the right each KV procedure needs. A procedure that
@@ -42,6 +48,9 @@ var procedureRights = map[string]right{
 	kvv1connect.KVStoreServicePutItemsProcedure:      rightWrite,
 	kvv1connect.KVStoreServiceBatchPutItemsProcedure: rightWrite,
 	kvv1connect.KVStoreServiceDeleteItemProcedure:    rightDelete,
+	// CopyItems reads its source and writes its target: both rights, and
+	// both stores within the token's (see scopedStream).
+	kvv1connect.KVStoreServiceCopyItemsProcedure: rightRead | rightWrite,
 }
 
 // tokenEntry is one token of the token file.
