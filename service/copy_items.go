@@ -167,14 +167,13 @@ type copier struct {
 	failures                []*kvv1.BatchFailure // not yet reported
 	// resume resumes after every position before first.
 	resume string
-	// sent is the state last reported; puts counts batch PUTs that ended
-	// since.
+	// sent* are the totals last reported; puts counts the batch PUTs
+	// that ended since.
 	sentCopied, sentSkipped, sentFailed uint64
-	sentResume                          string
 	puts                                int
 
-	// stop ends reading: err is the call's failure (nil once the client
-	// went away); flush lets the items already read be written.
+	// stop ends reading: err is why the call fails (see halt); flush lets
+	// the items already read be written.
 	stop  bool
 	err   error
 	flush bool
@@ -392,7 +391,7 @@ func (c *copier) report(final bool) error {
 	if err := c.stream.Send(msg); err != nil {
 		return err
 	}
-	c.sentCopied, c.sentSkipped, c.sentFailed, c.sentResume = c.copied, c.skipped, c.failed, c.resume
+	c.sentCopied, c.sentSkipped, c.sentFailed = c.copied, c.skipped, c.failed
 	c.failures, c.puts = nil, 0
 	return nil
 }
