@@ -408,3 +408,51 @@ func TestCopyItemsTargetRefused(t *testing.T) {
 		t.Errorf("the source holds %d keys after the copy; want %d", len(got), len(keys))
 	}
 }
+
+// TestCopyItemsSkipsVanishedKeys deletes half the listed keys while their
+// GETs are on their way (each GET waits 3 seconds in the store, ample time for the deletes): those are
+// skipped, the others copied.
+func TestCopyItemsSkipsVanishedKeys(t *testing.T) {
+	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{})
+	ctx := t.Context()
+	keys := make([]string, 10)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("s/%d", i)
+	}
+	fillStore(t, ctx, st.Client, "vanish-src", keys)
+	faults, err := localstore.ParseFaults("latency=3s,kinds=get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Store.SetFaults(faults)
+	before := st.Store.Requests()
+
+	client := st.NewClient(kvtest.H2CClient())
+	type outcome struct {
+		msgs []*kvv1.CopyItemsResponse
+		err  error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		msgs, err := copyItems(ctx, client, &kvv1.CopyItemsRequest{SourceStoreId: "vanish-src", TargetStoreId: "vanish-dst", Prefix: "s/"})
+		done <- outcome{msgs, err}
+	}()
+	// The listing and the 10 GETs have arrived; the GETs wait.
+	waitFor(t, "the copy's GETs", 10*time.Second, func() bool { return st.Store.Requests()-before >= 11 })
+	var kept []string
+	for i, k := range keys {
+		if i%2 == 1 {
+			mustOK(t, "deleting "+k, st.Client.DeleteItem(ctx, "vanish-src", k, upstream.DeleteOptions{}))
+		} else {
+			kept = append(kept, k)
+		}
+	}
+	out := <-done
+	mustOK(t, "CopyItems", out.err)
+	checkCopyMessages(t, "CopyItems", out.msgs, 5, 5)
+	st.Store.SetFaults(localstore.Faults{})
+	if d := testutil.DiffKeys(storeKeys(t, ctx, st.Client, "vanish-dst"), kept); d != "" {
+		t.Errorf("the target: %s", d)
+	}
+}
