@@ -410,8 +410,8 @@ func TestCopyItemsTargetRefused(t *testing.T) {
 }
 
 // TestCopyItemsSkipsVanishedKeys deletes half the listed keys while their
-// GETs are on their way (each GET waits 3 seconds in the store, ample time for the deletes): those are
-// skipped, the others copied.
+// GETs are on their way (each GET waits 3 seconds in the store, ample
+// time for the deletes): those are skipped, the others copied.
 func TestCopyItemsSkipsVanishedKeys(t *testing.T) {
 	t.Parallel()
 	st := kvtest.Start(t, kvtest.Options{})
