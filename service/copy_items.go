@@ -384,6 +384,12 @@ func (c *copier) report(final bool) error {
 	if !final && (moved == 0 || c.puts == 0 && moved < uint64(c.s.batch.MaxLines)) {
 		return nil
 	}
+	if !final && c.resume == "" {
+		// An empty cursor says nothing remains. A copy from the start has
+		// none to give until its first position settles (or, at its end,
+		// until the last message): the window bounds what waits for it.
+		return nil
+	}
 	msg := c.progress()
 	if final {
 		msg.Cursor, msg.Done = "", true

@@ -54,7 +54,7 @@ func checkCopyMessages(t *testing.T, what string, msgs []*kvv1.CopyItemsResponse
 	var prev *kvv1.CopyItemsResponse
 	for i, m := range msgs {
 		last := i == len(msgs)-1
-		if m.GetDone() != last || (last && m.GetCursor() != "") {
+		if m.GetDone() != last || last != (m.GetCursor() == "") {
 			t.Errorf("%s: message %d of %d has done %v and cursor %q", what, i, len(msgs), m.GetDone(), m.GetCursor())
 		}
 		if prev != nil && (m.GetCopied() < prev.GetCopied() || m.GetSkipped() < prev.GetSkipped() || m.GetFailed() < prev.GetFailed()) {
