@@ -40,6 +40,14 @@ const DefaultCopyConcurrency = 16
 // plus the batches the batch write may hold), each GET reserves its
 // value's memory before reading it, and the value is let go once copied
 // into a batch body, its reservation moving to the batch.
+//
+// A failure of the whole call (the listing fails, the source refuses the
+// token, the target refuses a batch, the deadline or the memory budget
+// runs out) ends the stream with the mapped error and a CopyItemsResponse
+// detail: the totals, the failures not yet reported and the cursor. On
+// Drain the copy stops reading, lets the reads and writes in flight finish
+// and ends UNAVAILABLE with the same detail; when the client goes away,
+// reads and writes are cancelled.
 func (s *Service) CopyItems(ctx context.Context, req *kvv1.CopyItemsRequest, stream kvv1connect.KVStoreServiceCopyItemsServerStream) error {
 	pos, cerr := checkCopy(req)
 	if cerr != nil {
