@@ -75,7 +75,8 @@ func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
 // cursor, BatchPutItems the account of its items, after letting its writes
-// in flight finish.
+// in flight finish, CopyItems its totals and resume cursor, after letting
+// its reads and writes in flight finish.
 func (s *Service) Drain() { s.draining.Store(true) }
 
 // errShuttingDown ends a stream cut short by Drain.
