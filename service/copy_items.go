@@ -302,10 +302,12 @@ func (c *copier) landed(r copyRead) {
 	case kind == upstream.KindNotFound:
 		c.skipped++
 		c.settle(r.index)
-	case kind == upstream.KindUnauthorized || kind == upstream.KindForbidden,
+	case kind == upstream.KindUnauthorized || kind == upstream.KindForbidden || kind == upstream.KindRateLimited,
 		errors.Is(r.err, context.DeadlineExceeded), errors.Is(r.err, membudget.ErrExhausted):
-		// The source refuses the token, or the call ran out of time or
-		// memory: no other read can do better.
+		// The source refuses the token, Fastly's rate limit holds (for
+		// longer than kvgate waits: the caller resumes after it, with the
+		// RetryInfo), or the call ran out of time or memory: no other read
+		// can do better now.
 		c.halt(c.s.words.fromUpstream(r.err, storeSubject))
 	default:
 		c.record(nil, []*kvv1.BatchFailure{batchFailure(r.index, r.key, c.s.words.fromUpstream(r.err, itemSubject))})
