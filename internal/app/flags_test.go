@@ -21,20 +21,21 @@ import (
 // environment variable is set.
 func defaultGatewayConfig() Config {
 	return Config{
-		Listen:          "127.0.0.1:8080",
-		FastlyURL:       upstream.DefaultBaseURL,
-		DataDir:         "./data",
-		MaxValueBytes:   upstream.DefaultMaxValueBytes,
-		DefaultTimeout:  30 * time.Second,
-		MaxTimeout:      time.Hour,
-		Retry:           upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second},
-		Batch:           service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
-		Server:          httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
-		Transport:       TransportConfig{Limits: httpserver.DefaultLimits()},
-		LogFormat:       "text",
-		Auth:            auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
-		Telemetry:       telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
-		WebApp:          true,
+		Listen:         "127.0.0.1:8080",
+		FastlyURL:      upstream.DefaultBaseURL,
+		DataDir:        "./data",
+		MaxValueBytes:  upstream.DefaultMaxValueBytes,
+		DefaultTimeout: 30 * time.Second,
+		MaxTimeout:     time.Hour,
+		Retry:          upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second},
+		Batch:          service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
+		Server:         httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
+		Transport:      TransportConfig{Limits: httpserver.DefaultLimits()},
+		LogFormat:      "text",
+		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
+		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
+		WebApp:         true,
+
 		CopyConcurrency: service.DefaultCopyConcurrency,
 	}
 }

@@ -87,9 +87,10 @@ func Start(cfg Config) (*Env, error) {
 		return nil, err
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL:     cfg.UpstreamURL,
-		HTTPClient:      countingClient(&e.viaCount),
-		Batch:           cfg.Batch,
+		UpstreamURL: cfg.UpstreamURL,
+		HTTPClient:  countingClient(&e.viaCount),
+		Batch:       cfg.Batch,
+
 		CopyConcurrency: cfg.CopyConcurrency,
 	})
 	if err != nil {

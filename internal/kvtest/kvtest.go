@@ -136,21 +136,22 @@ func Start(tb testing.TB, opts Options) *Stack {
 		server.ReadHeaderTimeout = opts.ReadHeaderTimeout
 	}
 	gw, err := app.NewGateway(app.GatewayConfig{
-		UpstreamURL:     upSrv.URL,
-		MaxValueBytes:   opts.MaxValueBytes,
-		Retry:           opts.Retry,
-		Batch:           opts.Batch,
-		DefaultTimeout:  opts.DefaultTimeout,
-		MaxTimeout:      opts.MaxTimeout,
-		Server:          server,
-		Transport:       opts.Transport,
-		Logger:          logger,
-		CORS:            opts.CORS,
-		Auth:            opts.Auth,
-		Telemetry:       opts.Telemetry,
-		MemoryBudget:    opts.MemoryBudget,
+		UpstreamURL:    upSrv.URL,
+		MaxValueBytes:  opts.MaxValueBytes,
+		Retry:          opts.Retry,
+		Batch:          opts.Batch,
+		DefaultTimeout: opts.DefaultTimeout,
+		MaxTimeout:     opts.MaxTimeout,
+		Server:         server,
+		Transport:      opts.Transport,
+		Logger:         logger,
+		CORS:           opts.CORS,
+		Auth:           opts.Auth,
+		Telemetry:      opts.Telemetry,
+		MemoryBudget:   opts.MemoryBudget,
+		WebApp:         opts.WebApp,
+
 		CopyConcurrency: opts.CopyConcurrency,
-		WebApp:          opts.WebApp,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
