@@ -10,7 +10,21 @@ import (
 // batcher keeps beyond its message (a batch line, an item for a single
 // PUT). Refused, the item is reported failed and the error ends the
 // batch write: the budget came free too late for the RPC's deadline.
-func (b *batcher) take(index uint64, key string, n int) (membudget.Charge, error) {
+//
+// With credit (budget the caller already holds for the item), take never
+// waits: it moves credit into the charge and adds what the budget has
+// free at once of the rest. A caller that holds budget while it waits for
+// more could deadlock with others doing the same; an item charged short
+// is charged at least what its read reserved (see CopyItems).
+func (b *batcher) take(index uint64, key string, n int, credit *membudget.Charge) (membudget.Charge, error) {
+	if credit != nil {
+		charge := *credit
+		*credit = membudget.Charge{}
+		if more := int64(n) - charge.Bytes(); more > 0 {
+			charge.Add(b.acct.TryTake(more))
+		}
+		return charge, nil
+	}
 	charge, err := b.acct.Take(b.ctx, int64(n))
 	if err != nil {
 		cerr := budgetError(err)

@@ -150,7 +150,14 @@ func (s *Service) newBatcher(ctx context.Context, store string) *batcher {
 // wait is the backpressure on the client's stream. An error means the
 // batch write failed as a whole; call finish to collect what happened.
 func (b *batcher) add(item *kvv1.BatchItem) error {
-	index := b.tally.receive()
+	return b.addAt(b.tally.receive(), item, nil)
+}
+
+// addAt is add for the item at index. With credit, the item's memory is
+// already charged (a copied value, reserved by its read): its charge
+// starts from credit, which it empties, and is topped up only with budget
+// free at once (see batcher.take).
+func (b *batcher) addAt(index uint64, item *kvv1.BatchItem, credit *membudget.Charge) error {
 	var v violations
 	v.checkItemWrite(item, item.IfGenerationMatch, b.maxValue)
 	if err := v.Err(); err != nil {
@@ -170,7 +177,7 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 		if b.openKeys[item.GetKey()] {
 			b.seal()
 		}
-		charge, err := b.take(index, item.GetKey(), proto.Size(item))
+		charge, err := b.take(index, item.GetKey(), proto.Size(item), credit)
 		if err != nil {
 			return err
 		}
@@ -187,7 +194,7 @@ func (b *batcher) add(item *kvv1.BatchItem) error {
 	// twice its size; the charge moves from the message's, three times
 	// the message's size. Recycled bodies are never larger than new ones
 	// (see bodyPool.put).
-	charge, err := b.take(index, line.Key, 2*size)
+	charge, err := b.take(index, line.Key, 2*size, credit)
 	if err != nil {
 		return err
 	}

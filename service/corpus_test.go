@@ -616,6 +616,7 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 	cases = append(cases, getItemCorpusCases()...)
 	cases = append(cases, getItemsCorpusCases()...)
 	cases = append(cases, watchCorpusCases()...)
+	cases = append(cases, copyItemsCorpus(cur)...)
 	return cases
 }
 

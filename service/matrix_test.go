@@ -209,6 +209,7 @@ func TestStreamsProtocols(t *testing.T) {
 			checkPutItemsTooMany(t, ctx, st, client)
 			checkGetItemsMixed(t, ctx, st, client)
 			checkWatchItems(t, ctx, st, client)
+			checkCopyItems(t, ctx, st, client)
 		})
 	}
 }

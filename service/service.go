@@ -36,6 +36,9 @@ type Config struct {
 	// Watch configures WatchItems: its poll interval floor, the most keys
 	// a prefix watch covers and its HEAD concurrency; defaults when zero.
 	Watch WatchConfig
+	// CopyConcurrency is how many GETs one CopyItems call keeps in flight
+	// on its source store; DefaultCopyConcurrency when zero.
+	CopyConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -59,6 +62,8 @@ type Service struct {
 	batch    BatchConfig
 	bodies   *bodyPool
 	words    wording
+	// copyReads is CopyItems' GETs in flight per call.
+	copyReads int
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// watch runs WatchItems' pollers.
@@ -79,8 +84,9 @@ func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
 // cursor, BatchPutItems the account of its items, after letting its writes
-// in flight finish. WatchItems streams end without an error: a watch
-// resumes elsewhere from the state its caller holds.
+// in flight finish, CopyItems its totals and resume cursor, after letting
+// its reads and writes in flight finish. WatchItems streams end without an
+// error: a watch resumes elsewhere from the state its caller holds.
 func (s *Service) Drain() {
 	s.draining.Store(true)
 	s.watch.drain()
@@ -106,6 +112,10 @@ func New(kv Upstream, opts Config) *Service {
 	s.watch = newWatchHub(kv, opts.Watch, s.words, func(store, prefix string) *lister {
 		return s.newLister(store, prefix, MaxListLimit, kvv1.Consistency_CONSISTENCY_STRONG)
 	})
+	s.copyReads = opts.CopyConcurrency
+	if s.copyReads <= 0 {
+		s.copyReads = DefaultCopyConcurrency
+	}
 	return s
 }
 

@@ -18,6 +18,10 @@ type tally struct {
 	written  uint64
 	ranges   indexRanges
 	failures []*kvv1.BatchFailure
+	// sink, when set, receives each outcome as it is known instead of the
+	// tally keeping it: a copy reports its items as it goes, and keeps
+	// nothing of those already reported.
+	sink func(written []uint64, failures []*kvv1.BatchFailure)
 }
 
 // receive counts the next item and returns its index in the stream.
@@ -26,10 +30,21 @@ func (t *tally) receive() uint64 {
 	return t.received - 1
 }
 
-func (t *tally) fail(f *kvv1.BatchFailure) { t.failures = append(t.failures, f) }
+func (t *tally) fail(f *kvv1.BatchFailure) {
+	if t.sink != nil {
+		t.sink(nil, []*kvv1.BatchFailure{f})
+		return
+	}
+	t.failures = append(t.failures, f)
+}
 
 // record notes the items one op wrote and those that failed in it.
 func (t *tally) record(written []uint64, failures []*kvv1.BatchFailure) {
+	if t.sink != nil {
+		t.written += uint64(len(written))
+		t.sink(written, failures)
+		return
+	}
 	for _, i := range written {
 		t.ranges.add(i)
 	}

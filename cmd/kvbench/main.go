@@ -34,7 +34,7 @@ func main() {
 	var (
 		cfg         benchkit.Config
 		latency     = flag.Duration("latency", 20*time.Millisecond, "latency the local store adds to every request")
-		scenarios   = flag.String("scenarios", "upload,enumerate,getitems", "comma-separated: upload, enumerate, getitems")
+		scenarios   = flag.String("scenarios", "upload,enumerate,getitems,copy", "comma-separated: upload, enumerate, getitems, copy")
 		multiGet    multiGetConfig
 		skipSingle  = flag.Bool("skip-single", false, "skip the direct single-PUT upload (the slowest part)")
 		serveStore  = flag.Bool("serve-store", false, "internal: serve the local store and print its address")
@@ -46,6 +46,8 @@ func main() {
 	flag.IntVar(&cfg.MessageItems, "message-items", 100, "items per BatchPutItems message")
 	flag.IntVar(&cfg.Keys, "keys", 200_000, "keys to enumerate")
 	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
+	flag.IntVar(&cfg.CopyItems, "copy-items", 20_000, "items to copy (of -value-bytes)")
+	flag.IntVar(&cfg.CopyConcurrency, "copy-concurrency", service.DefaultCopyConcurrency, "GETs in flight while copying, on both sides")
 	batchDefaults := service.DefaultBatchConfig()
 	flag.IntVar(&batchConfig.MaxLines, "batch-lines", batchDefaults.MaxLines, "items per batch PUT")
 	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", batchDefaults.MaxBytes, "bytes per batch PUT")
@@ -145,6 +147,33 @@ func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenar
 			return err
 		}
 	}
+	if strings.Contains(scenarios, "copy") {
+		if err := copyScenario(ctx, env, cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyScenario(ctx context.Context, env *benchkit.Env, cfg benchkit.Config) error {
+	fmt.Printf("Copy: %d items x %d bytes, %d GETs in flight\n", cfg.CopyItems, cfg.ValueBytes, cfg.CopyConcurrency)
+	if err := env.SeedCopy(ctx, "copy-"); err != nil {
+		return err
+	}
+	kv, err := env.CopyKvgate(ctx, "copy-", cfg.Store+"-copy-kvgate")
+	if err != nil {
+		return err
+	}
+	direct, err := env.CopyDirect(ctx, "copy-", cfg.Store+"-copy-direct")
+	if err != nil {
+		return err
+	}
+	table([]benchkit.Measurement{kv, direct})
+	n := float64(cfg.CopyItems)
+	fmt.Printf("  kvgate: %.0f items/s, %.3f upstream requests per item; direct: %.0f items/s, %.3f requests per item\n",
+		n/kv.Duration.Seconds(), float64(kv.Requests)/n, n/direct.Duration.Seconds(), float64(direct.Requests)/n)
+	fmt.Printf("  kvgate / direct: %.3fx\n", ratio(kv.Duration, direct.Duration))
+	fmt.Printf("  kvgate heap peak during the copy: %.1f MiB\n\n", float64(kv.PeakHeap)/(1<<20))
 	return nil
 }
 

@@ -73,6 +73,8 @@ type Config struct {
 	Ready func(addr net.Addr)
 	// MemoryBudget bounds the bytes held for values in flight.
 	MemoryBudget MemoryBudgetConfig
+	// CopyConcurrency is how many GETs one CopyItems call keeps in flight.
+	CopyConcurrency int
 	// WebApp serves the browser app at / on kvgate's port.
 	WebApp bool
 	// Watch configures WatchItems: the poll interval floor and the most
@@ -130,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.MemoryBudget.validate(c.MaxValueBytes); err != nil {
 		return err
+	}
+	if c.CopyConcurrency < 0 {
+		return errors.New("-copy-concurrency must not be negative (0 takes the default)")
 	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }
@@ -195,6 +200,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 		GetItemsConcurrency: cfg.GetItemsConcurrency,
 		Watch:               cfg.Watch,
+		CopyConcurrency:     cfg.CopyConcurrency,
 	})
 	if err != nil {
 		stopStore()

@@ -139,6 +139,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerAuthFlags(fs, env, cfg)
 	registerObservabilityFlags(fs, env, cfg)
 	registerMemoryBudgetFlags(fs, env, cfg)
+	registerCopyFlags(fs, env, cfg)
 	registerWebFlags(fs, env, cfg)
 	registerGetItemsFlags(fs, env, cfg)
 	registerWatchFlags(fs, env, cfg)

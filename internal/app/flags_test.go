@@ -38,6 +38,7 @@ func defaultGatewayConfig() Config {
 
 		GetItemsConcurrency: 16,
 		Watch:               service.WatchConfig{MinInterval: time.Second, MaxKeys: 10_000},
+		CopyConcurrency:     service.DefaultCopyConcurrency,
 	}
 }
 

@@ -76,6 +76,9 @@ type GatewayConfig struct {
 	GetItemsConcurrency int
 	// Watch configures WatchItems; its defaults when zero.
 	Watch service.WatchConfig
+	// CopyConcurrency is how many GETs one CopyItems call keeps in
+	// flight; service.DefaultCopyConcurrency when zero.
+	CopyConcurrency int
 }
 
 // Gateway is the assembled KV gateway: an upstream client, the KV service
@@ -139,6 +142,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName,
 		GetItemsConcurrency: cfg.GetItemsConcurrency,
 		Watch:               cfg.Watch,
+		CopyConcurrency:     cfg.CopyConcurrency,
 	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {

@@ -49,6 +49,10 @@ type Config struct {
 	// GetItemsConcurrency is kvgate's -get-items-concurrency; its default
 	// when zero.
 	GetItemsConcurrency int
+	// CopyItems sizes the copy (of ValueBytes values); CopyConcurrency is
+	// the GETs kvgate and the direct client keep in flight while copying.
+	CopyItems       int
+	CopyConcurrency int
 }
 
 // Env is a running kvgate in front of the upstream, with counters of the
@@ -77,7 +81,7 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func Start(cfg Config) (*Env, error) {
 	e := &Env{cfg: cfg}
 	countingClient := func(n *atomic.Int64) *http.Client {
-		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, 64))
+		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, cfg.CopyConcurrency, 64))
 		hc.Transport = countingTransport{next: hc.Transport, n: n}
 		return hc
 	}
@@ -91,6 +95,7 @@ func Start(cfg Config) (*Env, error) {
 		Batch:       cfg.Batch,
 
 		GetItemsConcurrency: cfg.GetItemsConcurrency,
+		CopyConcurrency:     cfg.CopyConcurrency,
 	})
 	if err != nil {
 		return nil, err

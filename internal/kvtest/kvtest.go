@@ -67,6 +67,9 @@ type Options struct {
 	// MemoryBudget bounds kvgate's values in flight; derived from the
 	// machine when zero.
 	MemoryBudget app.MemoryBudgetConfig
+	// CopyConcurrency is CopyItems' GETs in flight per call; the default
+	// when zero.
+	CopyConcurrency int
 	// WebApp serves the browser app at /; off when false.
 	WebApp bool
 	// GetItemsConcurrency bounds the reads of one GetItems call; the
@@ -156,6 +159,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 
 		GetItemsConcurrency: opts.GetItemsConcurrency,
 		Watch:               opts.Watch,
+		CopyConcurrency:     opts.CopyConcurrency,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
