@@ -31,6 +31,10 @@ type Config struct {
 	// UpstreamName names the upstream in the messages callers see:
 	// "Fastly" when empty; "the local store" for kvgate's embedded one.
 	UpstreamName string
+	// ListMetadataConcurrency is how many HEADs one ListKeys or StreamKeys
+	// with include_metadata keeps in flight;
+	// DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -59,6 +63,9 @@ type Service struct {
 	// batchBytes is the size of the batch bodies being sent; see
 	// BatchBytesInFlight.
 	batchBytes atomic.Int64
+	// listMetaConcurrency bounds the HEADs of a listing with
+	// include_metadata.
+	listMetaConcurrency int
 }
 
 // BatchBytesInFlight is the size of the batch PUT bodies the service holds
@@ -86,6 +93,10 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
+	s.listMetaConcurrency = opts.ListMetadataConcurrency
+	if s.listMetaConcurrency <= 0 {
+		s.listMetaConcurrency = DefaultListMetadataConcurrency
+	}
 	return s
 }
 
@@ -172,6 +183,9 @@ func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv
 		return nil, cerr
 	}
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
+	if req.GetIncludeMetadata() {
+		return s.listKeysWithMetadata(ctx, req, l, pos)
+	}
 	pg, err := l.fetchNonEmpty(ctx, pos)
 	if err != nil {
 		return nil, s.words.listError(err, pos)

@@ -48,6 +48,9 @@ type Config struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes.
 	Batch service.BatchConfig
+	// ListMetadataConcurrency is how many HEADs a listing with
+	// include_metadata keeps in flight.
+	ListMetadataConcurrency int
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
@@ -91,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
+	}
+	if c.ListMetadataConcurrency < 0 {
+		return errors.New("-list-metadata-concurrency must not be negative")
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
@@ -180,6 +186,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Telemetry:      telemetryFromEnv(cfg.Telemetry),
 		MemoryBudget:   cfg.MemoryBudget,
 		WebApp:         cfg.WebApp,
+
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 	})
 	if err != nil {
 		stopStore()

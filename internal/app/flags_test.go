@@ -35,6 +35,8 @@ func defaultGatewayConfig() Config {
 		Auth:           auth.Config{Health: auth.PolicyOpen, Reflection: auth.PolicyOpen},
 		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
 		WebApp:         true,
+
+		ListMetadataConcurrency: service.DefaultListMetadataConcurrency,
 	}
 }
 

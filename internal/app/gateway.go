@@ -45,6 +45,10 @@ type GatewayConfig struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes; its defaults when zero.
 	Batch service.BatchConfig
+	// ListMetadataConcurrency is how many HEADs a listing with
+	// include_metadata keeps in flight;
+	// service.DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -130,7 +134,12 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{
+		MaxValueBytes:           maxValue,
+		Batch:                   cfg.Batch,
+		UpstreamName:            cfg.UpstreamName,
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
+	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err
