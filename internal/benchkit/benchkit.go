@@ -46,6 +46,10 @@ type Config struct {
 	PageSize int
 	// Store is the store id; each scenario uses its own prefix of keys.
 	Store string
+	// ListMetadataConcurrency is kvgate's -list-metadata-concurrency, and
+	// the HEADs the direct client keeps in flight when it does the same
+	// work; service.DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 }
 
 // Env is a running kvgate in front of the upstream, with counters of the
@@ -86,6 +90,8 @@ func Start(cfg Config) (*Env, error) {
 		UpstreamURL: cfg.UpstreamURL,
 		HTTPClient:  countingClient(&e.viaCount),
 		Batch:       cfg.Batch,
+
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 	})
 	if err != nil {
 		return nil, err
