@@ -4,8 +4,10 @@
 // latency, so the figures reflect an upstream that is a round trip away and
 // the heap figures are kvgate's (and its client's) alone.
 //
-//	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms
+//	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms,
+//	                                          # and 10,000 keys with include_metadata at 20 ms and 0
 //	go run ./cmd/kvbench -items 10000 -keys 20000
+//	go run ./cmd/kvbench -scenarios metadata -metadata-keys 10000 -metadata-latencies 20ms,0
 package main
 
 import (
@@ -33,7 +35,7 @@ func main() {
 	var (
 		cfg         benchkit.Config
 		latency     = flag.Duration("latency", 20*time.Millisecond, "latency the local store adds to every request")
-		scenarios   = flag.String("scenarios", "upload,enumerate", "comma-separated: upload, enumerate")
+		scenarios   = flag.String("scenarios", "upload,enumerate,metadata", "comma-separated: upload, enumerate, metadata")
 		skipSingle  = flag.Bool("skip-single", false, "skip the direct single-PUT upload (the slowest part)")
 		serveStore  = flag.Bool("serve-store", false, "internal: serve the local store and print its address")
 		batchConfig service.BatchConfig
@@ -44,6 +46,7 @@ func main() {
 	flag.IntVar(&cfg.MessageItems, "message-items", 100, "items per BatchPutItems message")
 	flag.IntVar(&cfg.Keys, "keys", 200_000, "keys to enumerate")
 	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
+	meta := metadataFlags()
 	batchDefaults := service.DefaultBatchConfig()
 	flag.IntVar(&batchConfig.MaxLines, "batch-lines", batchDefaults.MaxLines, "items per batch PUT")
 	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", batchDefaults.MaxBytes, "bytes per batch PUT")
@@ -60,7 +63,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle); err != nil {
+	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle, meta); err != nil {
 		fmt.Fprintln(os.Stderr, "kvbench:", err)
 		os.Exit(1)
 	}
@@ -88,33 +91,48 @@ func runStore(ctx context.Context, latency time.Duration) error {
 	return httpserver.Run(ctx, nil, ln, store.Handler())
 }
 
-func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool) error {
+// startStore starts the local store in a child process, answering after
+// latency, and returns its base URL and how to stop it.
+func startStore(ctx context.Context, latency time.Duration) (url string, stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	child := exec.CommandContext(ctx, self, "-serve-store", "-latency", latency.String())
 	child.Stderr = os.Stderr
 	stdin, err := child.StdinPipe()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	stdout, err := child.StdoutPipe()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	if err := child.Start(); err != nil {
-		return err
+		return "", nil, err
 	}
-	defer func() {
+	stop = func() {
 		stdin.Close()
 		_ = child.Wait()
-	}()
+	}
 	addr, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("local store did not start: %w", err)
+		stop()
+		return "", nil, fmt.Errorf("local store did not start: %w", err)
 	}
-	cfg.UpstreamURL = "http://" + strings.TrimSpace(addr)
+	return "http://" + strings.TrimSpace(addr), stop, nil
+}
+
+func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, meta *metadataConfig) error {
+	if !strings.Contains(scenarios, "upload") && !strings.Contains(scenarios, "enumerate") {
+		return metadata(ctx, cfg, meta)
+	}
+	url, stop, err := startStore(ctx, latency)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	cfg.UpstreamURL = url
 
 	env, err := benchkit.Start(cfg)
 	if err != nil {
@@ -133,6 +151,9 @@ func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenar
 		if err := enumerate(ctx, env, cfg, latency); err != nil {
 			return err
 		}
+	}
+	if strings.Contains(scenarios, "metadata") {
+		return metadata(ctx, cfg, meta)
 	}
 	return nil
 }
