@@ -176,7 +176,9 @@ func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (
 // ("/", ":", "*", ...). For such a prefix kvgate asks Fastly for the longest
 // leading part it accepts and keeps only the keys that match the whole
 // prefix, fetching further pages while a page holds no match, and ending
-// the listing as soon as the byte-ordered keys pass the prefix.
+// the listing as soon as the byte-ordered keys pass the prefix. With
+// include_metadata each key of the page is read with a HEAD; see
+// listKeysWithMetadata.
 func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv1.ListKeysResponse, error) {
 	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetLimit(), "limit", req.GetConsistency())
 	if cerr != nil {

@@ -15,7 +15,9 @@ import (
 // the next upstream page while the current one is being sent, one page
 // ahead and no more, so memory is bounded by two pages and the stream runs
 // at the speed of the upstream's page chain. When the client goes away the
-// context ends and so does the upstream request in flight.
+// context ends and so does the upstream request in flight. With
+// include_metadata a stage between the two reads each page's items; see
+// streamKeysWithMetadata.
 func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, stream kvv1connect.KVStoreServiceStreamKeysServerStream) error {
 	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetPageSize(), "page_size", req.GetConsistency())
 	if cerr != nil {
