@@ -114,7 +114,7 @@ bench: ## Go benchmarks: kvgate beside direct REST calls on the same local store
 	go test -run '^$$' -bench . -benchmem -count=1 ./bench/...
 
 .PHONY: bench-streams
-bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 ms per request
+bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 ms per request, and 10,000 keys with include_metadata at 20 ms and 0
 	go run ./cmd/kvbench
 
 .PHONY: bench-hop

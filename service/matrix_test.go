@@ -164,6 +164,7 @@ func runUnaryScenario(t *testing.T, client kvv1connect.KVStoreServiceClient, sto
 	mustOK(t, "DeleteItem force of a missing key", err)
 	_, err = client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: "bad#key"})
 	testutil.WantCode(t, "GetItem with an invalid key", err, connect.CodeInvalidArgument)
+	checkListKeysMetadata(t, ctx, client, store)
 }
 
 func mustOK(t *testing.T, what string, err error) {
@@ -206,6 +207,7 @@ func TestStreamsProtocols(t *testing.T) {
 
 			checkMixedBatchWrites(t, ctx, st, client)
 			checkStreamKeysMixed(t, ctx, client)
+			checkStreamKeysMetadata(t, ctx, client)
 			checkPutItemsTooMany(t, ctx, st, client)
 			checkGetItemsMixed(t, ctx, st, client)
 			checkWatchItems(t, ctx, st, client)

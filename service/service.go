@@ -39,6 +39,10 @@ type Config struct {
 	// CopyConcurrency is how many GETs one CopyItems call keeps in flight
 	// on its source store; DefaultCopyConcurrency when zero.
 	CopyConcurrency int
+	// ListMetadataConcurrency is how many HEADs one ListKeys or StreamKeys
+	// with include_metadata keeps in flight;
+	// DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -73,6 +77,9 @@ type Service struct {
 	batchBytes atomic.Int64
 	// getItemsConcurrency bounds the reads of one GetItems call.
 	getItemsConcurrency int
+	// listMetaConcurrency bounds the HEADs of a listing with
+	// include_metadata.
+	listMetaConcurrency int
 }
 
 // BatchBytesInFlight is the size of the batch PUT bodies the service holds
@@ -105,18 +112,22 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
-	s.getItemsConcurrency = opts.GetItemsConcurrency
-	if s.getItemsConcurrency <= 0 {
-		s.getItemsConcurrency = DefaultGetItemsConcurrency
-	}
+	s.getItemsConcurrency = positiveOr(opts.GetItemsConcurrency, DefaultGetItemsConcurrency)
 	s.watch = newWatchHub(kv, opts.Watch, s.words, func(store, prefix string) *lister {
 		return s.newLister(store, prefix, MaxListLimit, kvv1.Consistency_CONSISTENCY_STRONG)
 	})
-	s.copyReads = opts.CopyConcurrency
-	if s.copyReads <= 0 {
-		s.copyReads = DefaultCopyConcurrency
-	}
+	s.copyReads = positiveOr(opts.CopyConcurrency, DefaultCopyConcurrency)
+	s.listMetaConcurrency = positiveOr(opts.ListMetadataConcurrency, DefaultListMetadataConcurrency)
 	return s
+}
+
+// positiveOr is n, or def when n is not positive: a setting's value, or
+// its default when left zero.
+func positiveOr(n, def int) int {
+	if n > 0 {
+		return n
+	}
+	return def
 }
 
 // PutItem writes one item.
@@ -174,13 +185,18 @@ func (s *Service) DeleteItem(ctx context.Context, req *kvv1.DeleteItemRequest) (
 // ("/", ":", "*", ...). For such a prefix kvgate asks Fastly for the longest
 // leading part it accepts and keeps only the keys that match the whole
 // prefix, fetching further pages while a page holds no match, and ending
-// the listing as soon as the byte-ordered keys pass the prefix.
+// the listing as soon as the byte-ordered keys pass the prefix. With
+// include_metadata each key of the page is read with a HEAD; see
+// listKeysWithMetadata.
 func (s *Service) ListKeys(ctx context.Context, req *kvv1.ListKeysRequest) (*kvv1.ListKeysResponse, error) {
 	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetLimit(), "limit", req.GetConsistency())
 	if cerr != nil {
 		return nil, cerr
 	}
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetLimit(), req.GetConsistency())
+	if req.GetIncludeMetadata() {
+		return s.listKeysWithMetadata(ctx, req, l, pos)
+	}
 	pg, err := l.fetchNonEmpty(ctx, pos)
 	if err != nil {
 		return nil, s.words.listError(err, pos)

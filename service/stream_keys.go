@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"connectrpc.com/connect/v2"
+
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/rpcerr"
@@ -13,13 +15,18 @@ import (
 // the next upstream page while the current one is being sent, one page
 // ahead and no more, so memory is bounded by two pages and the stream runs
 // at the speed of the upstream's page chain. When the client goes away the
-// context ends and so does the upstream request in flight.
+// context ends and so does the upstream request in flight. With
+// include_metadata a stage between the two reads each page's items; see
+// streamKeysWithMetadata.
 func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, stream kvv1connect.KVStoreServiceStreamKeysServerStream) error {
 	pos, cerr := checkListing(req.GetStoreId(), req.GetPrefix(), req.GetCursor(), req.GetPageSize(), "page_size", req.GetConsistency())
 	if cerr != nil {
 		return cerr
 	}
 	l := s.newLister(req.GetStoreId(), req.GetPrefix(), req.GetPageSize(), req.GetConsistency())
+	if req.GetIncludeMetadata() {
+		return s.streamKeysWithMetadata(ctx, req, l, pos, stream)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	pages := make(chan keyPage)
@@ -59,14 +66,26 @@ func (s *Service) StreamKeys(ctx context.Context, req *kvv1.StreamKeysRequest, s
 		}
 	}
 	if err := <-produced; err != nil {
-		cerr := s.words.fromUpstream(err, storeSubject)
-		if delivered == 0 {
-			cerr = s.words.listError(err, pos) // the first page came from the caller's cursor
-		}
-		if s.draining.Load() && errors.Is(err, context.Canceled) {
-			cerr = errShuttingDown
-		}
-		return rpcerr.WithDetail(cerr, &kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered})
+		return s.endStreamKeys(s.listFailure(err, pos, delivered), err, resume, delivered)
 	}
 	return nil
+}
+
+// listFailure maps the failed listing of a stream that started at from and
+// has delivered keys.
+func (s *Service) listFailure(err error, from position, delivered uint64) *connect.Error {
+	if delivered == 0 {
+		return s.words.listError(err, from) // the first page came from the caller's cursor
+	}
+	return s.words.fromUpstream(err, storeSubject)
+}
+
+// endStreamKeys is the error that ends a StreamKeys stream: cerr, the
+// mapping of err, or UNAVAILABLE when kvgate is shutting down, with what
+// the caller needs to resume.
+func (s *Service) endStreamKeys(cerr *connect.Error, err error, resume string, delivered uint64) error {
+	if s.draining.Load() && errors.Is(err, context.Canceled) {
+		cerr = errShuttingDown
+	}
+	return rpcerr.WithDetail(cerr, &kvv1.StreamKeysResume{Cursor: resume, KeysDelivered: delivered})
 }

@@ -4,9 +4,11 @@
 // latency, so the figures reflect an upstream that is a round trip away and
 // the heap figures are kvgate's (and its client's) alone.
 //
-//	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms
+//	go run ./cmd/kvbench                      # the full run: 100,000 items, 200,000 keys, 20 ms,
+//	                                          # and 10,000 keys with include_metadata at 20 ms and 0
 //	go run ./cmd/kvbench -items 10000 -keys 20000
 //	go run ./cmd/kvbench -scenarios getitems   # 1,000 reads: GetItems, GetItem one by one and 16 at a time
+//	go run ./cmd/kvbench -scenarios metadata -metadata-keys 10000 -metadata-latencies 20ms,0
 package main
 
 import (
@@ -34,7 +36,7 @@ func main() {
 	var (
 		cfg         benchkit.Config
 		latency     = flag.Duration("latency", 20*time.Millisecond, "latency the local store adds to every request")
-		scenarios   = flag.String("scenarios", "upload,enumerate,getitems,copy", "comma-separated: upload, enumerate, getitems, copy")
+		scenarios   = flag.String("scenarios", "upload,enumerate,getitems,copy,metadata", "comma-separated: upload, enumerate, getitems, copy, metadata")
 		multiGet    multiGetConfig
 		skipSingle  = flag.Bool("skip-single", false, "skip the direct single-PUT upload (the slowest part)")
 		serveStore  = flag.Bool("serve-store", false, "internal: serve the local store and print its address")
@@ -48,6 +50,7 @@ func main() {
 	flag.IntVar(&cfg.PageSize, "page-size", 1000, "keys per list page")
 	flag.IntVar(&cfg.CopyItems, "copy-items", 20_000, "items to copy (of -value-bytes)")
 	flag.IntVar(&cfg.CopyConcurrency, "copy-concurrency", service.DefaultCopyConcurrency, "GETs in flight while copying, on both sides")
+	meta := metadataFlags()
 	batchDefaults := service.DefaultBatchConfig()
 	flag.IntVar(&batchConfig.MaxLines, "batch-lines", batchDefaults.MaxLines, "items per batch PUT")
 	flag.IntVar(&batchConfig.MaxBytes, "batch-bytes", batchDefaults.MaxBytes, "bytes per batch PUT")
@@ -68,7 +71,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle, multiGet); err != nil {
+	if err := run(ctx, cfg, *latency, *scenarios, *skipSingle, multiGet, meta); err != nil {
 		fmt.Fprintln(os.Stderr, "kvbench:", err)
 		os.Exit(1)
 	}
@@ -96,33 +99,62 @@ func runStore(ctx context.Context, latency time.Duration) error {
 	return httpserver.Run(ctx, nil, ln, store.Handler())
 }
 
-func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, multiGet multiGetConfig) error {
+// startStore starts the local store in a child process, answering after
+// latency, and returns its base URL and how to stop it.
+func startStore(ctx context.Context, latency time.Duration) (url string, stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	child := exec.CommandContext(ctx, self, "-serve-store", "-latency", latency.String())
 	child.Stderr = os.Stderr
 	stdin, err := child.StdinPipe()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	stdout, err := child.StdoutPipe()
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	if err := child.Start(); err != nil {
-		return err
+		return "", nil, err
 	}
-	defer func() {
+	stop = func() {
 		stdin.Close()
 		_ = child.Wait()
-	}()
+	}
 	addr, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("local store did not start: %w", err)
+		stop()
+		return "", nil, fmt.Errorf("local store did not start: %w", err)
 	}
-	cfg.UpstreamURL = "http://" + strings.TrimSpace(addr)
+	return "http://" + strings.TrimSpace(addr), stop, nil
+}
+
+// run runs the scenarios named: those on the one store at latency first,
+// then the metadata scenario, which starts stores of its own latencies.
+func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, multiGet multiGetConfig, meta *metadataConfig) error {
+	if strings.Contains(scenarios, "upload") || strings.Contains(scenarios, "enumerate") ||
+		strings.Contains(scenarios, "getitems") || strings.Contains(scenarios, "copy") {
+		if err := runOnOneStore(ctx, cfg, latency, scenarios, skipSingle, multiGet); err != nil {
+			return err
+		}
+	}
+	if strings.Contains(scenarios, "metadata") {
+		return metadata(ctx, cfg, meta)
+	}
+	return nil
+}
+
+// runOnOneStore runs the scenarios that share one local store answering
+// after latency.
+func runOnOneStore(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, multiGet multiGetConfig) error {
+	url, stop, err := startStore(ctx, latency)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	cfg.UpstreamURL = url
 
 	env, err := benchkit.Start(cfg)
 	if err != nil {

@@ -48,6 +48,9 @@ type Config struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes.
 	Batch service.BatchConfig
+	// ListMetadataConcurrency is how many HEADs a listing with
+	// include_metadata keeps in flight.
+	ListMetadataConcurrency int
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
@@ -102,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GetItemsConcurrency < 0 {
 		return errors.New("GetItems concurrency must not be negative")
+	}
+	if c.ListMetadataConcurrency < 0 {
+		return errors.New("-list-metadata-concurrency must not be negative")
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
@@ -198,9 +204,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MemoryBudget:   cfg.MemoryBudget,
 		WebApp:         cfg.WebApp,
 
-		GetItemsConcurrency: cfg.GetItemsConcurrency,
-		Watch:               cfg.Watch,
-		CopyConcurrency:     cfg.CopyConcurrency,
+		GetItemsConcurrency:     cfg.GetItemsConcurrency,
+		Watch:                   cfg.Watch,
+		CopyConcurrency:         cfg.CopyConcurrency,
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 	})
 	if err != nil {
 		stopStore()

@@ -143,6 +143,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerWebFlags(fs, env, cfg)
 	registerGetItemsFlags(fs, env, cfg)
 	registerWatchFlags(fs, env, cfg)
+	registerListMetadataFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

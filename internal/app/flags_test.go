@@ -36,9 +36,10 @@ func defaultGatewayConfig() Config {
 		Telemetry:      telemetry.Config{ReadyProbeInterval: 10 * time.Second, ReadyProbeStore: "kvgate-readiness-probe"},
 		WebApp:         true,
 
-		GetItemsConcurrency: 16,
-		Watch:               service.WatchConfig{MinInterval: time.Second, MaxKeys: 10_000},
-		CopyConcurrency:     service.DefaultCopyConcurrency,
+		GetItemsConcurrency:     16,
+		Watch:                   service.WatchConfig{MinInterval: time.Second, MaxKeys: 10_000},
+		CopyConcurrency:         service.DefaultCopyConcurrency,
+		ListMetadataConcurrency: service.DefaultListMetadataConcurrency,
 	}
 }
 

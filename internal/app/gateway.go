@@ -45,6 +45,10 @@ type GatewayConfig struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes; its defaults when zero.
 	Batch service.BatchConfig
+	// ListMetadataConcurrency is how many HEADs a listing with
+	// include_metadata keeps in flight;
+	// service.DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -140,9 +144,10 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	svc := service.New(kv, service.Config{
 		MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName,
-		GetItemsConcurrency: cfg.GetItemsConcurrency,
-		Watch:               cfg.Watch,
-		CopyConcurrency:     cfg.CopyConcurrency,
+		GetItemsConcurrency:     cfg.GetItemsConcurrency,
+		Watch:                   cfg.Watch,
+		CopyConcurrency:         cfg.CopyConcurrency,
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {

@@ -53,6 +53,10 @@ type Config struct {
 	// the GETs kvgate and the direct client keep in flight while copying.
 	CopyItems       int
 	CopyConcurrency int
+	// ListMetadataConcurrency is kvgate's -list-metadata-concurrency, and
+	// the HEADs the direct client keeps in flight when it does the same
+	// work; service.DefaultListMetadataConcurrency when zero.
+	ListMetadataConcurrency int
 }
 
 // Env is a running kvgate in front of the upstream, with counters of the
@@ -94,8 +98,9 @@ func Start(cfg Config) (*Env, error) {
 		HTTPClient:  countingClient(&e.viaCount),
 		Batch:       cfg.Batch,
 
-		GetItemsConcurrency: cfg.GetItemsConcurrency,
-		CopyConcurrency:     cfg.CopyConcurrency,
+		GetItemsConcurrency:     cfg.GetItemsConcurrency,
+		CopyConcurrency:         cfg.CopyConcurrency,
+		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 	})
 	if err != nil {
 		return nil, err

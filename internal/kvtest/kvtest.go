@@ -41,6 +41,9 @@ type Options struct {
 	MaxValueBytes int64
 	// Batch bounds batch writes; the defaults when zero.
 	Batch service.BatchConfig
+	// ListMetadataConcurrency bounds the HEADs of a listing with
+	// include_metadata; the default when zero.
+	ListMetadataConcurrency int
 	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
 	// zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -157,9 +160,10 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MemoryBudget:   opts.MemoryBudget,
 		WebApp:         opts.WebApp,
 
-		GetItemsConcurrency: opts.GetItemsConcurrency,
-		Watch:               opts.Watch,
-		CopyConcurrency:     opts.CopyConcurrency,
+		GetItemsConcurrency:     opts.GetItemsConcurrency,
+		Watch:                   opts.Watch,
+		CopyConcurrency:         opts.CopyConcurrency,
+		ListMetadataConcurrency: opts.ListMetadataConcurrency,
 	})
 	if err != nil {
 		tb.Fatalf("assembling kvgate: %v", err)
