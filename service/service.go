@@ -31,6 +31,9 @@ type Config struct {
 	// UpstreamName names the upstream in the messages callers see:
 	// "Fastly" when empty; "the local store" for kvgate's embedded one.
 	UpstreamName string
+	// DeleteConcurrency is how many DELETEs one DeleteKeys call keeps in
+	// flight; DefaultDeleteConcurrency when zero.
+	DeleteConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -52,6 +55,8 @@ type Service struct {
 	kv       Upstream
 	maxValue int64
 	batch    BatchConfig
+	// deleteConcurrency is DeleteKeys' DELETEs in flight per call.
+	deleteConcurrency int
 	bodies   *bodyPool
 	words    wording
 	// draining is set once kvgate is shutting down; see Drain.
@@ -86,6 +91,10 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
+	s.deleteConcurrency = opts.DeleteConcurrency
+	if s.deleteConcurrency <= 0 {
+		s.deleteConcurrency = DefaultDeleteConcurrency
+	}
 	return s
 }
 

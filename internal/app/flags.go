@@ -140,6 +140,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerObservabilityFlags(fs, env, cfg)
 	registerMemoryBudgetFlags(fs, env, cfg)
 	registerWebFlags(fs, env, cfg)
+	registerWriteFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

@@ -45,6 +45,9 @@ type GatewayConfig struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes; its defaults when zero.
 	Batch service.BatchConfig
+	// Writes are DeleteKeys' concurrency (its default when zero) and
+	// kvgate's own hourly write budget (none when zero).
+	Writes WriteConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -122,6 +125,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Observer:      tel.UpstreamObserver(),
 		ReserveValue:  membudget.ReserveResponseValue,
 		ValueBuffer:   valuepool.Buffer,
+		WriteBudget:   cfg.Writes.BudgetPerHour,
 	})
 	if err != nil {
 		return nil, err
@@ -130,7 +134,8 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName,
+		DeleteConcurrency: cfg.Writes.DeleteConcurrency})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ type Options struct {
 	MaxValueBytes int64
 	// Batch bounds batch writes; the defaults when zero.
 	Batch service.BatchConfig
+	// Writes are DeleteKeys' concurrency and kvgate's own write budget;
+	// the defaults (no budget of its own) when zero.
+	Writes app.WriteConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
 	// zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -137,6 +140,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxValueBytes:  opts.MaxValueBytes,
 		Retry:          opts.Retry,
 		Batch:          opts.Batch,
+		Writes:         opts.Writes,
 		DefaultTimeout: opts.DefaultTimeout,
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
