@@ -60,7 +60,7 @@ func (s *Service) DeleteKeys(ctx context.Context, req *kvv1.DeleteKeysRequest, s
 	defer cancel()
 	d := &deletion{
 		s: s, ctx: ctx, cancel: cancel, req: req, sel: sel, stream: stream,
-		results:  make(chan *deleteTask, s.deleteConcurrency),
+		results:  make(chan deleteResult, s.deleteConcurrency),
 		lastSent: time.Now(),
 		cursor:   req.GetCursor(),
 	}
@@ -257,10 +257,10 @@ type deleteTask struct {
 	index uint64
 	key   string
 	// resume is the cursor that resumes right after this key.
-	resume  deleteCursor
+	resume deleteCursor
+	// outcome and failure are set by settle, once its DELETE is back.
 	outcome deleteOutcome
 	failure *kvv1.BatchFailure
-	err     error // the upstream failure of an outcomeStop
 }
 
 // keySource hands out a deletion's keys in order.
@@ -340,7 +340,7 @@ type deletion struct {
 	stream kvv1connect.KVStoreServiceDeleteKeysServerStream
 	src    keySource
 
-	results  chan *deleteTask
+	results  chan deleteResult
 	inFlight int
 	queue    []*deleteTask // started, in order, not yet reported
 	srcDone  bool
@@ -369,9 +369,9 @@ func (d *deletion) run() error {
 			continue
 		}
 		select {
-		case t := <-d.results:
+		case r := <-d.results:
 			d.inFlight--
-			d.settle(t)
+			d.settle(r)
 		case <-d.ctx.Done():
 			return d.abandon(d.ctx.Err())
 		}
@@ -421,8 +421,17 @@ func (d *deletion) listingError(err error) error {
 	return d.s.words.fromUpstream(err, storeSubject)
 }
 
+// deleteResult is what one key's DELETE came to, handed back to the
+// deletion's goroutine, which alone touches its tasks.
+type deleteResult struct {
+	t       *deleteTask
+	outcome deleteOutcome
+	failure *kvv1.BatchFailure
+	err     error
+}
+
 // do sends one key's DELETE (on a dry run of a list, its HEAD: reads do
-// not count against Fastly's budget) and hands the task back.
+// not count against Fastly's budget) and hands the outcome back.
 func (d *deletion) do(t *deleteTask) {
 	var err error
 	if d.sel.dryRun {
@@ -430,24 +439,27 @@ func (d *deletion) do(t *deleteTask) {
 	} else {
 		err = d.s.kv.DeleteItem(d.ctx, d.req.GetStoreId(), t.key, upstream.DeleteOptions{})
 	}
+	r := deleteResult{t: t}
 	switch kind := upstream.KindOf(err); {
 	case err == nil:
-		t.outcome = outcomeDeleted
+		r.outcome = outcomeDeleted
 	case kind == upstream.KindNotFound:
-		t.outcome = outcomeNotFound
+		r.outcome = outcomeNotFound
 	case kind.ItemLevel() || kind == upstream.KindOutcomeUnknown:
-		t.outcome = outcomeFailed
-		t.failure = batchFailure(t.index, t.key, d.s.words.fromUpstream(err, itemSubject))
+		r.outcome = outcomeFailed
+		r.failure = batchFailure(t.index, t.key, d.s.words.fromUpstream(err, itemSubject))
 	default:
-		t.outcome, t.err = outcomeStop, err
+		r.outcome, r.err = outcomeStop, err
 	}
-	d.results <- t
+	d.results <- r
 }
 
-// settle takes a task back from its DELETE.
-func (d *deletion) settle(t *deleteTask) {
-	if t.outcome == outcomeStop && d.stopErr == nil && d.ctx.Err() == nil {
-		d.stopErr = d.s.words.fromUpstream(t.err, storeSubject)
+// settle records a key's outcome; a failure that ends the call ends it
+// unless it already ends for another reason.
+func (d *deletion) settle(r deleteResult) {
+	r.t.outcome, r.t.failure = r.outcome, r.failure
+	if r.outcome == outcomeStop && d.stopErr == nil && d.ctx.Err() == nil {
+		d.stopErr = d.s.words.fromUpstream(r.err, storeSubject)
 	}
 }
 

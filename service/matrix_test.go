@@ -206,6 +206,7 @@ func TestStreamsProtocols(t *testing.T) {
 			checkMixedBatchWrites(t, ctx, st, client)
 			checkStreamKeysMixed(t, ctx, client)
 			checkPutItemsTooMany(t, ctx, st, client)
+			checkDeleteKeys(t, ctx, st, client)
 		})
 	}
 }

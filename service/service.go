@@ -57,8 +57,8 @@ type Service struct {
 	batch    BatchConfig
 	// deleteConcurrency is DeleteKeys' DELETEs in flight per call.
 	deleteConcurrency int
-	bodies   *bodyPool
-	words    wording
+	bodies            *bodyPool
+	words             wording
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// batchBytes is the size of the batch bodies being sent; see
