@@ -613,6 +613,7 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 			res, err := batchPut(ctx, c, batchMessages(corpusStore, all, 3))
 			return res.GetWritten(), res.GetFailures(), err
 		}})
+	cases = append(cases, deleteKeysCorpus(cur)...)
 	return cases
 }
 

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
@@ -407,3 +408,81 @@ func TestDeleteKeysItemFailure(t *testing.T) {
 		t.Errorf("left in the store: %q; want the refused keys", got)
 	}
 }
+
+// deleteKeysCorpus is DeleteKeys' part of the bad-input corpus: selections
+// that set none or several of prefix, keys and all_keys, too many keys, an
+// invalid or repeated key named by its position, bad prefixes and cursors
+// that are not DeleteKeys cursors of the same call (cur are another
+// stack's listing cursors). Each must fail before any message.
+func deleteKeysCorpus(cur kvgateCursors) []corpusCase {
+	var cases []corpusCase
+	call := func(req *kvv1.DeleteKeysRequest) func(context.Context, kvv1connect.KVStoreServiceClient) error {
+		return func(ctx context.Context, c kvv1connect.KVStoreServiceClient) error {
+			msgs, err := deleteKeys(ctx, c, req)
+			if err == nil || len(msgs) != 0 {
+				return fmt.Errorf("DeleteKeys sent %d messages and ended with %v; want an error before any message", len(msgs), err)
+			}
+			return err
+		}
+	}
+	add := func(category, name string, req *kvv1.DeleteKeysRequest, fields ...string) {
+		cases = append(cases, corpusCase{rpc: "DeleteKeys", category: category, name: name, call: call(req), fields: fields})
+	}
+	const s = corpusStore
+	add("selection", "none", &kvv1.DeleteKeysRequest{StoreId: s}, "prefix")
+	add("selection", "none, dry run", &kvv1.DeleteKeysRequest{StoreId: s, DryRun: true}, "prefix")
+	add("selection", "prefix and keys", &kvv1.DeleteKeysRequest{StoreId: s, Prefix: "a", Keys: []string{"a1"}}, "keys")
+	add("selection", "prefix and all_keys", &kvv1.DeleteKeysRequest{StoreId: s, Prefix: "a", AllKeys: true}, "all_keys")
+	add("selection", "keys and all_keys", &kvv1.DeleteKeysRequest{StoreId: s, Keys: []string{"a1"}, AllKeys: true}, "all_keys")
+	add("selection", "all three", &kvv1.DeleteKeysRequest{StoreId: s, Prefix: "a", Keys: []string{"a1"}, AllKeys: true}, "keys")
+
+	tooMany := seqKeys("t/", 10_001)
+	add("keys", "10001 keys", &kvv1.DeleteKeysRequest{StoreId: s, Keys: tooMany}, "keys")
+	for _, k := range []struct{ name, key string }{
+		{"empty", ""},
+		{"hash", "a#b"},
+		{"LF", "a\nb"},
+		{"question mark", "a?b"},
+		{"dot", "."},
+		{"dot dot", ".."},
+		{"well-known", ".well-known/acme-challenge/x"},
+		{"1025 bytes", strings.Repeat("k", 1025)},
+	} {
+		add("keys", "invalid key at 2: "+k.name, &kvv1.DeleteKeysRequest{StoreId: s, Keys: []string{"ok1", "ok2", k.key, "ok3"}}, "keys[2]")
+	}
+	add("keys", "repeated key", &kvv1.DeleteKeysRequest{StoreId: s, Keys: []string{"a", "b", "a"}}, "keys[2]")
+	add("keys", "two invalid keys", &kvv1.DeleteKeysRequest{StoreId: s, Keys: []string{"", "ok", "a#b"}}, "keys[0]", "keys[2]")
+	many := seqKeys("m/", 30)
+	for i := range many {
+		many[i] = ""
+	}
+	add("keys", "thirty empty keys", &kvv1.DeleteKeysRequest{StoreId: s, Keys: many}, "keys[0]", "keys[9]", "keys")
+	for _, p := range []struct{ name, prefix string }{{"hash", "#"}, {"LF", "\n"}, {"1025 bytes", strings.Repeat("p", 1025)}} {
+		add("prefix", p.name, &kvv1.DeleteKeysRequest{StoreId: s, Prefix: p.prefix}, "prefix")
+	}
+
+	// Cursors made by hand, or issued by listings: none is a DeleteKeys
+	// cursor of the call it comes with.
+	forged := base64RawURL
+	for _, c := range []struct {
+		name string
+		req  *kvv1.DeleteKeysRequest
+	}{
+		{"garbage", &kvv1.DeleteKeysRequest{StoreId: s, AllKeys: true, Cursor: "!!not a cursor!!"}},
+		{"fastly raw cursor", &kvv1.DeleteKeysRequest{StoreId: s, AllKeys: true, Cursor: "CgdiYXRjaC0y"}},
+		{"list cursor", &kvv1.DeleteKeysRequest{StoreId: "other", Prefix: "a", Cursor: cur.list}},
+		{"stream cursor", &kvv1.DeleteKeysRequest{StoreId: "other", Prefix: "a", Cursor: cur.stream}},
+		{"json without scope", &kvv1.DeleteKeysRequest{StoreId: s, AllKeys: true, Cursor: forged(`{"u":"CgdiYXRjaC0y"}`)}},
+		{"json of another scope", &kvv1.DeleteKeysRequest{StoreId: s, Keys: []string{"a", "b"}, Cursor: forged(`{"i":1,"d":"0123456789abcdef"}`)}},
+		{"json array", &kvv1.DeleteKeysRequest{StoreId: s, Prefix: "a", Cursor: forged(`["u","d"]`)}},
+	} {
+		add("cursor", c.name, c.req, "cursor")
+	}
+	add("store_id", "empty", &kvv1.DeleteKeysRequest{AllKeys: true}, "store_id")
+	add("store_id", "slash", &kvv1.DeleteKeysRequest{StoreId: "a/b", Prefix: "a"}, "store_id")
+	add("multiple", "every field", &kvv1.DeleteKeysRequest{StoreId: "a b", Prefix: "#", Keys: []string{""}, Cursor: "garbage!"},
+		"store_id", "keys", "prefix", "keys[0]", "cursor")
+	return cases
+}
+
+func base64RawURL(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
