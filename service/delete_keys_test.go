@@ -486,3 +486,61 @@ func deleteKeysCorpus(cur kvgateCursors) []corpusCase {
 }
 
 func base64RawURL(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// TestDeleteKeysDrain shuts kvgate down during a deletion: the call stops
+// starting DELETEs, reports those in flight, and ends UNAVAILABLE with a
+// DeleteKeysResponse detail whose cursor another kvgate resumes from; in
+// the end every key is gone and none was reported deleted twice.
+func TestDeleteKeysDrain(t *testing.T) {
+	t.Parallel()
+	st := kvtest.Start(t, kvtest.Options{Writes: app.WriteConfig{DeleteConcurrency: 4}, ShutdownTimeout: 20 * time.Second})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	keys := seqKeys("s/", 1000)
+	fillStore(t, ctx, st.Client, "drain", keys)
+	// 250 rounds of 4 DELETEs of 10ms: seconds of deletion left when
+	// the shutdown starts.
+	st.Store.SetFaults(localstore.Faults{Latency: 10 * time.Millisecond, Kinds: localstore.KindsOf(localstore.RequestDelete)})
+	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+	stream, err := client.DeleteKeys(ctx, &kvv1.DeleteKeysRequest{StoreId: "drain", Prefix: "s/"})
+	mustOK(t, "DeleteKeys", err)
+	defer stream.Close()
+	first, err := stream.Receive()
+	mustOK(t, "first message", err)
+	shut := make(chan error, 1)
+	go func() { shut <- st.Shutdown() }()
+	rest, err := testutil.ReadStream(stream.Receive)
+	cerr := asConnectError(t, "DeleteKeys during shutdown", err, connect.CodeUnavailable)
+	resume, ok := findDetail[*kvv1.DeleteKeysResponse](detailsOf(cerr))
+	if !ok || resume.GetCursor() == "" {
+		t.Fatalf("error %v carries no DeleteKeysResponse with a cursor", cerr)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	run1 := collectDeletes(t, "drained", append([]*kvv1.DeleteKeysResponse{first}, rest...))
+	if resume.GetTotals().GetDeleted() != uint64(len(run1.deleted)) {
+		t.Errorf("detail totals %v; the messages reported %d deleted", resume.GetTotals(), len(run1.deleted))
+	}
+	if len(run1.deleted) >= len(keys) {
+		t.Fatalf("the deletion finished before the shutdown; nothing to resume")
+	}
+
+	st.Store.SetFaults(localstore.Faults{})
+	other := kvtest.Start(t, kvtest.Options{Upstream: st.Store.Handler()})
+	msgs, err := deleteKeys(ctx, other.NewClient(kvtest.H2CClient(), connectGRPC()...),
+		&kvv1.DeleteKeysRequest{StoreId: "drain", Prefix: "s/", Cursor: resume.GetCursor()})
+	mustOK(t, "DeleteKeys resumed on another kvgate", err)
+	run2 := collectDeletes(t, "resumed", msgs)
+	for _, k := range run2.deleted {
+		if slices.Contains(run1.deleted, k) {
+			t.Errorf("%q reported deleted by both calls", k)
+		}
+	}
+	if n := len(run1.deleted) + len(run2.deleted); n != len(keys) {
+		t.Errorf("%d + %d keys reported deleted; want %d", len(run1.deleted), len(run2.deleted), len(keys))
+	}
+	if got := storedKeys(t, ctx, other.Client, "drain"); len(got) != 0 {
+		t.Errorf("%d keys left: %s", len(got), clip(got))
+	}
+}
