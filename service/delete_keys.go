@@ -350,11 +350,15 @@ type deletion struct {
 	msg      kvv1.DeleteKeysResponse // the message being gathered
 	msgKeys  int
 	totals   kvv1.DeleteKeysTotals
-	cursor   string // resumes after every key reported
+	cursor   string                 // resumes after every key reported
+	sentTot  *kvv1.DeleteKeysTotals // the totals of the last message sent
 	lastSent time.Time
 }
 
 func (d *deletion) run() error {
+	// The tick sends keys gathered before a slow DELETE while it is out.
+	tick := time.NewTicker(deleteReportEvery)
+	defer tick.Stop()
 	for {
 		if err := d.start(); err != nil {
 			return err
@@ -372,6 +376,7 @@ func (d *deletion) run() error {
 		case r := <-d.results:
 			d.inFlight--
 			d.settle(r)
+		case <-tick.C:
 		case <-d.ctx.Done():
 			return d.abandon(d.ctx.Err())
 		}
@@ -520,7 +525,7 @@ func (d *deletion) send() error {
 		d.msg.Cursor = d.cursor
 	}
 	err := d.stream.Send(&d.msg)
-	d.cursor = d.msg.Cursor
+	d.cursor, d.sentTot = d.msg.Cursor, d.msg.Totals
 	d.msg = kvv1.DeleteKeysResponse{}
 	d.msgKeys, d.lastSent = 0, time.Now()
 	return err
@@ -528,17 +533,26 @@ func (d *deletion) send() error {
 
 // stop ends a call cut short while the stream still works: every key
 // settled is reported, those settled after a key that was not included
-// (they are gone, and a resumed call will find them gone), the message's
+// (they are gone, and a resumed call will find them gone), with the
 // cursor resuming at the first key not settled; then the call fails with
-// stopErr and the cursor and totals as a detail.
+// stopErr and that cursor and the totals as a detail. An empty cursor
+// there means nothing was settled: the deletion starts over (or from the
+// caller's own cursor, which is handed back).
 func (d *deletion) stop() error {
 	resume := d.msg.Cursor
 	if d.msgKeys == 0 {
 		resume = d.cursor
 	}
 	for _, t := range d.queue {
-		if t.outcome != outcomePending && t.outcome != outcomeStop {
-			d.add(t)
+		if t.outcome == outcomePending || t.outcome == outcomeStop {
+			continue
+		}
+		d.add(t)
+		if d.msgKeys >= deleteReportKeys {
+			d.msg.Cursor = resume
+			if err := d.send(); err != nil {
+				return err
+			}
 		}
 	}
 	d.queue = nil
@@ -571,7 +585,7 @@ func (d *deletion) abandon(err error) error {
 	}
 	if draining {
 		// The caller resumes elsewhere from the last message's cursor.
-		return rpcerr.WithDetail(errShuttingDown, &kvv1.DeleteKeysResponse{Cursor: d.cursor, Totals: d.totalsNow()})
+		return rpcerr.WithDetail(errShuttingDown, &kvv1.DeleteKeysResponse{Cursor: d.cursor, Totals: d.sentTot})
 	}
 	if _, ok := errors.AsType[*connect.Error](err); ok {
 		return err
