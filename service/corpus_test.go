@@ -617,6 +617,7 @@ func corpusCases(cur kvgateCursors) []corpusCase {
 	cases = append(cases, getItemsCorpusCases()...)
 	cases = append(cases, watchCorpusCases()...)
 	cases = append(cases, copyItemsCorpus(cur)...)
+	cases = append(cases, deleteKeysCorpus(cur)...)
 	return cases
 }
 

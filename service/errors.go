@@ -34,6 +34,7 @@ const (
 	reasonUnreachable        = "UPSTREAM_UNREACHABLE"
 	reasonBadResponse        = "UPSTREAM_BAD_RESPONSE"
 	reasonOutcomeUnknown     = "OUTCOME_UNKNOWN"
+	reasonWriteBudget        = "WRITE_BUDGET_EXHAUSTED"
 )
 
 // notFoundSubject says what a 404 means for a call: an item for item
@@ -92,6 +93,12 @@ var wireErrors = map[upstream.Kind]wireError{
 		msg: "Fastly may or may not have applied the write; read the item before retrying", reason: reasonOutcomeUnknown},
 }
 
+// ownBudgetError is what callers see for a write kvgate refused itself,
+// unsent, because its own hourly write budget (-write-budget) is spent:
+// not Fastly's doing, so not worded as Fastly's rate limit.
+var ownBudgetError = wireError{code: connect.CodeResourceExhausted,
+	msg: "kvgate's hourly write budget is spent; retry later", reason: reasonWriteBudget}
+
 // wording names the upstream in the messages callers see: "Fastly", or
 // "the local store" when kvgate runs its embedded store, so that a failure
 // of the store on the caller's own machine is not blamed on Fastly. The
@@ -131,6 +138,9 @@ func (w wording) fromUpstream(err error, subject notFoundSubject) *connect.Error
 	// have been applied.
 	if se, ok := errors.AsType[*upstream.StatusError](err); ok && kind != upstream.KindOutcomeUnknown {
 		status, retryAfter = se.Status, se.RetryAfter
+		if se.OwnBudget {
+			we, status = ownBudgetError, 0 // nothing was sent: no upstream status
+		}
 	}
 	return we.build(w, subject, status, retryAfter).WithCause(err)
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"connectrpc.com/connect/v2"
@@ -242,9 +241,7 @@ func checkGetItems(req *kvv1.GetItemsRequest) *connect.Error {
 	case len(keys) > MaxGetItemsKeys:
 		v.Add("keys", "keys names %d keys; the most is %d", len(keys), MaxGetItemsKeys)
 	default:
-		for i, k := range keys {
-			v.Check(fmt.Sprintf("keys[%d]", i), upstream.CheckKey(k))
-		}
+		v.checkKeyList("keys", keys, false)
 	}
 	v.checkEnum("view", req.GetView())
 	return v.Err()

@@ -212,6 +212,7 @@ func TestStreamsProtocols(t *testing.T) {
 			checkGetItemsMixed(t, ctx, st, client)
 			checkWatchItems(t, ctx, st, client)
 			checkCopyItems(t, ctx, st, client)
+			checkDeleteKeys(t, ctx, st, client)
 		})
 	}
 }

@@ -43,6 +43,9 @@ type Config struct {
 	// with include_metadata keeps in flight;
 	// DefaultListMetadataConcurrency when zero.
 	ListMetadataConcurrency int
+	// DeleteConcurrency is how many DELETEs one DeleteKeys call keeps in
+	// flight; DefaultDeleteConcurrency when zero.
+	DeleteConcurrency int
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -68,6 +71,8 @@ type Service struct {
 	words    wording
 	// copyReads is CopyItems' GETs in flight per call.
 	copyReads int
+	// deleteConcurrency is DeleteKeys' DELETEs in flight per call.
+	deleteConcurrency int
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// watch runs WatchItems' pollers.
@@ -118,6 +123,7 @@ func New(kv Upstream, opts Config) *Service {
 	})
 	s.copyReads = positiveOr(opts.CopyConcurrency, DefaultCopyConcurrency)
 	s.listMetaConcurrency = positiveOr(opts.ListMetadataConcurrency, DefaultListMetadataConcurrency)
+	s.deleteConcurrency = positiveOr(opts.DeleteConcurrency, DefaultDeleteConcurrency)
 	return s
 }
 

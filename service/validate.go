@@ -1,6 +1,8 @@
 package service
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/connect/v2"
@@ -29,6 +31,61 @@ func (v *violations) checkStoreID(id string) {
 	case strings.IndexFunc(id, func(r rune) bool { return !isStoreIDRune(r) }) >= 0:
 		v.Add("store_id", "store_id may hold only ASCII letters, digits, '-' and '_'")
 	}
+}
+
+// maxKeyViolations bounds the bad keys of a list one request names one by
+// one; the rest are counted, so a request of a thousand bad keys still
+// gets a readable error.
+const maxKeyViolations = 20
+
+// keyViolations names the bad entries of one list field, the first
+// maxKeyViolations of them, and counts the rest.
+type keyViolations struct {
+	v     *violations
+	field string
+	bad   int
+}
+
+// add names entry (such as keys[3]) with the error err, or counts it past
+// the bound.
+func (k *keyViolations) add(entry string, err error) {
+	if k.bad++; k.bad <= maxKeyViolations {
+		k.v.Check(entry, err)
+	}
+}
+
+// done adds the count of the entries not named.
+func (k *keyViolations) done() {
+	if k.bad > maxKeyViolations {
+		k.v.Add(k.field, "%s holds %d more invalid or repeated keys", k.field, k.bad-maxKeyViolations)
+	}
+}
+
+// checkKeyList checks each key of the list field within Fastly's key rules,
+// naming the bad ones field[i]; with unique, a key listed twice is refused
+// too (at its second position).
+func (v *violations) checkKeyList(field string, keys []string, unique bool) {
+	bad := keyViolations{v: v, field: field}
+	var seen map[string]int
+	if unique {
+		seen = make(map[string]int, len(keys))
+	}
+	for i, key := range keys {
+		entry := field + "[" + strconv.Itoa(i) + "]"
+		if err := upstream.CheckKey(key); err != nil {
+			bad.add(entry, err)
+			continue
+		}
+		if !unique {
+			continue
+		}
+		if first, dup := seen[key]; dup {
+			bad.add(entry, fmt.Errorf("repeats %s[%d]", field, first))
+			continue
+		}
+		seen[key] = i
+	}
+	bad.done()
 }
 
 func isStoreIDRune(r rune) bool {

@@ -40,10 +40,6 @@ const (
 // gRPC clients receive by default.
 const maxWatchMessageBytes = 4<<20 - 64<<10
 
-// maxKeyViolations bounds the key violations one request reports, so a
-// request of a thousand bad keys gets a readable error.
-const maxKeyViolations = 20
-
 // WatchConfig configures WatchItems.
 type WatchConfig struct {
 	// MinInterval is the floor of every watch's poll interval: a watch
@@ -172,14 +168,7 @@ func (s *Service) checkWatch(req *kvv1.WatchItemsRequest) (*watchSpec, *connect.
 		v.Check("prefix", upstream.CheckKeyPrefix(prefix))
 	}
 	if len(keys) <= MaxWatchKeys {
-		bad := 0
-		for i, k := range keys {
-			if err := upstream.CheckKey(k); err != nil {
-				if bad++; bad <= maxKeyViolations {
-					v.Check(fmt.Sprintf("keys[%d]", i), err)
-				}
-			}
-		}
+		v.checkKeyList("keys", keys, false)
 	}
 	interval := s.watch.cfg.MinInterval
 	if d := req.GetInterval(); d != nil {
@@ -193,23 +182,20 @@ func (s *Service) checkWatch(req *kvv1.WatchItemsRequest) (*watchSpec, *connect.
 		}
 	}
 	known := make(map[string]uint64, len(req.GetKnown()))
-	bad := 0
+	bad := keyViolations{v: &v, field: "known"}
 	for i, kg := range req.GetKnown() {
 		field := fmt.Sprintf("known[%d].key", i)
 		if err := upstream.CheckKey(kg.GetKey()); err != nil {
-			if bad++; bad <= maxKeyViolations {
-				v.Check(field, err)
-			}
+			bad.add(field, err)
 			continue
 		}
 		if _, dup := known[kg.GetKey()]; dup {
-			if bad++; bad <= maxKeyViolations {
-				v.Add(field, "%s %q is listed more than once", field, kg.GetKey())
-			}
+			bad.add(field, fmt.Errorf("%q is listed more than once", kg.GetKey()))
 			continue
 		}
 		known[kg.GetKey()] = kg.GetGeneration()
 	}
+	bad.done()
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

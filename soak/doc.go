@@ -14,6 +14,16 @@
 //     they must report no state a key never had and come to the store's
 //     final state.
 //
+//   - TestSoakDeleteKeys: deletions by prefix and by list, resumed from
+//     their cursors whenever they end early, then every key accounted for
+//     (-soak.deletes keys each way).
+//
+//   - TestSoakCopyItems: copies resumed from their cursors whenever they
+//     end early; every item copied once, with its value and metadata.
+//
+//   - TestSoakListMetadata: listings with include_metadata while keys are
+//     deleted and rewritten; each stable key once, in order, with its item.
+//
 // Run them with:
 //
 //	go test -race -count=1 ./soak/                     # the short run

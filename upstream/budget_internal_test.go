@@ -93,3 +93,100 @@ func TestRateBudget(t *testing.T) {
 		}
 	})
 }
+
+func TestOwnBudget(t *testing.T) {
+	t.Parallel()
+	// A whole minute, so that the slot boundaries below are exact.
+	start := time.Unix(1_750_000_020, 0).Truncate(time.Minute)
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		// writes are the offsets from start of the writes to count, each
+		// expected to be let out.
+		writes []time.Duration
+		// at is when the next write is tried, refused unless wait is 0.
+		at   time.Duration
+		wait time.Duration
+		left int64 // writes left at at, before the try
+	}{
+		{name: "under the limit", limit: 3, writes: []time.Duration{0, time.Second}, at: 2 * time.Second, left: 1},
+		{name: "at the limit", limit: 2, writes: []time.Duration{0, 30 * time.Second}, at: 59 * time.Second,
+			wait: time.Hour - 59*time.Second, left: 0},
+		{name: "the oldest minute frees the wait", limit: 2, writes: []time.Duration{0, 10 * time.Minute}, at: 30 * time.Minute,
+			wait: 30 * time.Minute, left: 0},
+		{name: "an hour later the writes have aged out", limit: 2, writes: []time.Duration{0, 30 * time.Second}, at: time.Hour, left: 2},
+		{name: "a write counts until its minute an hour on", limit: 1, writes: []time.Duration{59 * time.Second}, at: time.Hour - time.Second,
+			wait: time.Second, left: 0},
+		{name: "one write a minute, limit 60", limit: 60, writes: everyMinute(60), at: 60 * time.Minute, left: 1},
+		{name: "slots reused after the hour", limit: 2, writes: []time.Duration{0, time.Hour, time.Hour}, at: time.Hour + time.Second,
+			wait: time.Hour - time.Second, left: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newRateBudgetLimit(tc.limit)
+			for i, w := range tc.writes {
+				if err := b.check(OpDelete, http.MethodDelete, start.Add(w)); err != nil {
+					t.Fatalf("write %d at +%v: %v; want it let out", i, w, err)
+				}
+			}
+			now := start.Add(tc.at)
+			if left, ok := b.remainingAt(now); !ok || left != tc.left {
+				t.Errorf("remaining = %d, %v; want %d, true", left, ok, tc.left)
+			}
+			err := b.check(OpPut, http.MethodPut, now)
+			if tc.wait == 0 {
+				if err != nil {
+					t.Errorf("next write: %v; want it let out", err)
+				}
+				return
+			}
+			se, ok := err.(*StatusError)
+			if !ok || se.Status != http.StatusTooManyRequests || !se.NotSent || !se.OwnBudget || se.RetryAfter != tc.wait {
+				t.Fatalf("next write = %#v; want a not-sent 429 of kvgate's own budget with RetryAfter %v", err, tc.wait)
+			}
+			if err := b.check(OpGet, http.MethodGet, now); err != nil {
+				t.Errorf("read with the budget spent: %v; want reads never refused", err)
+			}
+		})
+	}
+}
+
+func everyMinute(n int) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = time.Duration(i) * time.Minute
+	}
+	return out
+}
+
+// TestBudgetRemainingIsTheLower checks what the write budget gauge reads:
+// unknown without either budget, and the lower of Fastly's and kvgate's
+// own once known.
+func TestBudgetRemainingIsTheLower(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_750_000_000, 0)
+	for _, tc := range []struct {
+		name   string
+		limit  int64
+		fastly string // Fastly-RateLimit-Remaining of a write answer; "" for none
+		want   int64
+		ok     bool
+	}{
+		{name: "neither", want: -1, ok: false},
+		{name: "fastly only", fastly: "900", want: 900, ok: true},
+		{name: "own only", limit: 50, want: 50, ok: true},
+		{name: "own lower", limit: 50, fastly: "900", want: 50, ok: true},
+		{name: "fastly lower", limit: 5000, fastly: "900", want: 900, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newRateBudgetLimit(tc.limit)
+			if tc.fastly != "" {
+				b.update(http.MethodPut, budgetHeader(tc.fastly, now.Unix()+600))
+			}
+			if got, ok := b.remainingAt(now); got != tc.want || ok != tc.ok {
+				t.Errorf("remaining = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}

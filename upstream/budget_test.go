@@ -5,6 +5,7 @@ package upstream_test
 // is spent, writes fail fast without being sent until the reset.
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -203,5 +204,61 @@ func TestWriteBudgetIgnoresReads(t *testing.T) {
 				wantAttempts(t, s, i+2)
 			}
 		})
+	}
+}
+
+// TestOwnWriteBudget checks ClientConfig.WriteBudget through the client:
+// N writes of any kind go out, the next is refused without being sent,
+// reads still go out, and the budget left is reported.
+func TestOwnWriteBudget(t *testing.T) {
+	t.Parallel()
+	writes := []rtCall{rtPlainPut, rtPlainDelete, rtBatch}
+	s := newRTServer(t, rtOK)
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: s.srv.URL, Retry: rtPolicy, WriteBudget: int64(len(writes))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, ok := c.WriteBudgetRemaining(); !ok || left != int64(len(writes)) {
+		t.Errorf("WriteBudgetRemaining before any write = %d, %v; want %d, true", left, ok, len(writes))
+	}
+	for i, w := range writes {
+		if err := w.do(t.Context(), c); err != nil {
+			t.Fatalf("%s: %v; want it sent", w.name, err)
+		}
+		wantAttempts(t, s, i+1)
+	}
+	for _, w := range rtWriteCalls {
+		err := w.do(t.Context(), c)
+		wantBudgetRefusal(t, err, w.op, time.Minute, time.Hour)
+		if se, _ := errors.AsType[*upstream.StatusError](err); !se.OwnBudget {
+			t.Errorf("%s: OwnBudget = false; want the refusal marked as kvgate's own", w.name)
+		}
+		wantAttempts(t, s, len(writes))
+	}
+	for _, r := range rtReadCalls {
+		if err := r.do(t.Context(), c); err != nil {
+			t.Errorf("%s with the write budget spent: %v; want reads never refused", r.name, err)
+		}
+	}
+	if left, ok := c.WriteBudgetRemaining(); !ok || left != 0 {
+		t.Errorf("WriteBudgetRemaining = %d, %v; want 0, true", left, ok)
+	}
+}
+
+// TestOwnWriteBudgetCountsRetries checks that every attempt sent counts:
+// a write retried after a 503 spends two of the budget.
+func TestOwnWriteBudgetCountsRetries(t *testing.T) {
+	t.Parallel()
+	s := newRTServer(t, rtStatus(503), rtOK)
+	c, err := upstream.NewClient(upstream.ClientConfig{BaseURL: s.srv.URL, Retry: rtPolicy, WriteBudget: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rtPlainPut.do(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	wantAttempts(t, s, 2)
+	if left, _ := c.WriteBudgetRemaining(); left != 1 {
+		t.Errorf("WriteBudgetRemaining after a write sent twice = %d; want 1", left)
 	}
 }

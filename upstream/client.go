@@ -63,6 +63,13 @@ type ClientConfig struct {
 	// no longer used. Every byte of it is overwritten, or the buffer is
 	// dropped. A fresh buffer is made when nil.
 	ValueBuffer func(ctx context.Context, n int) []byte
+	// WriteBudget, when positive, is the most non-read requests (PUT,
+	// DELETE, batch PUT; retries included) the client sends in any rolling
+	// hour; a write past it fails at once, not sent, with a 429
+	// [StatusError] marked OwnBudget and the time until one is free. Zero
+	// sets no budget of kvgate's own; Fastly's, learned from its answers,
+	// is kept either way.
+	WriteBudget int64
 }
 
 // Client calls the KV Store REST endpoints. It is safe for concurrent use.
@@ -96,7 +103,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		userAgent: cfg.UserAgent,
 		maxValue:  cfg.MaxValueBytes,
 		retry:     cfg.Retry.withDefaults(),
-		budget:    newRateBudget(),
+		budget:    newRateBudgetLimit(cfg.WriteBudget),
 		observer:  cfg.Observer,
 		reserve:   cfg.ReserveValue,
 		valueBuf:  cfg.ValueBuffer,

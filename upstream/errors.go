@@ -53,6 +53,9 @@ type StatusError struct {
 	// NotSent marks a 429 that kvgate answered itself, without sending,
 	// because Fastly's write budget was known to be spent.
 	NotSent bool
+	// OwnBudget marks a NotSent 429 refused by kvgate's own hourly write
+	// budget ([ClientConfig.WriteBudget]) rather than by Fastly's.
+	OwnBudget bool
 }
 
 func (e *StatusError) Error() string {

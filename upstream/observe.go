@@ -64,13 +64,13 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-// WriteBudgetRemaining reports Fastly's remaining write budget as its last
-// write response said (Fastly-RateLimit-Remaining); ok is false until one
-// has said so, and again once a spent budget's window has passed.
+// WriteBudgetRemaining reports the write budget left: Fastly's, as its
+// last write response said (Fastly-RateLimit-Remaining), or the writes
+// left in the rolling hour of [ClientConfig.WriteBudget], whichever is
+// lower. ok is false while neither is known: no WriteBudget, and no write
+// answer has said (or a spent budget's window has passed since).
 func (c *Client) WriteBudgetRemaining() (remaining int64, ok bool) {
-	c.budget.mu.Lock()
-	defer c.budget.mu.Unlock()
-	return c.budget.remaining, c.budget.remaining >= 0
+	return c.budget.remainingAt(time.Now())
 }
 
 // observedAttempt is [Client.attempt] told to the observer, when there is one.

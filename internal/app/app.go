@@ -51,6 +51,8 @@ type Config struct {
 	// ListMetadataConcurrency is how many HEADs a listing with
 	// include_metadata keeps in flight.
 	ListMetadataConcurrency int
+	// Writes are DeleteKeys' concurrency and kvgate's own write budget.
+	Writes WriteConfig
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
@@ -111,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
+	}
+	if err := c.Writes.validate(); err != nil {
+		return err
 	}
 	if c.Listen == "" {
 		return errors.New("listen address must not be empty")
@@ -193,6 +198,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxValueBytes:  cfg.MaxValueBytes,
 		Retry:          cfg.Retry,
 		Batch:          cfg.Batch,
+		Writes:         cfg.Writes,
 		DefaultTimeout: cfg.DefaultTimeout,
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,

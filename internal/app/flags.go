@@ -144,6 +144,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerGetItemsFlags(fs, env, cfg)
 	registerWatchFlags(fs, env, cfg)
 	registerListMetadataFlags(fs, env, cfg)
+	registerWriteFlags(fs, env, cfg)
 }
 
 // NewLogger returns a slog logger writing format ("text" or "json") to

@@ -29,6 +29,7 @@ func defaultGatewayConfig() Config {
 		MaxTimeout:     time.Hour,
 		Retry:          upstream.RetryPolicy{MaxAttempts: 4, BaseDelay: 100 * time.Millisecond, MaxDelay: 5 * time.Second},
 		Batch:          service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
+		Writes:         WriteConfig{DeleteConcurrency: 8},
 		Server:         httpserver.Config{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 10 * time.Second},
 		Transport:      TransportConfig{Limits: httpserver.DefaultLimits()},
 		LogFormat:      "text",

@@ -49,6 +49,9 @@ type GatewayConfig struct {
 	// include_metadata keeps in flight;
 	// service.DefaultListMetadataConcurrency when zero.
 	ListMetadataConcurrency int
+	// Writes are DeleteKeys' concurrency (its default when zero) and
+	// kvgate's own hourly write budget (none when zero).
+	Writes WriteConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -134,6 +137,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Observer:      tel.UpstreamObserver(),
 		ReserveValue:  membudget.ReserveResponseValue,
 		ValueBuffer:   valuepool.Buffer,
+		WriteBudget:   cfg.Writes.BudgetPerHour,
 	})
 	if err != nil {
 		return nil, err
@@ -148,6 +152,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		Watch:                   cfg.Watch,
 		CopyConcurrency:         cfg.CopyConcurrency,
 		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
+		DeleteConcurrency:       cfg.Writes.DeleteConcurrency,
 	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {

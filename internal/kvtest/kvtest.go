@@ -44,6 +44,9 @@ type Options struct {
 	// ListMetadataConcurrency bounds the HEADs of a listing with
 	// include_metadata; the default when zero.
 	ListMetadataConcurrency int
+	// Writes are DeleteKeys' concurrency and kvgate's own write budget;
+	// the defaults (no budget of its own) when zero.
+	Writes app.WriteConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
 	// zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -149,6 +152,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxValueBytes:  opts.MaxValueBytes,
 		Retry:          opts.Retry,
 		Batch:          opts.Batch,
+		Writes:         opts.Writes,
 		DefaultTimeout: opts.DefaultTimeout,
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,

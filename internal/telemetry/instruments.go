@@ -50,8 +50,8 @@ func newInstruments(m metric.Meter) (instruments, error) {
 
 // ObserveGauges reports, on every collection, the batch bytes buffered
 // (see service.Service.BatchBytesInFlight) and Fastly's remaining write
-// budget (see upstream.Client.WriteBudgetRemaining, reported only while
-// known). Either function may be nil.
+// budget (see upstream.Client.WriteBudgetRemaining: the lower of Fastly's
+// and kvgate's own, reported only while known). Either function may be nil.
 func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (int64, bool)) error {
 	m := t.inst.meter
 	if batchBytes != nil {
@@ -66,7 +66,8 @@ func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (i
 	}
 	if writeBudget != nil {
 		if _, err := m.Int64ObservableGauge("kvgate.upstream.write_budget.remaining", metric.WithUnit("{request}"),
-			metric.WithDescription("Fastly's remaining write budget, as its last write response said (Fastly-RateLimit-Remaining)"),
+			metric.WithDescription("write requests left: the lower of Fastly's budget as its last write response said (Fastly-RateLimit-Remaining) "+
+				"and kvgate's own -write-budget over the rolling hour; absent while neither is known"),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 				if n, ok := writeBudget(); ok {
 					o.Observe(n)
