@@ -31,6 +31,9 @@ type Config struct {
 	// UpstreamName names the upstream in the messages callers see:
 	// "Fastly" when empty; "the local store" for kvgate's embedded one.
 	UpstreamName string
+	// GroupCommit says how PutItem's plain overwrites to one store are
+	// committed together in batch PUTs; on, with no linger, when zero.
+	GroupCommit GroupCommitConfig
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -54,6 +57,8 @@ type Service struct {
 	batch    BatchConfig
 	bodies   *bodyPool
 	words    wording
+	// group commits PutItem's overwrites together; nil when disabled.
+	group *committer
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// batchBytes is the size of the batch bodies being sent; see
@@ -71,7 +76,11 @@ func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
 // cursor, BatchPutItems the account of its items, after letting its writes
 // in flight finish.
-func (s *Service) Drain() { s.draining.Store(true) }
+func (s *Service) Drain() {
+	s.draining.Store(true)
+	// Writes waiting for their batch are sent now, not dropped.
+	s.group.drain()
+}
 
 // errShuttingDown ends a stream cut short by Drain.
 var errShuttingDown = connect.NewError(connect.CodeUnavailable, "kvgate is shutting down; retry against another instance")
@@ -86,6 +95,7 @@ func New(kv Upstream, opts Config) *Service {
 		s.maxValue = upstream.DefaultMaxValueBytes
 	}
 	s.bodies = newBodyPool(s.batch.MaxBytes)
+	s.group = newCommitter(s, opts.GroupCommit)
 	return s
 }
 
@@ -110,13 +120,20 @@ func (s *Service) GetItem(ctx context.Context, req *kvv1.GetItemRequest) (*kvv1.
 	return &kvv1.GetItemResponse{Item: out}, nil
 }
 
-// PutItem writes one item.
+// PutItem writes one item. A plain overwrite may be committed together
+// with others to its store in one batch PUT; see committer.
 func (s *Service) PutItem(ctx context.Context, req *kvv1.PutItemRequest) (*kvv1.PutItemResponse, error) {
 	var v violations
 	v.checkStoreID(req.GetStoreId())
 	v.checkItemWrite(req, req.IfGenerationMatch, s.maxValue)
 	if err := v.Err(); err != nil {
 		return nil, err
+	}
+	if line, size, ok := s.group.groupable(req); ok {
+		if err := s.group.put(ctx, req, line, size); err != nil {
+			return nil, err
+		}
+		return &kvv1.PutItemResponse{}, nil
 	}
 	opts := putOptions(req, req.IfGenerationMatch)
 	if err := s.kv.PutItem(ctx, req.GetStoreId(), req.GetKey(), req.GetValue(), opts); err != nil {

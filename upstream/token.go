@@ -21,3 +21,12 @@ func (c *Client) tokenFor(ctx context.Context) string {
 	}
 	return c.token
 }
+
+// TokenFrom returns the per-call token [WithToken] set on ctx, or "" when
+// the call sends the client's own: callers that make one upstream call on
+// behalf of several (a batch PUT carrying several RPCs' writes) group
+// only calls that send the same token.
+func TokenFrom(ctx context.Context) string {
+	t, _ := ctx.Value(tokenKey{}).(string)
+	return t
+}

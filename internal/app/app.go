@@ -48,6 +48,8 @@ type Config struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes.
 	Batch service.BatchConfig
+	// GroupCommit says how PutItem overwrites are committed together.
+	GroupCommit service.GroupCommitConfig
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
@@ -91,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
+	}
+	if c.GroupCommit.Linger < 0 {
+		return errors.New("the group commit linger must not be negative")
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
@@ -170,6 +175,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		MaxValueBytes:  cfg.MaxValueBytes,
 		Retry:          cfg.Retry,
 		Batch:          cfg.Batch,
+		GroupCommit:    cfg.GroupCommit,
 		DefaultTimeout: cfg.DefaultTimeout,
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,

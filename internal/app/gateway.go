@@ -45,6 +45,9 @@ type GatewayConfig struct {
 	Retry upstream.RetryPolicy
 	// Batch bounds the batch PUTs of batch writes; its defaults when zero.
 	Batch service.BatchConfig
+	// GroupCommit says how PutItem overwrites are committed together; on,
+	// with no linger, when zero.
+	GroupCommit service.GroupCommitConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -130,7 +133,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName})
+	svc := service.New(kv, service.Config{MaxValueBytes: maxValue, Batch: cfg.Batch, UpstreamName: cfg.UpstreamName, GroupCommit: cfg.GroupCommit})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
 		return nil, err

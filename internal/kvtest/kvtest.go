@@ -41,6 +41,9 @@ type Options struct {
 	MaxValueBytes int64
 	// Batch bounds batch writes; the defaults when zero.
 	Batch service.BatchConfig
+	// GroupCommit says how PutItem overwrites are committed together; on,
+	// with no linger, when zero, as in kvgate.
+	GroupCommit service.GroupCommitConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
 	// zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -137,6 +140,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		MaxValueBytes:  opts.MaxValueBytes,
 		Retry:          opts.Retry,
 		Batch:          opts.Batch,
+		GroupCommit:    opts.GroupCommit,
 		DefaultTimeout: opts.DefaultTimeout,
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
