@@ -73,6 +73,8 @@ type committer struct {
 
 	mu     sync.Mutex
 	groups map[groupKey]*storeGroup
+	// queued counts the writes waiting for their batch to be sent.
+	queued int
 }
 
 // groupKey names the writes one batch PUT may carry: those to one store
@@ -100,6 +102,8 @@ type groupBatch struct {
 	lineEnds []int
 	keys     map[string]bool
 	waiters  []*groupWaiter
+	// live counts the waiters not removed.
+	live int
 	// charge is the memory budget the lines hold until the batch is done.
 	charge membudget.Charge
 	// ctx is the context the batch is sent with: the first waiter's
@@ -232,6 +236,8 @@ func (c *committer) enqueue(ctx context.Context, g *storeGroup, line upstream.Ba
 	b.lineEnds = append(b.lineEnds, len(b.body))
 	b.keys[line.Key] = true
 	b.waiters = append(b.waiters, w)
+	b.live++
+	c.queued++
 	b.charge.Add(charge)
 	if d, ok := ctx.Deadline(); !ok {
 		b.unbounded = true
@@ -269,6 +275,7 @@ func (c *committer) dispatch(g *storeGroup) {
 		g.pending[0] = nil
 		g.pending = g.pending[1:]
 		b.sent = true
+		c.queued -= b.live
 		g.inflight++
 		keys := make([]string, 0, len(b.keys))
 		for k := range b.keys {
@@ -303,6 +310,16 @@ func (c *committer) finished(g *storeGroup, keys []string) {
 	c.dispatch(g)
 }
 
+// queuedWrites counts the writes waiting for their batch to be sent.
+func (c *committer) queuedWrites() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
 // drain sends every batch that lingers: kvgate is shutting down.
 func (c *committer) drain() {
 	if c == nil {
@@ -331,7 +348,7 @@ func (c *committer) send(g *storeGroup, b *groupBatch, keys []string) {
 		}
 		start = end
 	}
-	if len(sent) > 0 {
+	if len(sent) > 0 { // else every caller left: nothing to send
 		ctx, cancel := b.ctx, context.CancelFunc(func() {})
 		if !b.unbounded {
 			ctx, cancel = context.WithDeadline(ctx, b.deadline)
@@ -376,6 +393,8 @@ func (c *committer) wait(ctx context.Context, b *groupBatch, w *groupWaiter) err
 	leave := !b.sent && !c.draining.Load()
 	if leave {
 		w.removed = true
+		b.live--
+		c.queued--
 	}
 	c.mu.Unlock()
 	if !leave && c.draining.Load() {

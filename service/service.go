@@ -71,6 +71,10 @@ type Service struct {
 // report as the batch bytes buffered.
 func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 
+// QueuedWrites is how many PutItem overwrites are waiting for the batch
+// PUT that will carry them to be sent (see committer).
+func (s *Service) QueuedWrites() int { return s.group.queuedWrites() }
+
 // Drain tells the service that kvgate is shutting down and that the
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume

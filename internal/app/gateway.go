@@ -187,6 +187,10 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // fails to parse keeps the tokens in use.
 func (g *Gateway) ReloadTokens() error { return g.guard.Reload() }
 
+// QueuedWrites is how many PutItem overwrites wait for the batch PUT that
+// will carry them to be sent (group commit).
+func (g *Gateway) QueuedWrites() int { return g.svc.QueuedWrites() }
+
 // Upstream is the client the gateway calls its upstream with.
 func (g *Gateway) Upstream() *upstream.Client { return g.kv }
 
