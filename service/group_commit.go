@@ -115,6 +115,9 @@ type groupBatch struct {
 	unbounded bool
 	// ready is false while the batch lingers.
 	ready bool
+	// sealed is set once a line that could have joined the batch did not
+	// fit: it is as full as it gets.
+	sealed bool
 	// sent is set, under the committer's lock, once the batch is taken
 	// out of pending to be sent: its waiters can no longer leave it.
 	sent bool
@@ -213,6 +216,7 @@ func (c *committer) enqueue(ctx context.Context, g *storeGroup, line upstream.Ba
 			b = p
 			break
 		}
+		p.sealed = true
 	}
 	if b == nil {
 		b = &groupBatch{
@@ -252,24 +256,23 @@ func (c *committer) fits(b *groupBatch, size int) bool {
 	return len(b.waiters) < c.cfg.MaxLines && len(b.body)+size <= c.cfg.MaxBytes
 }
 
-// full reports a batch that can take no line more of any size.
+// full reports a batch that takes no more lines.
 func (c *committer) full(b *groupBatch) bool {
-	return len(b.waiters) >= c.cfg.MaxLines || len(b.body) >= c.cfg.MaxBytes
+	return b.sealed || len(b.waiters) >= c.cfg.MaxLines || len(b.body) >= c.cfg.MaxBytes
 }
 
 // dispatch sends the pending batches that may go now, in order. With
-// nothing in flight the first goes (once it no longer lingers); beside
-// writes in flight, only a batch that is closed (another fills behind
-// it) and shares no key with them. The caller holds c.mu.
+// nothing in flight the first goes, unless it lingers; beside writes in
+// flight, only a full batch that shares no key with them, up to
+// Concurrency. The caller holds c.mu.
 func (c *committer) dispatch(g *storeGroup) {
 	for len(g.pending) > 0 {
 		b := g.pending[0]
-		closed := len(g.pending) > 1 || c.full(b)
 		if g.inflight == 0 {
-			if !b.ready && !closed && !c.draining.Load() {
+			if !b.ready && len(g.pending) == 1 && !c.full(b) && !c.draining.Load() {
 				break
 			}
-		} else if !closed || g.inflight >= c.cfg.Concurrency || c.overlaps(g, b) {
+		} else if !c.full(b) || g.inflight >= c.cfg.Concurrency || c.overlaps(g, b) {
 			break
 		}
 		g.pending[0] = nil
@@ -404,14 +407,15 @@ func (c *committer) wait(ctx context.Context, b *groupBatch, w *groupWaiter) err
 	return c.words.fromUpstream(ctx.Err(), itemSubject)
 }
 
-// lineError is the error of a write whose batch line Fastly refused: what
-// a single-item PUT refused with the line's status gets.
+// lineError is the error of a write whose batch line Fastly refused, as
+// BatchPutItems reports such a line: the code of the line's status and
+// Fastly's reason, with an ErrorInfo naming the status.
 func (w wording) lineError(le upstream.BatchLineError) *connect.Error {
-	cause := fmt.Errorf("fastly batch put: line %d refused: %s %s", le.Index, le.Code, le.Reason)
 	we, ok := wireErrors[le.Kind()]
 	if !ok {
-		return connect.NewError(connect.CodeInternal, "internal error").WithCause(cause)
+		we = wireErrors[upstream.KindUnexpectedStatus]
 	}
 	status, _ := strconv.Atoi(le.Code)
-	return we.build(w, itemSubject, status, 0).WithCause(cause)
+	cerr := connect.NewError(we.code, w.say("Fastly rejected the item: ")+le.Reason)
+	return withInfo(cerr, we.reason, status).WithCause(fmt.Errorf("fastly batch put: line %d refused: %s %s", le.Index, le.Code, le.Reason))
 }
