@@ -392,3 +392,31 @@ func TestPutItemGroupCommitShutdown(t *testing.T) {
 		t.Errorf("the store received %d batch PUTs; want 1", got)
 	}
 }
+
+// TestPutItemGroupCommitMemoryBudget writes many values at once through a
+// budget that holds only some of them, so that writes wait for budget
+// before they queue: every write lands, and the budget is all returned.
+func TestPutItemGroupCommitMemoryBudget(t *testing.T) {
+	t.Parallel()
+	st := startBudgetStack(t)
+	client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const calls, size = 64, 96 << 10
+	want := map[string]storedItem{}
+	var wg sync.WaitGroup
+	for i := range calls {
+		key := fmt.Sprintf("budget/%02d", i)
+		want[key] = storedItem{value: budgetValue(i, size)}
+		wg.Go(func() {
+			_, err := client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "budget", Key: key, Value: budgetValue(i, size)})
+			mustOK(t, "PutItem", err)
+		})
+	}
+	wg.Wait()
+	checkStored(t, ctx, st.Client, "budget", want, nil)
+	if st.Store.Count(localstore.RequestBatch) == 0 {
+		t.Error("no write went out in a batch PUT")
+	}
+	checkBudgetReturned(t, st.MemoryBudget)
+}
