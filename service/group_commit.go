@@ -43,9 +43,10 @@ type GroupCommitConfig struct {
 //
 // Batches are bounded by BatchConfig.MaxLines and MaxBytes as batch
 // writes are. While one batch is in flight the next one fills; once that
-// one is full, further batches fill behind it, and full batches go out
-// alongside the one in flight, up to BatchConfig.Concurrency, when they
-// share no key with a batch in flight.
+// one is a quarter full (of lines or bytes) it may go out beside the one
+// in flight, up to BatchConfig.Concurrency, when it shares no key with a
+// write in flight, so that a load heavier than one batch per round trip
+// is not held back by the round trip.
 //
 // Order: a batch holds each key once. A write whose key is already queued
 // goes into a batch after the one holding it, and a batch is not sent
@@ -261,9 +262,18 @@ func (c *committer) full(b *groupBatch) bool {
 	return b.sealed || len(b.waiters) >= c.cfg.MaxLines || len(b.body) >= c.cfg.MaxBytes
 }
 
+// ripe reports a batch worth sending beside writes in flight: full, or a
+// quarter full. Under a load that fills batches faster than the upstream
+// answers, batches then go out as they fill instead of all waiting for
+// the one in flight, while a lighter load still sends one batch per round
+// trip.
+func (c *committer) ripe(b *groupBatch) bool {
+	return c.full(b) || len(b.waiters) >= max(c.cfg.MaxLines/4, 1) || len(b.body) >= c.cfg.MaxBytes/4
+}
+
 // dispatch sends the pending batches that may go now, in order. With
 // nothing in flight the first goes, unless it lingers; beside writes in
-// flight, only a full batch that shares no key with them, up to
+// flight, only a ripe batch that shares no key with them, up to
 // Concurrency. The caller holds c.mu.
 func (c *committer) dispatch(g *storeGroup) {
 	for len(g.pending) > 0 {
@@ -272,7 +282,7 @@ func (c *committer) dispatch(g *storeGroup) {
 			if !b.ready && len(g.pending) == 1 && !c.full(b) && !c.draining.Load() {
 				break
 			}
-		} else if !c.full(b) || g.inflight >= c.cfg.Concurrency || c.overlaps(g, b) {
+		} else if !c.ripe(b) || g.inflight >= c.cfg.Concurrency || c.overlaps(g, b) {
 			break
 		}
 		g.pending[0] = nil

@@ -420,3 +420,62 @@ func TestPutItemGroupCommitMemoryBudget(t *testing.T) {
 	}
 	checkBudgetReturned(t, st.MemoryBudget)
 }
+
+// TestPutItemGroupCommitBeside checks when a batch goes out beside a write
+// in flight: once it is a quarter full, unless it holds a key in flight,
+// which must wait for that write so that the later one wins.
+func TestPutItemGroupCommitBeside(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		writes []gcWrite
+		// beside is set when the batch must go while the gate is shut.
+		beside bool
+		want   map[string]storedItem
+	}{
+		{name: "a quarter full batch goes beside", beside: true,
+			writes: []gcWrite{{key: "a", value: "1"}, {key: "b", value: "2"}},
+			want:   map[string]storedItem{"a": {value: []byte("1")}, "b": {value: []byte("2")}, "gate": {value: []byte("g")}}},
+		{name: "a batch holding the key in flight waits",
+			writes: []gcWrite{{key: "gate", value: "later"}, {key: "b", value: "2"}},
+			want:   map[string]storedItem{"gate": {value: []byte("later")}, "b": {value: []byte("2")}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			gs := newGatedStore(t, localstore.Config{}, 0)
+			st := kvtest.Start(t, kvtest.Options{Upstream: gs, Batch: service.BatchConfig{MaxLines: 8}})
+			t.Cleanup(gs.release)
+			client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			const store = "beside"
+			gateDone := make(chan error, 1)
+			go func() { gateDone <- putValue(ctx, client, store, gcWrite{key: "gate", value: "g"}) }()
+			<-gs.arrived
+			errs := make(chan error, len(tc.writes))
+			for i, w := range tc.writes {
+				go func() { errs <- putValue(ctx, client, store, w) }()
+				if !tc.beside || i < len(tc.writes)-1 {
+					waitFor(t, "the write to queue", 30*time.Second, func() bool { return st.Gateway.QueuedWrites() == i+1 })
+				}
+			}
+			if tc.beside {
+				for range tc.writes {
+					mustOK(t, "PutItem", <-errs) // while the gate is shut
+				}
+			}
+			gs.release()
+			mustOK(t, "gate PutItem", <-gateDone)
+			if !tc.beside {
+				for range tc.writes {
+					mustOK(t, "PutItem", <-errs)
+				}
+			}
+			checkStored(t, ctx, st.Client, store, tc.want, nil)
+			if got := len(gs.batchBodies()); got != 1 {
+				t.Errorf("the store received %d batch PUTs; want 1", got)
+			}
+		})
+	}
+}
