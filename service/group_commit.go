@@ -43,7 +43,7 @@ type GroupCommitConfig struct {
 //
 // Batches are bounded by BatchConfig.MaxLines and MaxBytes as batch
 // writes are. While one batch is in flight the next one fills; once that
-// one is a quarter full (of lines or bytes) it may go out beside the one
+// one is an eighth full (of lines or bytes) it may go out beside the one
 // in flight, up to BatchConfig.Concurrency, when it shares no key with a
 // write in flight, so that a load heavier than one batch per round trip
 // is not held back by the round trip.
@@ -262,13 +262,14 @@ func (c *committer) full(b *groupBatch) bool {
 	return b.sealed || len(b.waiters) >= c.cfg.MaxLines || len(b.body) >= c.cfg.MaxBytes
 }
 
-// ripe reports a batch worth sending beside writes in flight: full, or a
-// quarter full. Under a load that fills batches faster than the upstream
-// answers, batches then go out as they fill instead of all waiting for
-// the one in flight, while a lighter load still sends one batch per round
-// trip.
+// ripe reports a batch worth sending beside writes in flight: full, or an
+// eighth full (125 lines by default). Under a load that fills batches
+// faster than the upstream answers, batches then go out as they fill
+// instead of all waiting for the one in flight, which would leave the
+// upstream idle while the answered callers come back, and still carry
+// many items each; a lighter load sends one batch per round trip.
 func (c *committer) ripe(b *groupBatch) bool {
-	return c.full(b) || len(b.waiters) >= max(c.cfg.MaxLines/4, 1) || len(b.body) >= c.cfg.MaxBytes/4
+	return c.full(b) || len(b.waiters) >= max(c.cfg.MaxLines/8, 1) || len(b.body) >= c.cfg.MaxBytes/8
 }
 
 // dispatch sends the pending batches that may go now, in order. With

@@ -422,7 +422,7 @@ func TestPutItemGroupCommitMemoryBudget(t *testing.T) {
 }
 
 // TestPutItemGroupCommitBeside checks when a batch goes out beside a write
-// in flight: once it is a quarter full, unless it holds a key in flight,
+// in flight: once it is an eighth full, unless it holds a key in flight,
 // which must wait for that write so that the later one wins.
 func TestPutItemGroupCommitBeside(t *testing.T) {
 	t.Parallel()
@@ -433,7 +433,7 @@ func TestPutItemGroupCommitBeside(t *testing.T) {
 		beside bool
 		want   map[string]storedItem
 	}{
-		{name: "a quarter full batch goes beside", beside: true,
+		{name: "an eighth full batch goes beside", beside: true,
 			writes: []gcWrite{{key: "a", value: "1"}, {key: "b", value: "2"}},
 			want:   map[string]storedItem{"a": {value: []byte("1")}, "b": {value: []byte("2")}, "gate": {value: []byte("g")}}},
 		{name: "a batch holding the key in flight waits",
@@ -444,7 +444,7 @@ func TestPutItemGroupCommitBeside(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			gs := newGatedStore(t, localstore.Config{}, 0)
-			st := kvtest.Start(t, kvtest.Options{Upstream: gs, Batch: service.BatchConfig{MaxLines: 8}})
+			st := kvtest.Start(t, kvtest.Options{Upstream: gs, Batch: service.BatchConfig{MaxLines: 16}})
 			t.Cleanup(gs.release)
 			client := st.NewClient(kvtest.H2CClient(), connectGRPC()...)
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

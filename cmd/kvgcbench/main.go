@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,7 @@ func main() {
 	flag.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured run before each cell")
 	flag.IntVar(&cfg.ValueBytes, "value-bytes", cfg.ValueBytes, "bytes per value")
 	flag.DurationVar(&cfg.Linger, "linger", 0, "group commit linger of the runs with group commit")
+	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds; each runs every cell in turn, and a row pools its cell's rounds")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -118,11 +120,11 @@ func run(ctx context.Context, cfg gcbench.Config, latency time.Duration) error {
 	}
 	cfg.UpstreamURL = "http://" + strings.TrimSpace(addr)
 
-	fmt.Fprintf(os.Stderr, "kvgcbench: local store with %v latency per request; %v per cell after %v of warmup; %d-byte values; linger %v\n",
-		latency, cfg.Duration, cfg.Warmup, cfg.ValueBytes, cfg.Linger)
-	rows, err := gcbench.Run(ctx, cfg, func(r gcbench.Row) {
-		fmt.Fprintf(os.Stderr, "  %4d writers, group commit %-5v: %d items, %d requests, p99 %v\n",
-			r.Writers, r.GroupCommit, r.Items, r.Requests, r.P99.Round(100*time.Microsecond))
+	fmt.Printf("kvgcbench: local store with %v latency per request; %d rounds of %v per cell after %v of warmup; %d-byte values; linger %v; %s\n\n",
+		latency, max(cfg.Rounds, 1), cfg.Duration, cfg.Warmup, cfg.ValueBytes, cfg.Linger, loadAverage())
+	rows, err := gcbench.Run(ctx, cfg, func(round int, r gcbench.Row) {
+		fmt.Fprintf(os.Stderr, "  round %d: %4d writers, group commit %-5v: %d items, %d requests, p99 %v\n",
+			round+1, r.Writers, r.GroupCommit, r.Items, r.Requests, r.P99.Round(100*time.Microsecond))
 	})
 	if err != nil {
 		return err
@@ -130,11 +132,26 @@ func run(ctx context.Context, cfg gcbench.Config, latency time.Duration) error {
 	if err := gcbench.WriteMarkdown(os.Stdout, rows); err != nil {
 		return err
 	}
+	fmt.Printf("\nAfter the runs: %s\n", loadAverage())
 	if n, perRequest, p99, ok := gcbench.Targets(rows); ok {
 		fmt.Printf("\nAt %d writers: at least 100 items per upstream request: %s; p99 no worse than without group commit: %s\n",
 			n, met(perRequest), met(p99))
 	}
 	return gcbench.Check(rows)
+}
+
+// loadAverage reports the machine's load averages, to show how much other
+// work shared it with the benchmark.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "load average unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "load average unknown"
+	}
+	return fmt.Sprintf("load average %s %s %s on %d CPUs", f[0], f[1], f[2], runtime.NumCPU())
 }
 
 func met(ok bool) string {

@@ -43,11 +43,15 @@ type Config struct {
 	Linger time.Duration
 	// Batch bounds kvgate's batch PUTs; its defaults when zero.
 	Batch service.BatchConfig
+	// Rounds is how many times each cell runs, the cells taking turns;
+	// once when zero.
+	Rounds int
 }
 
-// DefaultConfig is the full run: 1 to 1,000 writers, 5 s each.
+// DefaultConfig is the full run: 1 to 1,000 writers, 3 rounds of 5 s
+// each.
 func DefaultConfig() Config {
-	return Config{Writers: []int{1, 10, 100, 1000}, Duration: 5 * time.Second, Warmup: time.Second, ValueBytes: 256}
+	return Config{Writers: []int{1, 10, 100, 1000}, Duration: 5 * time.Second, Warmup: time.Second, ValueBytes: 256, Rounds: 3}
 }
 
 // Row is one cell: a number of writers with group commit on or off.
@@ -72,20 +76,41 @@ func (r Row) ItemsPerRequest() float64 {
 func (r Row) Throughput() float64 { return float64(r.Items) / r.Elapsed.Seconds() }
 
 // Run measures every cell, group commit off then on for each number of
-// writers, calling progress (when not nil) after each.
-func Run(ctx context.Context, cfg Config, progress func(Row)) ([]Row, error) {
-	var rows []Row
-	for _, n := range cfg.Writers {
-		for _, on := range []bool{false, true} {
-			row, err := runCell(ctx, cfg, n, on)
-			if err != nil {
-				return rows, fmt.Errorf("%d writers, group commit %v: %w", n, on, err)
-			}
-			rows = append(rows, row)
-			if progress != nil {
-				progress(row)
+// writers, Rounds times over, calling progress (when not nil) after each
+// cell of each round. A row pools a cell's rounds: its items, requests and
+// time add up, and its percentiles are those of every call of every round,
+// so that load from outside the benchmark that comes and goes weighs on
+// both sides alike.
+func Run(ctx context.Context, cfg Config, progress func(round int, r Row)) ([]Row, error) {
+	type cell struct {
+		row       Row
+		latencies []time.Duration
+	}
+	cells := make([]cell, 2*len(cfg.Writers))
+	for round := range max(cfg.Rounds, 1) {
+		for i, n := range cfg.Writers {
+			for j, on := range []bool{false, true} {
+				row, lat, err := runCell(ctx, cfg, n, on)
+				if err != nil {
+					return nil, fmt.Errorf("%d writers, group commit %v: %w", n, on, err)
+				}
+				if progress != nil {
+					progress(round, row)
+				}
+				c := &cells[2*i+j]
+				c.row.Writers, c.row.GroupCommit = n, on
+				c.row.Items += row.Items
+				c.row.Requests += row.Requests
+				c.row.Elapsed += row.Elapsed
+				c.latencies = append(c.latencies, lat...)
 			}
 		}
+	}
+	rows := make([]Row, len(cells))
+	for i, c := range cells {
+		slices.Sort(c.latencies)
+		c.row.P50, c.row.P99 = percentile(c.latencies, 0.50), percentile(c.latencies, 0.99)
+		rows[i] = c.row
 	}
 	return rows, nil
 }
@@ -105,7 +130,9 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // kvgate, well under its 250 streams per connection.
 const writersPerConn = 100
 
-func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Row, error) {
+// runCell runs one cell once and returns its row and the latency of every
+// call it measured.
+func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Row, []time.Duration, error) {
 	var requests atomic.Int64
 	hc := upstream.NewHTTPClient(max(writers, upstream.DefaultMaxIdleConns))
 	hc.Transport = countingTransport{next: hc.Transport, n: &requests}
@@ -116,11 +143,11 @@ func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Ro
 		GroupCommit: service.GroupCommitConfig{Disabled: !groupCommit, Linger: cfg.Linger},
 	})
 	if err != nil {
-		return Row{}, err
+		return Row{}, nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return Row{}, err
+		return Row{}, nil, err
 	}
 	serveCtx, stop := context.WithCancel(ctx)
 	served := make(chan struct{})
@@ -187,7 +214,7 @@ func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Ro
 		})
 	}
 	if err := sleep(ctx, cfg.Warmup); err != nil {
-		return Row{}, err
+		return Row{}, nil, err
 	}
 	before := requests.Load()
 	start := time.Now()
@@ -199,17 +226,17 @@ func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Ro
 	endRun()
 	wg.Wait()
 	if firstErr != nil {
-		return Row{}, firstErr
+		return Row{}, nil, firstErr
 	}
 	if err != nil && ctx.Err() != nil {
-		return Row{}, err
+		return Row{}, nil, err
 	}
 	slices.Sort(latencies)
 	return Row{
 		Writers: writers, GroupCommit: groupCommit,
 		Items: items.Load(), Requests: after - before, Elapsed: elapsed,
 		P50: percentile(latencies, 0.50), P99: percentile(latencies, 0.99),
-	}, nil
+	}, latencies, nil
 }
 
 func cmpOr(a, b error) error {
