@@ -479,3 +479,31 @@ func TestPutItemGroupCommitBeside(t *testing.T) {
 		})
 	}
 }
+
+// runGroupedPuts makes concurrent PutItems of distinct values to one store,
+// so that most of them are committed together, and reads each back: the
+// values, which kvgate may decode into buffers it reuses once a call has
+// answered, reach the store intact whichever protocol carried them.
+func runGroupedPuts(t *testing.T, client kvv1connect.KVStoreServiceClient, store string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const n = 24
+	values := make([][]byte, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		values[i] = bytes.Repeat([]byte{byte('a' + i)}, 512+i*300)
+		wg.Go(func() {
+			_, err := client.PutItem(ctx, &kvv1.PutItemRequest{StoreId: store, Key: fmt.Sprintf("g/%02d", i), Value: values[i], Metadata: fmt.Sprint(i)})
+			mustOK(t, "grouped PutItem", err)
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		res, err := client.GetItem(ctx, &kvv1.GetItemRequest{StoreId: store, Key: fmt.Sprintf("g/%02d", i)})
+		mustOK(t, "GetItem", err)
+		if it := res.GetItem(); !bytes.Equal(it.GetValue(), values[i]) || it.GetMetadata() != fmt.Sprint(i) {
+			t.Errorf("g/%02d holds %d bytes and metadata %q; want %d bytes of %q and %q", i, len(it.GetValue()), it.GetMetadata(), len(values[i]), rune('a'+i), fmt.Sprint(i))
+		}
+	}
+}
