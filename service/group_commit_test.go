@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +38,7 @@ type gatedStore struct {
 
 	mu      sync.Mutex
 	batches [][]byte
+	tokens  []string // the Fastly-Key of each batch PUT
 }
 
 func newGatedStore(t *testing.T, cfg localstore.Config, refuse int) *gatedStore {
@@ -60,6 +63,7 @@ func (g *gatedStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		g.mu.Lock()
 		g.batches = append(g.batches, body)
+		g.tokens = append(g.tokens, r.Header.Get("Fastly-Key"))
 		g.mu.Unlock()
 		if g.refuse != 0 {
 			w.Header().Set("Content-Type", "application/json")
@@ -506,4 +510,51 @@ func runGroupedPuts(t *testing.T, client kvv1connect.KVStoreServiceClient, store
 			t.Errorf("g/%02d holds %d bytes and metadata %q; want %d bytes of %q and %q", i, len(it.GetValue()), it.GetMetadata(), len(values[i]), rune('a'+i), fmt.Sprint(i))
 		}
 	}
+}
+
+// TestPutItemGroupCommitTokens checks that writes sent with different
+// Fastly tokens (kvgate's pass-through mode) never share a batch PUT: a
+// write with another token finds its store idle for that token and goes
+// out at once, while the writes with the busy token queue.
+func TestPutItemGroupCommitTokens(t *testing.T) {
+	t.Parallel()
+	gs := newGatedStore(t, localstore.Config{}, 0)
+	srv := httptest.NewServer(gs)
+	t.Cleanup(srv.Close)
+	t.Cleanup(gs.release)
+	kv, err := upstream.NewClient(upstream.ClientConfig{BaseURL: srv.URL, Token: "own"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := service.New(kv, service.Config{})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	as := func(token string) context.Context { return upstream.WithToken(ctx, token) }
+	put := func(ctx context.Context, key string) error {
+		_, err := svc.PutItem(ctx, &kvv1.PutItemRequest{StoreId: "tokens", Key: key, Value: []byte(key)})
+		return err
+	}
+
+	gateDone := make(chan error, 1)
+	go func() { gateDone <- put(as("alice"), "gate") }()
+	<-gs.arrived
+	errs := make(chan error, 2)
+	for i, key := range []string{"a1", "a2"} {
+		go func() { errs <- put(as("alice"), key) }()
+		waitFor(t, "alice's write to queue", 30*time.Second, func() bool { return svc.QueuedWrites() == i+1 })
+	}
+	mustOK(t, "bob's PutItem", put(as("bob"), "b1")) // while alice's gate is shut
+	mustOK(t, "PutItem with kvgate's own token", put(ctx, "own1"))
+	gs.release()
+	mustOK(t, "gate PutItem", <-gateDone)
+	for range 2 {
+		mustOK(t, "alice's PutItem", <-errs)
+	}
+	gs.mu.Lock()
+	tokens := slices.Clone(gs.tokens)
+	gs.mu.Unlock()
+	if !slices.Equal(tokens, []string{"alice"}) {
+		t.Errorf("batch PUTs were sent with tokens %q; want one, with alice's", tokens)
+	}
+	checkBatchOrder(t, gs.batchBodies(), [][]string{{"a1=a1", "a2=a2"}})
 }
