@@ -23,7 +23,7 @@ func TestSmoke(t *testing.T) {
 	srv := httptest.NewServer(store.Handler())
 	t.Cleanup(srv.Close)
 
-	cfg := Config{UpstreamURL: srv.URL, Writers: []int{1, 20}, Rounds: 2, Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, ValueBytes: 64}
+	cfg := Config{UpstreamURL: srv.URL, Writers: []int{1, 20}, Rounds: 2, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, ValueBytes: 64}
 	rows, err := Run(t.Context(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
