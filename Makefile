@@ -117,6 +117,10 @@ bench: ## Go benchmarks: kvgate beside direct REST calls on the same local store
 bench-streams: ## The full streaming run: 100,000 items and 200,000 keys at 20 ms per request, and 10,000 keys with include_metadata at 20 ms and 0
 	go run ./cmd/kvbench
 
+.PHONY: bench-group-commit
+bench-group-commit: ## PutItem group commit: 1 to 1,000 concurrent writers at 20 ms per request, with and without it: upstream requests per item, throughput, p50 and p99
+	go run ./cmd/kvgcbench
+
 .PHONY: bench-hop
 bench-hop: ## kvgate's unary calls beside httputil.ReverseProxy in front of the same local store: throughput, hop CPU and allocations per request, latency (about 11 minutes)
 	go run ./cmd/kvhop

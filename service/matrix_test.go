@@ -82,6 +82,7 @@ func TestProtocolMatrix(t *testing.T) {
 				client := st.NewClient(hc, tc.opts...)
 				// Each combination gets its own store, so they run in parallel.
 				runUnaryScenario(t, client, "matrix-"+tc.name+"-"+tr.name)
+				runGroupedPuts(t, client, "matrix-grouped-"+tc.name+"-"+tr.name)
 				if tc.get && counter.gets.Load() == 0 {
 					t.Error("no request went out as a Connect GET")
 				}

@@ -46,6 +46,9 @@ type Config struct {
 	// DeleteConcurrency is how many DELETEs one DeleteKeys call keeps in
 	// flight; DefaultDeleteConcurrency when zero.
 	DeleteConcurrency int
+	// GroupCommit says how PutItem's plain overwrites to one store are
+	// committed together in batch PUTs; on, with no linger, when zero.
+	GroupCommit GroupCommitConfig
 }
 
 // Upstream is what the service needs of the KV REST API; *upstream.Client
@@ -73,6 +76,8 @@ type Service struct {
 	copyReads int
 	// deleteConcurrency is DeleteKeys' DELETEs in flight per call.
 	deleteConcurrency int
+	// group commits PutItem's overwrites together; nil when disabled.
+	group *committer
 	// draining is set once kvgate is shutting down; see Drain.
 	draining atomic.Bool
 	// watch runs WatchItems' pollers.
@@ -92,16 +97,23 @@ type Service struct {
 // report as the batch bytes buffered.
 func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 
+// QueuedWrites is how many PutItem overwrites are waiting for the batch
+// PUT that will carry them to be sent (see committer).
+func (s *Service) QueuedWrites() int { return s.group.queuedWrites() }
+
 // Drain tells the service that kvgate is shutting down and that the
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume
 // cursor, BatchPutItems the account of its items, after letting its writes
-// in flight finish, CopyItems its totals and resume cursor, after letting
-// its reads and writes in flight finish. WatchItems streams end without an
-// error: a watch resumes elsewhere from the state its caller holds.
+// in flight finish, CopyItems and DeleteKeys their totals and resume
+// cursor, after letting their reads and writes in flight finish.
+// WatchItems streams end without an error: a watch resumes elsewhere from
+// the state its caller holds.
 func (s *Service) Drain() {
 	s.draining.Store(true)
 	s.watch.drain()
+	// Writes waiting for their batch are sent now, not dropped.
+	s.group.drain()
 }
 
 // errShuttingDown ends a stream cut short by Drain.
@@ -124,6 +136,7 @@ func New(kv Upstream, opts Config) *Service {
 	s.copyReads = positiveOr(opts.CopyConcurrency, DefaultCopyConcurrency)
 	s.listMetaConcurrency = positiveOr(opts.ListMetadataConcurrency, DefaultListMetadataConcurrency)
 	s.deleteConcurrency = positiveOr(opts.DeleteConcurrency, DefaultDeleteConcurrency)
+	s.group = newCommitter(s, opts.GroupCommit)
 	return s
 }
 
@@ -136,13 +149,20 @@ func positiveOr(n, def int) int {
 	return def
 }
 
-// PutItem writes one item.
+// PutItem writes one item. A plain overwrite may be committed together
+// with others to its store in one batch PUT; see committer.
 func (s *Service) PutItem(ctx context.Context, req *kvv1.PutItemRequest) (*kvv1.PutItemResponse, error) {
 	var v violations
 	v.checkStoreID(req.GetStoreId())
 	v.checkItemWrite(req, req.IfGenerationMatch, s.maxValue)
 	if err := v.Err(); err != nil {
 		return nil, err
+	}
+	if line, size, ok := s.group.groupable(req); ok {
+		if err := s.group.put(ctx, req, line, size); err != nil {
+			return nil, err
+		}
+		return &kvv1.PutItemResponse{}, nil
 	}
 	opts := putOptions(req, req.IfGenerationMatch)
 	if err := s.kv.PutItem(ctx, req.GetStoreId(), req.GetKey(), req.GetValue(), opts); err != nil {

@@ -216,21 +216,3 @@ func runCopy(ctx context.Context, t *testing.T, client kvv1connect.KVStoreServic
 	t.Fatalf("the copy did not complete in %d calls (%s)", copyRounds, stats)
 	return nil, stats
 }
-
-// listAll lists every key of store straight from the upstream.
-func listAll(ctx context.Context, t *testing.T, kv *upstream.Client, store string) []string {
-	t.Helper()
-	var keys []string
-	cursor := ""
-	for {
-		page, err := kv.ListKeys(ctx, store, upstream.ListOptions{Cursor: cursor})
-		if err != nil {
-			t.Fatalf("listing %s: %v", store, err)
-		}
-		keys = append(keys, page.Keys...)
-		if page.NextCursor == "" {
-			return keys
-		}
-		cursor = page.NextCursor
-	}
-}

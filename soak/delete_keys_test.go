@@ -82,7 +82,7 @@ func TestSoakDeleteKeys(t *testing.T) {
 	checkLogs(t, logs)
 
 	present := make(map[string]bool)
-	for _, k := range listAll(t, st.Client) {
+	for _, k := range listAll(t.Context(), t, st.Client, deleteStore) {
 		present[k] = true
 	}
 	p := &problems{t: t}
@@ -213,23 +213,6 @@ func fillDirect(t *testing.T, st *kvtest.Stack, keys []string) {
 		res, err := st.Client.PutBatch(t.Context(), deleteStore, body)
 		if err != nil || len(res.LineErrors) > 0 {
 			t.Fatalf("filling %s: %v %v", deleteStore, err, res)
-		}
-	}
-}
-
-// listAll lists every key of the delete store, straight from the store.
-func listAll(t *testing.T, kv *upstream.Client) []string {
-	t.Helper()
-	var keys []string
-	cursor := ""
-	for {
-		page, err := kv.ListKeys(t.Context(), deleteStore, upstream.ListOptions{Cursor: cursor})
-		if err != nil {
-			t.Fatalf("listing %s: %v", deleteStore, err)
-		}
-		keys = append(keys, page.Keys...)
-		if cursor = page.NextCursor; cursor == "" {
-			return keys
 		}
 	}
 }

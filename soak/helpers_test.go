@@ -18,6 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
+	"github.com/kvgate/kvgate/upstream"
 )
 
 // outcomeKind is what a caller can conclude from how an RPC ended.
@@ -317,5 +318,23 @@ func allStacks() []byte {
 			return buf[:m]
 		}
 		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// listAll lists every key of store straight from the upstream.
+func listAll(ctx context.Context, t *testing.T, kv *upstream.Client, store string) []string {
+	t.Helper()
+	var keys []string
+	cursor := ""
+	for {
+		page, err := kv.ListKeys(ctx, store, upstream.ListOptions{Cursor: cursor})
+		if err != nil {
+			t.Fatalf("listing %s: %v", store, err)
+		}
+		keys = append(keys, page.Keys...)
+		if page.NextCursor == "" {
+			return keys
+		}
+		cursor = page.NextCursor
 	}
 }

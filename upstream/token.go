@@ -23,8 +23,10 @@ func (c *Client) tokenFor(ctx context.Context) string {
 }
 
 // TokenFrom returns the per-call token [WithToken] set on ctx, or "" when
-// none was: work that outlives a call (a poller shared by several
-// callers) reads it to call with the same token later.
+// the call sends the client's own. Work that outlives a call (a poller
+// shared by several callers) reads it to call with the same token later,
+// and work done for several calls at once (a batch PUT carrying several
+// RPCs' writes) groups only calls that send the same token.
 func TokenFrom(ctx context.Context) string {
 	t, _ := ctx.Value(tokenKey{}).(string)
 	return t

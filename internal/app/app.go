@@ -53,6 +53,8 @@ type Config struct {
 	ListMetadataConcurrency int
 	// Writes are DeleteKeys' concurrency and kvgate's own write budget.
 	Writes WriteConfig
+	// GroupCommit says how PutItem overwrites are committed together.
+	GroupCommit service.GroupCommitConfig
 	// StoreFaults is the trouble the local store injects (latency), for
 	// benchmarks and tests; it does not apply to Fastly.
 	StoreFaults localstore.Faults
@@ -110,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ListMetadataConcurrency < 0 {
 		return errors.New("-list-metadata-concurrency must not be negative")
+	}
+	if c.GroupCommit.Linger < 0 {
+		return errors.New("the group commit linger must not be negative")
 	}
 	if c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.Retry.MaxAttempts < 0 || c.Retry.BaseDelay < 0 || c.Retry.MaxDelay < 0 {
 		return errors.New("timeouts and retry settings must not be negative")
@@ -199,6 +204,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Retry:          cfg.Retry,
 		Batch:          cfg.Batch,
 		Writes:         cfg.Writes,
+		GroupCommit:    cfg.GroupCommit,
 		DefaultTimeout: cfg.DefaultTimeout,
 		MaxTimeout:     cfg.MaxTimeout,
 		Server:         cfg.Server,

@@ -135,6 +135,7 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 		"first retry backoff; doubles per attempt, with jitter (env KVGATE_RETRY_BASE)")
 	fs.DurationVar(&cfg.Retry.MaxDelay, "retry-max", env.duration("KVGATE_RETRY_MAX", retry.MaxDelay),
 		"cap on one backoff and on a Retry-After kvgate waits out itself (env KVGATE_RETRY_MAX)")
+	registerGroupCommitFlags(fs, env, cfg)
 	registerCORSFlags(fs, env, cfg)
 	registerAuthFlags(fs, env, cfg)
 	registerObservabilityFlags(fs, env, cfg)

@@ -52,6 +52,9 @@ type GatewayConfig struct {
 	// Writes are DeleteKeys' concurrency (its default when zero) and
 	// kvgate's own hourly write budget (none when zero).
 	Writes WriteConfig
+	// GroupCommit says how PutItem overwrites are committed together; on,
+	// with no linger, when zero.
+	GroupCommit service.GroupCommitConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines, as
 	// gateway.Limits describes; gateway.DefaultLimits() when zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -153,6 +156,7 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 		CopyConcurrency:         cfg.CopyConcurrency,
 		ListMetadataConcurrency: cfg.ListMetadataConcurrency,
 		DeleteConcurrency:       cfg.Writes.DeleteConcurrency,
+		GroupCommit:             cfg.GroupCommit,
 	})
 	withCORS, err := crossorigin.Middleware(cfg.CORS)
 	if err != nil {
@@ -212,6 +216,10 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // ReloadTokens reads the token file again, as SIGHUP does; a file that
 // fails to parse keeps the tokens in use.
 func (g *Gateway) ReloadTokens() error { return g.guard.Reload() }
+
+// QueuedWrites is how many PutItem overwrites wait for the batch PUT that
+// will carry them to be sent (group commit).
+func (g *Gateway) QueuedWrites() int { return g.svc.QueuedWrites() }
 
 // Upstream is the client the gateway calls its upstream with.
 func (g *Gateway) Upstream() *upstream.Client { return g.kv }

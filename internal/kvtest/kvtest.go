@@ -47,6 +47,9 @@ type Options struct {
 	// Writes are DeleteKeys' concurrency and kvgate's own write budget;
 	// the defaults (no budget of its own) when zero.
 	Writes app.WriteConfig
+	// GroupCommit says how PutItem overwrites are committed together; on,
+	// with no linger, when zero, as in kvgate.
+	GroupCommit service.GroupCommitConfig
 	// DefaultTimeout and MaxTimeout bound RPC deadlines; the defaults when
 	// zero.
 	DefaultTimeout, MaxTimeout time.Duration
@@ -153,6 +156,7 @@ func Start(tb testing.TB, opts Options) *Stack {
 		Retry:          opts.Retry,
 		Batch:          opts.Batch,
 		Writes:         opts.Writes,
+		GroupCommit:    opts.GroupCommit,
 		DefaultTimeout: opts.DefaultTimeout,
 		MaxTimeout:     opts.MaxTimeout,
 		Server:         server,
