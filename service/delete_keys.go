@@ -216,7 +216,7 @@ const (
 	outcomeDeleted                // deleted, or on a dry run there to delete
 	outcomeNotFound               // already gone
 	outcomeFailed                 // failed on its own account: reported, and the call goes on
-	outcomeStop                   // failed in a way that ends the call: not settled
+	outcomeStop                   // failed in a way that ends the call: not settled, reported failed at the stop
 )
 
 // deleteTask is one key of a deletion.
@@ -430,7 +430,15 @@ func (d *deletion) do(t *deleteTask) {
 // unless it already ends for another reason.
 func (d *deletion) settle(r deleteResult) {
 	r.t.outcome, r.t.failure = r.outcome, r.failure
-	if r.outcome == outcomeStop && d.stopErr == nil && d.ctx.Err() == nil {
+	if r.outcome != outcomeStop {
+		return
+	}
+	// The DELETE may have been applied before it failed (an answer lost
+	// on a dropped connection, then a 429 on the retry): once gone, the
+	// key is in no listing a resumed call makes, so it is reported here,
+	// as failed with its own code, or it would never be reported at all.
+	r.t.failure = batchFailure(r.t.index, r.t.key, d.s.words.fromUpstream(r.err, itemSubject))
+	if d.stopErr == nil && d.ctx.Err() == nil {
 		d.stopErr = d.s.words.fromUpstream(r.err, storeSubject)
 	}
 }
@@ -478,7 +486,7 @@ func (d *deletion) add(t *deleteTask) {
 	case outcomeNotFound:
 		d.msg.NotFound = append(d.msg.NotFound, t.key)
 		d.totals.NotFound++
-	case outcomeFailed:
+	case outcomeFailed, outcomeStop:
 		d.msg.Failures = append(d.msg.Failures, t.failure)
 		d.totals.Failed++
 	}
@@ -500,8 +508,10 @@ func (d *deletion) send() error {
 
 // stop ends a call cut short while the stream still works: every key
 // settled is reported, those settled after a key that was not included
-// (they are gone, and a resumed call will find them gone), with the
-// cursor resuming at the first key not settled; then the call fails with
+// (they are gone, and a resumed call will find them gone), and so is every
+// key whose DELETE failed in the way that ends the call, as failed, with
+// the cursor resuming at the first key not settled (a resumed call tries
+// those keys again when they are still there); then the call fails with
 // stopErr and that cursor and the totals as a detail. An empty cursor
 // there means nothing was settled: the deletion starts over (or from the
 // caller's own cursor, which is handed back).
@@ -511,7 +521,7 @@ func (d *deletion) stop() error {
 		resume = d.cursor
 	}
 	for _, t := range d.queue {
-		if t.outcome == outcomePending || t.outcome == outcomeStop {
+		if t.outcome == outcomePending {
 			continue
 		}
 		d.add(t)

@@ -119,12 +119,14 @@ func (b *rateBudget) remainingAt(now time.Time) (remaining int64, ok bool) {
 }
 
 // The rolling hour of kvgate's own budget, kept in one-minute slots: a
-// write counts from its minute until the same minute an hour later, a
-// little longer than an hour, so no span of sixty minutes ever holds more
-// than the limit, however Fastly aligns its own window.
+// write counts from its minute until the end of the same minute an hour
+// later, between sixty and sixty-one minutes, so no span of sixty minutes
+// ever holds more than the limit, however Fastly aligns its own window.
+// (Sixty slots would free a write made at a minute's last second at the
+// start of the sixtieth minute after: 59 minutes later.)
 const (
 	ownSlot  = time.Minute
-	ownSlots = int(time.Hour / ownSlot)
+	ownSlots = int(time.Hour/ownSlot) + 1
 )
 
 // ownBudget counts kvgate's own writes against a limit per rolling hour.

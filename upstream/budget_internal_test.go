@@ -111,15 +111,20 @@ func TestOwnBudget(t *testing.T) {
 	}{
 		{name: "under the limit", limit: 3, writes: []time.Duration{0, time.Second}, at: 2 * time.Second, left: 1},
 		{name: "at the limit", limit: 2, writes: []time.Duration{0, 30 * time.Second}, at: 59 * time.Second,
-			wait: time.Hour - 59*time.Second, left: 0},
+			wait: time.Hour + time.Minute - 59*time.Second, left: 0},
 		{name: "the oldest minute frees the wait", limit: 2, writes: []time.Duration{0, 10 * time.Minute}, at: 30 * time.Minute,
-			wait: 30 * time.Minute, left: 0},
-		{name: "an hour later the writes have aged out", limit: 2, writes: []time.Duration{0, 30 * time.Second}, at: time.Hour, left: 2},
-		{name: "a write counts until its minute an hour on", limit: 1, writes: []time.Duration{59 * time.Second}, at: time.Hour - time.Second,
-			wait: time.Second, left: 0},
-		{name: "one write a minute, limit 60", limit: 60, writes: everyMinute(60), at: 60 * time.Minute, left: 1},
-		{name: "slots reused after the hour", limit: 2, writes: []time.Duration{0, time.Hour, time.Hour}, at: time.Hour + time.Second,
-			wait: time.Hour - time.Second, left: 0},
+			wait: 31 * time.Minute, left: 0},
+		{name: "an hour later a write still counts", limit: 2, writes: []time.Duration{0, 30 * time.Second}, at: time.Hour, left: 0,
+			wait: time.Minute},
+		{name: "an hour and a minute later the writes have aged out", limit: 2, writes: []time.Duration{0, 30 * time.Second},
+			at: time.Hour + time.Minute, left: 2},
+		// A write at a minute's last second still counts sixty minutes
+		// later: no sixty-minute span holds two writes of a limit of one.
+		{name: "a write counts until the end of its minute an hour on", limit: 1, writes: []time.Duration{59 * time.Second},
+			at: time.Hour + time.Minute - time.Second, wait: time.Second, left: 0},
+		{name: "one write a minute, limit 60", limit: 60, writes: everyMinute(60), at: 61 * time.Minute, left: 1},
+		{name: "slots reused after the hour", limit: 2, writes: []time.Duration{0, 61 * time.Minute, 61 * time.Minute},
+			at: 61*time.Minute + time.Second, wait: time.Hour + time.Minute - time.Second, left: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

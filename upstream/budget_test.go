@@ -229,7 +229,7 @@ func TestOwnWriteBudget(t *testing.T) {
 	}
 	for _, w := range rtWriteCalls {
 		err := w.do(t.Context(), c)
-		wantBudgetRefusal(t, err, w.op, time.Minute, time.Hour)
+		wantBudgetRefusal(t, err, w.op, time.Minute, time.Hour+time.Minute)
 		if se, _ := errors.AsType[*upstream.StatusError](err); !se.OwnBudget {
 			t.Errorf("%s: OwnBudget = false; want the refusal marked as kvgate's own", w.name)
 		}
