@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -323,7 +324,8 @@ func (w *watchStream) expect(typ kvv1.ChangeType, key string) *kvv1.ItemChange {
 
 // testWatchItems watches req's keys, w/a and w/b, while the store itself
 // is changed: the initial state, then an update, a creation and a
-// deletion, each awaited before the next, so each is a poll of its own.
+// deletion, each awaited before the next, so each is a poll of its own;
+// then it resumes the watch from the state its changes built.
 func testWatchItems(t *testing.T, kv kvv1.KVStoreServiceClient, direct *upstream.Client, req *kvv1.WatchItemsRequest) {
 	ctx := testContext(t)
 	store := req.GetStoreId()
@@ -376,6 +378,35 @@ func testWatchItems(t *testing.T, kv kvv1.KVStoreServiceClient, direct *upstream
 	}
 	if deleted := w.expect(kvv1.ChangeType_CHANGE_TYPE_DELETED, "w/a"); deleted.GetItem() != nil {
 		t.Errorf("the DELETED change carries an item: %v", deleted.GetItem())
+	}
+	cancel()
+
+	// While no watch is open, w/a comes back and w/b changes. A watch
+	// resumed from the state the changes built (w/b alone, at its
+	// CREATED generation) reports both in its first message.
+	known := []*kvv1.KeyGeneration{{Key: "w/b", Generation: created.GetItem().GetGeneration()}}
+	if err := direct.PutItem(ctx, store, "w/a", []byte("back"), upstream.PutOptions{}); err != nil {
+		t.Fatalf("PutItem on the store: %v", err)
+	}
+	if err := direct.PutItem(ctx, store, "w/b", []byte("changed"), upstream.PutOptions{}); err != nil {
+		t.Fatalf("PutItem on the store: %v", err)
+	}
+	resumeCtx, cancelResume := context.WithTimeout(ctx, watchTimeout)
+	defer cancelResume()
+	req.SendInitialState = false
+	req.Known = known
+	stream, err = kv.WatchItems(resumeCtx, req)
+	if err != nil {
+		t.Fatalf("WatchItems(%v): %v", req, err)
+	}
+	w = &watchStream{t: t, what: fmt.Sprintf("WatchItems(%v)", req), stream: stream}
+	resumed := w.next()
+	var got []string
+	for _, ch := range resumed.GetChanges() {
+		got = append(got, ch.GetType().String()+" "+ch.GetKey())
+	}
+	if want := []string{"CHANGE_TYPE_CREATED w/a", "CHANGE_TYPE_UPDATED w/b"}; !resumed.GetInitial() || !slices.Equal(got, want) {
+		t.Errorf("the resumed watch's first message: initial %v, changes %q; want initial and %q", resumed.GetInitial(), got, want)
 	}
 }
 
@@ -560,5 +591,37 @@ func testItemsInvalidArgument(t *testing.T, kv kvv1.KVStoreServiceClient) {
 				t.Errorf("BadRequest field violations = %q (details %v), want one naming %q", fields, st.Details(), tt.field)
 			}
 		})
+	}
+}
+
+// TestGRPCWatchItemsShutdown checks that a watch ends without an error
+// when kvgate shuts down, as the contract promises: grpc-go's Recv
+// reports io.EOF, the clean end of a stream with status OK.
+func TestGRPCWatchItemsShutdown(t *testing.T) {
+	t.Parallel()
+	p := startKVGate(t, t.TempDir())
+	kv := kvv1.NewKVStoreServiceClient(dial(t, p.Addr))
+	ctx, cancel := context.WithTimeout(testContext(t), watchTimeout+stopTimeout)
+	defer cancel()
+	const store = "watch-shutdown"
+	mustPut(ctx, t, kv, &kvv1.PutItemRequest{StoreId: store, Key: "k", Value: []byte("v")})
+	stream, err := kv.WatchItems(ctx, &kvv1.WatchItemsRequest{StoreId: store, Keys: []string{"k"}, SendInitialState: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The initial state proves the watch is under way before SIGTERM.
+	if first, err := stream.Recv(); err != nil || !first.GetInitial() {
+		t.Fatalf("WatchItems' first message = %v, %v; want the initial state", first, err)
+	}
+
+	p.Stop(t) // SIGTERM; checks the exit is clean
+	msgs, err := testutil.ReadStream(stream.Recv)
+	if err != nil {
+		t.Errorf("WatchItems after SIGTERM ended with %v (code %v), want a clean end", err, status.Code(err))
+	}
+	for _, m := range msgs {
+		if len(m.GetChanges()) > 0 {
+			t.Errorf("WatchItems after SIGTERM sent changes %v, but nothing changed", m.GetChanges())
+		}
 	}
 }
