@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -37,7 +38,10 @@ func TestGRPCItems(t *testing.T) {
 	local := startKVLocal(t, "")
 	p := startKVGateWith(t,
 		[]string{"FASTLY_API_TOKEN=test", "FASTLY_API_URL=http://" + local.Addr},
-		"-watch-min-interval", "100ms")
+		"-watch-min-interval", "100ms",
+		// Low enough for testWatchTooManyKeys to cross with a few keys;
+		// the other prefix watches cover at most two.
+		"-watch-max-keys", "3")
 	kv := kvv1.NewKVStoreServiceClient(dial(t, p.Addr))
 	// The store's own REST API, as another writer of the same store
 	// (a Fastly service, the CLI) would change it.
@@ -60,6 +64,7 @@ func TestGRPCItems(t *testing.T) {
 		{"WatchItemsKeys", func(t *testing.T, kv kvv1.KVStoreServiceClient) {
 			testWatchItems(t, kv, direct, &kvv1.WatchItemsRequest{StoreId: "watch-keys", Keys: []string{"w/a", "w/b"}})
 		}},
+		{"WatchItemsTooManyKeys", testWatchTooManyKeys},
 		{"DeleteKeys", testDeleteKeys},
 		{"CopyItems", testCopyItems},
 		{"InvalidArgument", testItemsInvalidArgument},
@@ -407,6 +412,32 @@ func testWatchItems(t *testing.T, kv kvv1.KVStoreServiceClient, direct *upstream
 	}
 	if want := []string{"CHANGE_TYPE_CREATED w/a", "CHANGE_TYPE_UPDATED w/b"}; !resumed.GetInitial() || !slices.Equal(got, want) {
 		t.Errorf("the resumed watch's first message: initial %v, changes %q; want initial and %q", resumed.GetInitial(), got, want)
+	}
+}
+
+// testWatchTooManyKeys checks that a prefix watch over more keys than
+// -watch-max-keys ends with FailedPrecondition and an ErrorInfo detail
+// that grpc-go decodes.
+func testWatchTooManyKeys(t *testing.T, kv kvv1.KVStoreServiceClient) {
+	ctx := testContext(t)
+	const store = "watch-too-many"
+	putItems(ctx, t, kv, store, "m/1", "1", "m/2", "2", "m/3", "3", "m/4", "4")
+	stream, err := kv.WatchItems(ctx, &kvv1.WatchItemsRequest{StoreId: store, Prefix: "m/", SendInitialState: true})
+	if err == nil {
+		var msg *kvv1.WatchItemsResponse
+		if msg, err = stream.Recv(); err == nil {
+			t.Fatalf("WatchItems of a prefix over -watch-max-keys sent %v, want an error", msg)
+		}
+	}
+	st := wantCode(t, "WatchItems of a prefix over -watch-max-keys", err, codes.FailedPrecondition)
+	var reasons []string
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reasons = append(reasons, info.GetDomain()+"/"+info.GetReason())
+		}
+	}
+	if want := []string{"kvgate/WATCH_TOO_MANY_KEYS"}; !slices.Equal(reasons, want) {
+		t.Errorf("ErrorInfo details = %q (details %v), want %q", reasons, st.Details(), want)
 	}
 }
 
