@@ -365,7 +365,11 @@ func TestGRPCurl(t *testing.T) {
 		if err != nil {
 			t.Fatalf("grpcurl describe: %v\n%s", err, out)
 		}
-		for _, rpc := range []string{"GetItem", "PutItem", "DeleteItem", "ListKeys"} {
+		rpcs := []string{
+			"GetItem", "PutItem", "DeleteItem", "ListKeys", "StreamKeys", "BatchPutItems", "PutItems",
+			"GetItems", "WatchItems", "DeleteKeys", "CopyItems",
+		}
+		for _, rpc := range rpcs {
 			if !strings.Contains(out, "rpc "+rpc+" ") {
 				t.Errorf("grpcurl describe %s lacks rpc %s; it printed:\n%s", kvServiceName, rpc, out)
 			}
