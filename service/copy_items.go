@@ -236,8 +236,13 @@ func (c *copier) run() error {
 	return c.finish()
 }
 
-// dispatch starts reads while there is room.
+// dispatch starts reads while there is room; once kvgate is shutting
+// down it starts none, and the copy ends with what it read written.
 func (c *copier) dispatch() {
+	if !c.stop && c.s.draining.Load() {
+		c.halt(errShuttingDown)
+		return
+	}
 	for !c.stop && c.b.callErr == nil && c.reads < c.s.copyReads && c.next-c.first < c.window && len(c.page.keys) > 0 {
 		key := c.page.keys[0]
 		c.page.keys = c.page.keys[1:]

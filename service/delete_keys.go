@@ -327,6 +327,12 @@ func (d *deletion) run() error {
 	tick := time.NewTicker(deleteReportEvery)
 	defer tick.Stop()
 	for {
+		// A caller gone is seen here, not left to the select below, which
+		// may take the DELETEs' results first and end the loop as if the
+		// deletion were complete.
+		if err := d.ctx.Err(); err != nil {
+			return d.abandon(err)
+		}
 		if err := d.start(); err != nil {
 			return err
 		}

@@ -122,6 +122,25 @@ func TestWatcherUnsettledKeys(t *testing.T) {
 	}
 }
 
+// TestWatcherInitialAcrossPolls checks that a prefix watch whose polls
+// each leave some key unsettled (a large prefix on a flaky upstream) still
+// gets its initial message once every listed key has been seen in some
+// poll, with each key's latest state and no key the last listing lacks.
+func TestWatcherInitialAcrossPolls(t *testing.T) {
+	t.Parallel()
+	w := newWatcher(&watchSpec{store: "s", initialState: true})
+	w.observe(&observation{seq: 1, listed: true, states: map[string]keyState{"a": at(1), "c": at(1)}, unsettled: map[string]bool{"b": true}})
+	if msg := w.take(); msg != nil {
+		t.Fatalf("initial message %s before b was ever seen", describe(msg))
+	}
+	// b is seen; a fails this time and keeps its earlier state; c is gone
+	// from the listing.
+	w.observe(&observation{seq: 2, listed: true, states: map[string]keyState{"b": at(2)}, unsettled: map[string]bool{"a": true}})
+	if got := describe(w.take()); got != "[PRESENT a 1, PRESENT b 2]" {
+		t.Fatalf("initial message %s; want a from the first poll and b from the second", got)
+	}
+}
+
 // TestWatchSlowWatcher holds a watch's sends while the test changes keys
 // straight on a local store, and lets several polls see every change:
 // once the caller reads again it gets the message it was being sent, then

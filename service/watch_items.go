@@ -371,11 +371,29 @@ func (w *watcher) note(key string, st keyState) bool {
 // and builds it once they cover every watched key.
 func (w *watcher) gatherInitial(obs *observation) {
 	if w.spec.prefixMode() {
-		if !obs.listed || len(obs.unsettled) > 0 {
-			return // wait for a round that settled every key
+		if !obs.listed {
+			return // wait for a round that listed the prefix
 		}
-		w.initObs = obs.states
-		w.initAt = obs.started
+		// The latest listing says which keys exist; a key whose HEAD
+		// failed this round keeps the state an earlier round found, so a
+		// large prefix on a flaky upstream still gets its initial message
+		// once every listed key has been seen once.
+		states := maps.Clone(obs.states)
+		missing := false
+		for k := range obs.unsettled {
+			if st, ok := w.initObs[k]; ok {
+				states[k] = st
+			} else {
+				missing = true
+			}
+		}
+		w.initObs = states
+		if w.initAt.IsZero() {
+			w.initAt = obs.started
+		}
+		if missing {
+			return
+		}
 	} else {
 		for k, st := range obs.states {
 			if w.spec.watches(k) {

@@ -2231,7 +2231,8 @@ type DeleteKeysRequest struct {
 	// With true, nothing is deleted: the keys that would be are streamed.
 	DryRun bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// Resume an interrupted deletion: a DeleteKeysResponse.cursor from a call
-	// with the same store_id and selection.
+	// with the same store_id, selection and dry_run (a dry run's cursor does
+	// not resume a deletion).
 	Cursor        string `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1184,7 +1184,8 @@ export type DeleteKeysRequest = Message<"fastly.kv.v1.DeleteKeysRequest"> & {
 
   /**
    * Resume an interrupted deletion: a DeleteKeysResponse.cursor from a call
-   * with the same store_id and selection.
+   * with the same store_id, selection and dry_run (a dry run's cursor does
+   * not resume a deletion).
    *
    * @generated from field: string cursor = 6;
    */
