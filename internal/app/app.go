@@ -107,11 +107,8 @@ func (c *Config) Validate() error {
 	if c.Batch.MaxLines < 0 || c.Batch.MaxBytes < 0 || c.Batch.Concurrency < 0 {
 		return errors.New("batch lines, bytes and concurrency must not be negative")
 	}
-	if c.GetItemsConcurrency < 0 {
-		return errors.New("GetItems concurrency must not be negative")
-	}
-	if c.ListMetadataConcurrency < 0 {
-		return errors.New("-list-metadata-concurrency must not be negative")
+	if err := c.validateCallConcurrency(); err != nil {
+		return err
 	}
 	if c.GroupCommit.Linger < 0 {
 		return errors.New("the group commit linger must not be negative")
@@ -148,9 +145,6 @@ func (c *Config) Validate() error {
 	}
 	if err := c.MemoryBudget.validate(c.MaxValueBytes); err != nil {
 		return err
-	}
-	if c.CopyConcurrency < 0 {
-		return errors.New("-copy-concurrency must not be negative (0 takes the default)")
 	}
 	return c.Auth.Validate(c.Listen, c.FastlyToken != "")
 }

@@ -140,11 +140,9 @@ func registerGatewayFlags(fs *flag.FlagSet, env *envReader, cfg *Config) {
 	registerAuthFlags(fs, env, cfg)
 	registerObservabilityFlags(fs, env, cfg)
 	registerMemoryBudgetFlags(fs, env, cfg)
-	registerCopyFlags(fs, env, cfg)
 	registerWebFlags(fs, env, cfg)
-	registerGetItemsFlags(fs, env, cfg)
+	registerCallConcurrencyFlags(fs, env, cfg)
 	registerWatchFlags(fs, env, cfg)
-	registerListMetadataFlags(fs, env, cfg)
 	registerWriteFlags(fs, env, cfg)
 }
 

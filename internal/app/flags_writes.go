@@ -20,8 +20,8 @@ type WriteConfig struct {
 }
 
 func (c WriteConfig) validate() error {
-	if c.DeleteConcurrency < 0 || c.BudgetPerHour < 0 {
-		return errors.New("delete concurrency and write budget must not be negative")
+	if c.BudgetPerHour < 0 {
+		return errors.New("-write-budget must not be negative (0: only Fastly's signals)")
 	}
 	return nil
 }
