@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"connectrpc.com/connect/v2"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
@@ -146,7 +145,7 @@ func (s *Service) answer(ctx context.Context, stream kvv1connect.KVStoreServiceG
 	var result func(*kvv1.GetItemsResponse)
 	switch {
 	case r.err == nil:
-		item := itemMessage(r.key, r.item)
+		item := itemProto(r.key, r.item, true)
 		// The positions share the item: each message is encoded as it is
 		// sent, and none is changed.
 		result = func(m *kvv1.GetItemsResponse) { m.Result = &kvv1.GetItemsResponse_Item{Item: item} }
@@ -190,26 +189,6 @@ func (s *Service) getItemsEnded(ctxErr error) *connect.Error {
 		return errShuttingDown
 	}
 	return s.words.fromUpstream(ctxErr, itemSubject)
-}
-
-// itemMessage is the item as GetItem returns it: a HEAD's item has no
-// value and carries Fastly's stored length, or no size when Fastly did not
-// say; a GET's size is its value's length.
-func itemMessage(key string, it *upstream.Item) *kvv1.Item {
-	out := &kvv1.Item{
-		Key:        key,
-		Value:      it.Value, // handed over, not copied
-		Metadata:   it.Metadata,
-		Generation: it.Generation,
-	}
-	if it.Size >= 0 {
-		size := uint64(it.Size)
-		out.Size = &size
-	}
-	if !it.LastModified.IsZero() {
-		out.LastModified = timestamppb.New(it.LastModified)
-	}
-	return out
 }
 
 // groupKeys returns the distinct keys in the order they first appear,

@@ -7,8 +7,6 @@ import (
 
 	"connectrpc.com/connect/v2"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
@@ -37,19 +35,6 @@ func (e *itemReadError) Error() string {
 }
 func (e *itemReadError) Unwrap() error { return e.err }
 
-// listedItem is the item a HEAD describes: no value, the size when the
-// upstream said.
-func listedItem(key string, it *upstream.Item) *kvv1.Item {
-	out := &kvv1.Item{Key: key, Metadata: it.Metadata, Generation: it.Generation}
-	if it.Size >= 0 {
-		out.Size = proto.Uint64(uint64(it.Size))
-	}
-	if !it.LastModified.IsZero() {
-		out.LastModified = timestamppb.New(it.LastModified)
-	}
-	return out
-}
-
 // headKeys reads the items of keys with one HEAD each, at most
 // s.listMetaConcurrency in flight, and returns the keys that still exist
 // with their items, in the order of keys. A key that answers 404 was
@@ -71,7 +56,7 @@ func (s *Service) headKeys(ctx context.Context, store string, keys []string) ([]
 				it, err := s.kv.HeadItem(gctx, store, keys[i])
 				switch {
 				case err == nil:
-					items[i] = listedItem(keys[i], it)
+					items[i] = itemProto(keys[i], it, false)
 				case upstream.KindOf(err) == upstream.KindNotFound:
 					gone.Add(1)
 				default:

@@ -483,14 +483,7 @@ func (w *watcher) take() *kvv1.WatchItemsResponse {
 func itemChange(t kvv1.ChangeType, key string, st keyState) *kvv1.ItemChange {
 	c := &kvv1.ItemChange{Type: t, Key: key}
 	if st.present {
-		c.Item = &kvv1.Item{Key: key, Metadata: st.item.Metadata, Generation: st.item.Generation}
-		if !st.item.LastModified.IsZero() {
-			c.Item.LastModified = timestamppb.New(st.item.LastModified)
-		}
-		if st.item.Size >= 0 {
-			size := uint64(st.item.Size)
-			c.Item.Size = &size
-		}
+		c.Item = itemProto(key, st.item, false)
 	}
 	return c
 }
