@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -40,14 +39,7 @@ const deleteStore = "soak-delete"
 // still present; and the keys outside the selection are untouched.
 func TestSoakDeleteKeys(t *testing.T) {
 	n := *flagDeletes
-	faults, err := localstore.ParseFaults(*flagFaults)
-	if err != nil {
-		t.Fatalf("-soak.faults: %v", err)
-	}
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
-
-	logs := newLogCounter()
+	faults, logs := beginPhase(t)
 	logger := slog.New(logs)
 	st := kvtest.Start(t, kvtest.Options{
 		Retry:  upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},

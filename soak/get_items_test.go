@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -58,14 +57,7 @@ func giMeta(i int) string { return fmt.Sprintf("gi %d", i) }
 // must be a code the failure of a read may give. Then the stack shuts down
 // and its goroutines must be gone.
 func TestSoakGetItems(t *testing.T) {
-	faults, err := localstore.ParseFaults(*flagFaults)
-	if err != nil {
-		t.Fatalf("-soak.faults: %v", err)
-	}
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
-
-	logs := newLogCounter()
+	faults, logs := beginPhase(t)
 	st := startSoakStack(t, logs)
 	ctx := t.Context()
 	var body []byte

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -48,14 +47,7 @@ const (
 // document.
 func TestSoakGroupCommit(t *testing.T) {
 	writers, writes := *flagGCWriters, *flagGCWrites
-	faults, err := localstore.ParseFaults(*flagFaults)
-	if err != nil {
-		t.Fatalf("-soak.faults: %v", err)
-	}
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
-
-	logs := newLogCounter()
+	faults, logs := beginPhase(t)
 	logger := slog.New(logs)
 	st := kvtest.Start(t, kvtest.Options{
 		Retry:         upstream.RetryPolicy{MaxAttempts: 8, BaseDelay: time.Millisecond, MaxDelay: 20 * time.Millisecond},

@@ -19,6 +19,7 @@ import (
 
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/upstream"
+	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 // outcomeKind is what a caller can conclude from how an RPC ended.
@@ -337,4 +338,19 @@ func listAll(ctx context.Context, t *testing.T, kv *upstream.Client, store strin
 		}
 		cursor = page.NextCursor
 	}
+}
+
+// beginPhase starts a phase of the soak: the faults -soak.faults names,
+// and a counter of the logs its stack writes. It registers, first so that
+// it runs last (after kvtest's own cleanups have stopped kvgate and closed
+// the upstream server), the check that the phase's goroutines are gone.
+func beginPhase(t *testing.T) (localstore.Faults, *logCounter) {
+	t.Helper()
+	faults, err := localstore.ParseFaults(*flagFaults)
+	if err != nil {
+		t.Fatalf("-soak.faults: %v", err)
+	}
+	baseline := runtime.NumGoroutine()
+	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
+	return faults, newLogCounter()
 }

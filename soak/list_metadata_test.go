@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -50,14 +49,7 @@ func lmSize(i int) int         { return 1 + i%50 }
 // cost.
 func TestSoakListMetadata(t *testing.T) {
 	n, rounds := *flagListMetaKeys, *flagListMetaRounds
-	faults, err := localstore.ParseFaults(*flagFaults)
-	if err != nil {
-		t.Fatalf("-soak.faults: %v", err)
-	}
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
-
-	logs := newLogCounter()
+	faults, logs := beginPhase(t)
 	st := startListMetaStack(t, logs)
 	ctx := t.Context()
 	var body []byte

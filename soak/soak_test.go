@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -56,17 +55,7 @@ const stuckCall = 5 * time.Second
 // down and checks that its goroutines are gone.
 func TestSoak(t *testing.T) {
 	items, calls := *flagItems, *flagUnary
-	faults, err := localstore.ParseFaults(*flagFaults)
-	if err != nil {
-		t.Fatalf("-soak.faults: %v", err)
-	}
-
-	// Registered first, so it runs last: after kvtest's own cleanups have
-	// stopped kvgate and closed the upstream server.
-	baseline := runtime.NumGoroutine()
-	t.Cleanup(func() { checkGoroutines(t, baseline, 3) })
-
-	logs := newLogCounter()
+	faults, logs := beginPhase(t)
 	st := startSoakStack(t, logs)
 	ctx := t.Context()
 	upHTTP, unaryHTTP := kvtest.H2CClient(), kvtest.H2CClient()
