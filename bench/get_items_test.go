@@ -2,12 +2,10 @@ package bench
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/kvgate/kvgate/internal/benchkit"
-	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 // getItemsClientConcurrency is the concurrency of the client that makes
@@ -62,18 +60,7 @@ func BenchmarkGetItems(b *testing.B) {
 // no latency, so that the benchmark's code keeps working.
 func TestGetItemsBenchSmoke(t *testing.T) {
 	t.Parallel()
-	store, err := localstore.Open(localstore.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	srv := httptest.NewServer(store.Handler())
-	t.Cleanup(srv.Close)
-	env, err := benchkit.Start(benchkit.Config{UpstreamURL: srv.URL, Store: "smoke"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(env.Close)
+	env, _ := localEnv(t, benchkit.Config{Store: "smoke"})
 	const keys, size = 40, 100
 	ctx := t.Context()
 	if err := env.SeedGet(ctx, "s-", keys, size); err != nil {

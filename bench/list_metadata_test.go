@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -15,22 +14,11 @@ import (
 // front of it, and seeds keys keys under "meta-".
 func metadataEnv(tb testing.TB, latency time.Duration, keys, pageSize int) *benchkit.Env {
 	tb.Helper()
-	store, err := localstore.Open(localstore.Config{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { store.Close() })
-	srv := httptest.NewServer(store.Handler())
-	tb.Cleanup(srv.Close)
-	env, err := benchkit.Start(benchkit.Config{
-		UpstreamURL: srv.URL, Store: "bench", Keys: keys, PageSize: pageSize,
+	env, store := localEnv(tb, benchkit.Config{
+		Store: "bench", Keys: keys, PageSize: pageSize,
 		// Seed writes the keys with batch PUTs cut this way.
 		Batch: service.DefaultBatchConfig(),
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(env.Close)
 	if err := env.Seed(context.Background(), "meta-"); err != nil {
 		tb.Fatal(err)
 	}

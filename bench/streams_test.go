@@ -12,29 +12,38 @@ import (
 	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
+// localEnv starts an in-memory local store, with no latency until the
+// caller sets one, and kvgate in front of it, configured by cfg.
+func localEnv(tb testing.TB, cfg benchkit.Config) (*benchkit.Env, *localstore.Store) {
+	tb.Helper()
+	store, err := localstore.Open(localstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	srv := httptest.NewServer(store.Handler())
+	tb.Cleanup(srv.Close)
+	cfg.UpstreamURL = srv.URL
+	env, err := benchkit.Start(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(env.Close)
+	return env, store
+}
+
 // streamEnv starts a local store with 20 ms of latency per request and
 // kvgate in front of it. Smaller than cmd/kvbench's full run (go run
 // ./cmd/kvbench), so it fits a benchmark iteration.
 func streamEnv(b *testing.B, items, keys int) *benchkit.Env {
 	b.Helper()
-	store, err := localstore.Open(localstore.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { store.Close() })
-	store.SetFaults(localstore.Faults{Latency: 20 * time.Millisecond})
-	srv := httptest.NewServer(store.Handler())
-	b.Cleanup(srv.Close)
-	env, err := benchkit.Start(benchkit.Config{
-		UpstreamURL: srv.URL, Store: "bench",
+	env, store := localEnv(b, benchkit.Config{
+		Store: "bench",
 		Items: items, ValueBytes: 1024, SingleConcurrency: 50, MessageItems: 100,
 		Batch: service.BatchConfig{MaxLines: 1000, MaxBytes: 8 << 20, Concurrency: 4},
 		Keys:  keys, PageSize: 1000,
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(env.Close)
+	store.SetFaults(localstore.Faults{Latency: 20 * time.Millisecond})
 	return env
 }
 

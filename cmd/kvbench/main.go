@@ -12,14 +12,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -27,9 +23,7 @@ import (
 	"time"
 
 	"github.com/kvgate/kvgate/internal/benchkit"
-	"github.com/kvgate/kvgate/internal/httpserver"
 	"github.com/kvgate/kvgate/service"
-	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 func main() {
@@ -65,7 +59,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *serveStore {
-		if err := runStore(ctx, *latency); err != nil {
+		if err := benchkit.ServeStore(ctx, *latency); err != nil {
 			fmt.Fprintln(os.Stderr, "kvbench store:", err)
 			os.Exit(1)
 		}
@@ -77,58 +71,20 @@ func main() {
 	}
 }
 
-// runStore serves an in-memory local store on a loopback port, prints the
-// port, and serves until its parent closes stdin.
-func runStore(ctx context.Context, latency time.Duration) error {
-	store, err := localstore.Open(localstore.Config{})
+// startEnv starts the local store in a child process, answering after
+// latency, and kvgate in front of it; closing the Env leaves the store
+// running until stopStore.
+func startEnv(ctx context.Context, cfg benchkit.Config, latency time.Duration) (env *benchkit.Env, stopStore func(), err error) {
+	url, stopStore, err := benchkit.StartStore(ctx, latency)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer store.Close()
-	store.SetFaults(localstore.Faults{Latency: latency})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	cfg.UpstreamURL = url
+	if env, err = benchkit.Start(cfg); err != nil {
+		stopStore()
+		return nil, nil, err
 	}
-	fmt.Println(ln.Addr().String())
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
-	return httpserver.Run(ctx, nil, ln, store.Handler())
-}
-
-// startStore starts the local store in a child process, answering after
-// latency, and returns its base URL and how to stop it.
-func startStore(ctx context.Context, latency time.Duration) (url string, stop func(), err error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", nil, err
-	}
-	child := exec.CommandContext(ctx, self, "-serve-store", "-latency", latency.String())
-	child.Stderr = os.Stderr
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := child.Start(); err != nil {
-		return "", nil, err
-	}
-	stop = func() {
-		stdin.Close()
-		_ = child.Wait()
-	}
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		stop()
-		return "", nil, fmt.Errorf("local store did not start: %w", err)
-	}
-	return "http://" + strings.TrimSpace(addr), stop, nil
+	return env, stopStore, nil
 }
 
 // run runs the scenarios named: those on the one store at latency first,
@@ -149,17 +105,11 @@ func run(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenar
 // runOnOneStore runs the scenarios that share one local store answering
 // after latency.
 func runOnOneStore(ctx context.Context, cfg benchkit.Config, latency time.Duration, scenarios string, skipSingle bool, multiGet multiGetConfig) error {
-	url, stop, err := startStore(ctx, latency)
+	env, stopStore, err := startEnv(ctx, cfg, latency)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	cfg.UpstreamURL = url
-
-	env, err := benchkit.Start(cfg)
-	if err != nil {
-		return err
-	}
+	defer stopStore()
 	defer env.Close()
 	fmt.Printf("kvbench: local store with %v latency per request; batch %d lines / %d bytes, %d in flight\n\n",
 		latency, cfg.Batch.MaxLines, cfg.Batch.MaxBytes, cfg.Batch.Concurrency)

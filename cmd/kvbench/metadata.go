@@ -55,16 +55,11 @@ func metadata(ctx context.Context, cfg benchkit.Config, meta *metadataConfig) er
 }
 
 func metadataAt(ctx context.Context, cfg benchkit.Config, latency time.Duration) error {
-	url, stop, err := startStore(ctx, latency)
+	env, stopStore, err := startEnv(ctx, cfg, latency)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	cfg.UpstreamURL = url
-	env, err := benchkit.Start(cfg)
-	if err != nil {
-		return err
-	}
+	defer stopStore()
 	defer env.Close()
 	if err := env.Seed(ctx, "meta-"); err != nil {
 		return err

@@ -13,14 +13,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -28,9 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kvgate/kvgate/internal/benchkit"
 	"github.com/kvgate/kvgate/internal/gcbench"
-	"github.com/kvgate/kvgate/internal/httpserver"
-	"github.com/kvgate/kvgate/upstream/localstore"
 )
 
 func main() {
@@ -58,7 +53,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *serveStore {
-		if err := runStore(ctx, *latency); err != nil {
+		if err := benchkit.ServeStore(ctx, *latency); err != nil {
 			fmt.Fprintln(os.Stderr, "kvgcbench store:", err)
 			os.Exit(1)
 		}
@@ -70,55 +65,13 @@ func main() {
 	}
 }
 
-// runStore serves an in-memory local store on a loopback port, prints the
-// address, and serves until its parent closes stdin.
-func runStore(ctx context.Context, latency time.Duration) error {
-	store, err := localstore.Open(localstore.Config{})
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	store.SetFaults(localstore.Faults{Latency: latency})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr().String())
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
-	return httpserver.Run(ctx, nil, ln, store.Handler())
-}
-
 func run(ctx context.Context, cfg gcbench.Config, latency time.Duration) error {
-	self, err := os.Executable()
+	url, stopStore, err := benchkit.StartStore(ctx, latency)
 	if err != nil {
 		return err
 	}
-	child := exec.CommandContext(ctx, self, "-serve-store", "-latency", latency.String())
-	child.Stderr = os.Stderr
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := child.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		stdin.Close()
-		_ = child.Wait()
-	}()
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("local store did not start: %w", err)
-	}
-	cfg.UpstreamURL = "http://" + strings.TrimSpace(addr)
+	defer stopStore()
+	cfg.UpstreamURL = url
 
 	fmt.Printf("kvgcbench: local store with %v latency per request; %d rounds of %v per cell after %v of warmup; %d-byte values; linger %v; %s\n\n",
 		latency, max(cfg.Rounds, 1), cfg.Duration, cfg.Warmup, cfg.ValueBytes, cfg.Linger, loadAverage())

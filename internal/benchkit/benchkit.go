@@ -1,6 +1,8 @@
 // Package benchkit measures kvgate's streaming RPCs beside a direct REST
 // client doing the same work against the same upstream, in the same run,
-// and reports the ratios. cmd/kvbench and the Go benchmarks in bench/ use it.
+// and reports the ratios. cmd/kvbench and the Go benchmarks in bench/ use it;
+// its pieces for serving kvgate and the local store, and for calling
+// kvgate, serve the other benchmarks (internal/gcbench, cmd/kvgcbench) too.
 package benchkit
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"runtime"
@@ -81,21 +84,55 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
+// CountingClient is an upstream HTTP client for up to maxConns connections
+// that adds each request it sends to n.
+func CountingClient(maxConns int, n *atomic.Int64) *http.Client {
+	hc := upstream.NewHTTPClient(maxConns)
+	hc.Transport = countingTransport{next: hc.Transport, n: n}
+	return hc
+}
+
+// ServeGateway serves kvgate, configured by cfg, on a loopback listener
+// until stop is called or ctx ends, and returns its address.
+func ServeGateway(ctx context.Context, cfg app.GatewayConfig) (addr string, stop func(), err error) {
+	gw, err := app.NewGateway(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = gw.Serve(ctx, ln)
+	}()
+	return ln.Addr().String(), func() { cancel(); <-done }, nil
+}
+
+// KvgateClient is a gRPC client of kvgate at addr over a connection pool
+// of its own (h2c), and that pool's transport.
+func KvgateClient(addr string) (kvv1connect.KVStoreServiceClient, *http.Transport) {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p}
+	return kvv1connect.NewKVStoreServiceClient(connect.NewClient(
+		connecthttp.NewTransport(&http.Client{Transport: tr}, "http://"+addr, connecthttp.WithGRPC()))), tr
+}
+
 // Start starts kvgate in this process on a loopback listener.
 func Start(cfg Config) (*Env, error) {
 	e := &Env{cfg: cfg}
-	countingClient := func(n *atomic.Int64) *http.Client {
-		hc := upstream.NewHTTPClient(max(cfg.SingleConcurrency, cfg.Batch.Concurrency, cfg.CopyConcurrency, 64))
-		hc.Transport = countingTransport{next: hc.Transport, n: n}
-		return hc
-	}
+	maxConns := max(cfg.SingleConcurrency, cfg.Batch.Concurrency, cfg.CopyConcurrency, 64)
 	var err error
-	if e.direct, err = upstream.NewClient(upstream.ClientConfig{BaseURL: cfg.UpstreamURL, HTTPClient: countingClient(&e.dirCount)}); err != nil {
+	if e.direct, err = upstream.NewClient(upstream.ClientConfig{BaseURL: cfg.UpstreamURL, HTTPClient: CountingClient(maxConns, &e.dirCount)}); err != nil {
 		return nil, err
 	}
-	gw, err := app.NewGateway(app.GatewayConfig{
+	addr, stop, err := ServeGateway(context.Background(), app.GatewayConfig{
 		UpstreamURL: cfg.UpstreamURL,
-		HTTPClient:  countingClient(&e.viaCount),
+		HTTPClient:  CountingClient(maxConns, &e.viaCount),
 		Batch:       cfg.Batch,
 
 		GetItemsConcurrency:     cfg.GetItemsConcurrency,
@@ -105,22 +142,8 @@ func Start(cfg Config) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = gw.Serve(ctx, ln)
-	}()
-	e.stop = func() { cancel(); <-done }
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{Protocols: p}}
-	e.kvgate = kvv1connect.NewKVStoreServiceClient(connect.NewClient(
-		connecthttp.NewTransport(hc, "http://"+ln.Addr().String(), connecthttp.WithGRPC())))
+	e.stop = stop
+	e.kvgate, _ = KvgateClient(addr)
 	return e, nil
 }
 
@@ -177,6 +200,106 @@ func (e *Env) measure(name string, counter *atomic.Int64, sampleHeap bool, fn fu
 	return m, err
 }
 
+// measureFirst is measure for a side whose results arrive over time: fn
+// calls arrived as results arrive, and the measurement's FirstResult is
+// the first call's time since the start.
+func (e *Env) measureFirst(name string, counter *atomic.Int64, sampleHeap bool, fn func(arrived func()) error) (Measurement, error) {
+	var first time.Duration
+	start := time.Now()
+	m, err := e.measure(name, counter, sampleHeap, func() error {
+		return fn(func() {
+			if first == 0 {
+				first = time.Since(start)
+			}
+		})
+	})
+	m.FirstResult = first
+	return m, err
+}
+
+// receiveAll passes each message receive returns to fn until the stream
+// ends or either fails.
+func receiveAll[T any](receive func() (T, error), fn func(T) error) error {
+	for {
+		msg, err := receive()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// eachPage passes each page of store's keys under prefix, limit keys a
+// page (the upstream's default when 0), to fn, one page after another.
+func (e *Env) eachPage(ctx context.Context, store, prefix string, limit int, fn func(keys []string) error) error {
+	cursor := ""
+	for {
+		page, err := e.direct.ListKeys(ctx, store, upstream.ListOptions{Prefix: prefix, Cursor: cursor, Limit: limit})
+		if err != nil {
+			return err
+		}
+		if err := fn(page.Keys); err != nil {
+			return err
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			return nil
+		}
+	}
+}
+
+// putBatches writes lines to store in batch PUTs cut as kvgate's batcher
+// cuts them (Batch.MaxLines, Batch.MaxBytes), with Batch.Concurrency in
+// flight, in goroutines of g, whose context ctx is.
+func (e *Env) putBatches(ctx context.Context, g *errgroup.Group, store string, lines iter.Seq[upstream.BatchLine]) {
+	bodies := make(chan []byte)
+	g.Go(func() error {
+		defer close(bodies)
+		var body []byte
+		n := 0
+		send := func() error {
+			select {
+			case bodies <- body:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for line := range lines {
+			if n > 0 && (n == e.cfg.Batch.MaxLines || len(body)+upstream.BatchLineSize(line) > e.cfg.Batch.MaxBytes) {
+				if err := send(); err != nil {
+					return err
+				}
+				body, n = nil, 0
+			}
+			body = upstream.AppendBatchLine(body, line)
+			n++
+		}
+		if n > 0 {
+			return send()
+		}
+		return nil
+	})
+	for range e.cfg.Batch.Concurrency {
+		g.Go(func() error {
+			for body := range bodies {
+				res, err := e.direct.PutBatch(ctx, store, body)
+				if err != nil {
+					return err
+				}
+				if len(res.LineErrors) > 0 {
+					return fmt.Errorf("%d line errors", len(res.LineErrors))
+				}
+			}
+			return nil
+		})
+	}
+}
+
 func (e *Env) value(i int) []byte {
 	v := make([]byte, e.cfg.ValueBytes)
 	for j := range v {
@@ -218,48 +341,14 @@ func (e *Env) UploadKvgate(ctx context.Context, prefix string) (Measurement, err
 // in flight.
 func (e *Env) UploadDirectBatch(ctx context.Context, prefix string) (Measurement, error) {
 	return e.measure("direct batch PUTs", &e.dirCount, false, func() error {
-		bodies := make(chan []byte)
 		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() error {
-			defer close(bodies)
-			var body []byte
-			lines := 0
+		e.putBatches(ctx, g, e.cfg.Store, func(yield func(upstream.BatchLine) bool) {
 			for i := range e.cfg.Items {
-				line := upstream.BatchLine{Key: fmt.Sprintf("%s%08d", prefix, i), Value: e.value(i)}
-				if lines > 0 && (lines == e.cfg.Batch.MaxLines || len(body)+upstream.BatchLineSize(line) > e.cfg.Batch.MaxBytes) {
-					select {
-					case bodies <- body:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-					body, lines = nil, 0
-				}
-				body = upstream.AppendBatchLine(body, line)
-				lines++
-			}
-			if lines > 0 {
-				select {
-				case bodies <- body:
-				case <-ctx.Done():
-					return ctx.Err()
+				if !yield(upstream.BatchLine{Key: fmt.Sprintf("%s%08d", prefix, i), Value: e.value(i)}) {
+					return
 				}
 			}
-			return nil
 		})
-		for range e.cfg.Batch.Concurrency {
-			g.Go(func() error {
-				for body := range bodies {
-					res, err := e.direct.PutBatch(ctx, e.cfg.Store, body)
-					if err != nil {
-						return err
-					}
-					if len(res.LineErrors) > 0 {
-						return fmt.Errorf("%d line errors", len(res.LineErrors))
-					}
-				}
-				return nil
-			})
-		}
 		return g.Wait()
 	})
 }
@@ -290,57 +379,63 @@ func (e *Env) Seed(ctx context.Context, prefix string) error {
 
 // EnumerateDirect walks the list cursors one page after another.
 func (e *Env) EnumerateDirect(ctx context.Context, prefix string) (Measurement, error) {
-	var first time.Duration
-	start := time.Now()
-	m, err := e.measure("direct cursor loop", &e.dirCount, false, func() error {
-		n, cursor := 0, ""
-		for {
-			page, err := e.direct.ListKeys(ctx, e.cfg.Store, upstream.ListOptions{Prefix: prefix, Cursor: cursor, Limit: e.cfg.PageSize})
-			if err != nil {
-				return err
+	return e.enumerateDirect(ctx, "direct cursor loop", prefix, nil)
+}
+
+// enumerateDirect walks the list cursors one page after another, calling
+// perPage (when not nil) with each page's keys before it counts them as
+// arrived.
+func (e *Env) enumerateDirect(ctx context.Context, name, prefix string, perPage func(keys []string) error) (Measurement, error) {
+	return e.measureFirst(name, &e.dirCount, false, func(arrived func()) error {
+		n := 0
+		err := e.eachPage(ctx, e.cfg.Store, prefix, e.cfg.PageSize, func(keys []string) error {
+			if perPage != nil {
+				if err := perPage(keys); err != nil {
+					return err
+				}
 			}
-			if first == 0 {
-				first = time.Since(start)
-			}
-			n += len(page.Keys)
-			if cursor = page.NextCursor; cursor == "" {
-				break
-			}
+			arrived()
+			n += len(keys)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		return e.checkCount(n)
 	})
-	m.FirstResult = first
-	return m, err
 }
 
 // EnumerateKvgate streams the keys through StreamKeys.
 func (e *Env) EnumerateKvgate(ctx context.Context, prefix string) (Measurement, error) {
-	var first time.Duration
-	start := time.Now()
-	m, err := e.measure("kvgate StreamKeys", &e.viaCount, true, func() error {
-		stream, err := e.kvgate.StreamKeys(ctx, &kvv1.StreamKeysRequest{StoreId: e.cfg.Store, Prefix: prefix, PageSize: uint32(e.cfg.PageSize)})
+	return e.enumerateKvgate(ctx, "kvgate StreamKeys", &kvv1.StreamKeysRequest{StoreId: e.cfg.Store, Prefix: prefix, PageSize: uint32(e.cfg.PageSize)}, nil)
+}
+
+// enumerateKvgate streams the keys req asks for through StreamKeys,
+// calling check (when not nil) with each message before it counts its
+// keys.
+func (e *Env) enumerateKvgate(ctx context.Context, name string, req *kvv1.StreamKeysRequest, check func(*kvv1.StreamKeysResponse) error) (Measurement, error) {
+	return e.measureFirst(name, &e.viaCount, true, func(arrived func()) error {
+		stream, err := e.kvgate.StreamKeys(ctx, req)
 		if err != nil {
 			return err
 		}
 		defer stream.Close()
 		n := 0
-		for {
-			msg, err := stream.Receive()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if first == 0 {
-				first = time.Since(start)
+		err = receiveAll(stream.Receive, func(msg *kvv1.StreamKeysResponse) error {
+			arrived()
+			if check != nil {
+				if err := check(msg); err != nil {
+					return err
+				}
 			}
 			n += len(msg.GetKeys())
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		return e.checkCount(n)
 	})
-	m.FirstResult = first
-	return m, err
 }
 
 func (e *Env) checkCount(n int) error {

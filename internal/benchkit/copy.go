@@ -2,9 +2,7 @@ package benchkit
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 
 	"golang.org/x/sync/errgroup"
 
@@ -31,15 +29,12 @@ func (e *Env) CopyKvgate(ctx context.Context, prefix, target string) (Measuremen
 		}
 		defer stream.Close()
 		var last *kvv1.CopyItemsResponse
-		for {
-			msg, err := stream.Receive()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
+		err = receiveAll(stream.Receive, func(msg *kvv1.CopyItemsResponse) error {
 			last = msg
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if !last.GetDone() || last.GetCopied() != uint64(e.cfg.CopyItems) {
 			return fmt.Errorf("kvgate copied %d of %d items (%v)", last.GetCopied(), e.cfg.CopyItems, last)
@@ -57,26 +52,18 @@ func (e *Env) CopyDirect(ctx context.Context, prefix, target string) (Measuremen
 		g, ctx := errgroup.WithContext(ctx)
 		keys := make(chan string)
 		lines := make(chan upstream.BatchLine)
-		bodies := make(chan []byte)
 		g.Go(func() error {
 			defer close(keys)
-			cursor := ""
-			for {
-				page, err := e.direct.ListKeys(ctx, e.cfg.Store+"-copy-src", upstream.ListOptions{Prefix: prefix, Cursor: cursor})
-				if err != nil {
-					return err
-				}
-				for _, k := range page.Keys {
+			return e.eachPage(ctx, e.cfg.Store+"-copy-src", prefix, 0, func(page []string) error {
+				for _, k := range page {
 					select {
 					case keys <- k:
 					case <-ctx.Done():
 						return ctx.Err()
 					}
 				}
-				if cursor = page.NextCursor; cursor == "" {
-					return nil
-				}
-			}
+				return nil
+			})
 		})
 		var readers errgroup.Group
 		for range e.cfg.CopyConcurrency {
@@ -99,45 +86,13 @@ func (e *Env) CopyDirect(ctx context.Context, prefix, target string) (Measuremen
 			defer close(lines)
 			return readers.Wait()
 		})
-		g.Go(func() error {
-			defer close(bodies)
-			var body []byte
-			n := 0
+		e.putBatches(ctx, g, target, func(yield func(upstream.BatchLine) bool) {
 			for line := range lines {
-				if n > 0 && (n == e.cfg.Batch.MaxLines || len(body)+upstream.BatchLineSize(line) > e.cfg.Batch.MaxBytes) {
-					select {
-					case bodies <- body:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
-					body, n = nil, 0
-				}
-				body = upstream.AppendBatchLine(body, line)
-				n++
-			}
-			if n > 0 {
-				select {
-				case bodies <- body:
-				case <-ctx.Done():
-					return ctx.Err()
+				if !yield(line) {
+					return
 				}
 			}
-			return nil
 		})
-		for range e.cfg.Batch.Concurrency {
-			g.Go(func() error {
-				for body := range bodies {
-					res, err := e.direct.PutBatch(ctx, target, body)
-					if err != nil {
-						return err
-					}
-					if len(res.LineErrors) > 0 {
-						return fmt.Errorf("%d line errors", len(res.LineErrors))
-					}
-				}
-				return nil
-			})
-		}
 		return g.Wait()
 	})
 }

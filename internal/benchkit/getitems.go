@@ -3,10 +3,7 @@ package benchkit
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -65,38 +62,26 @@ func (e *Env) GetItemsKvgate(ctx context.Context, prefix string, n, size int) (M
 	for i := range keys {
 		keys[i] = GetKey(prefix, i)
 	}
-	var first time.Duration
-	start := time.Now()
-	m, err := e.measure("kvgate GetItems, one call", &e.viaCount, true, func() error {
+	return e.measureFirst("kvgate GetItems, one call", &e.viaCount, true, func(arrived func()) error {
 		stream, err := e.kvgate.GetItems(ctx, &kvv1.GetItemsRequest{StoreId: e.cfg.Store, Keys: keys})
 		if err != nil {
 			return err
 		}
 		defer stream.Close()
 		got := 0
-		for {
-			msg, err := stream.Receive()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if first == 0 {
-				first = time.Since(start)
-			}
-			if err := checkGot(int(msg.GetIndex()), msg.GetItem().GetValue(), size); err != nil {
-				return err
-			}
+		err = receiveAll(stream.Receive, func(msg *kvv1.GetItemsResponse) error {
+			arrived()
 			got++
+			return checkGot(int(msg.GetIndex()), msg.GetItem().GetValue(), size)
+		})
+		if err != nil {
+			return err
 		}
 		if got != n {
 			return fmt.Errorf("GetItems answered %d of %d keys", got, n)
 		}
 		return nil
 	})
-	m.FirstResult = first
-	return m, err
 }
 
 // GetItemKvgate reads n items under prefix with one GetItem call each,

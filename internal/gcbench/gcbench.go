@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,12 +17,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"connectrpc.com/connect/v2"
-	"connectrpc.com/connect/v2/connecthttp"
-
 	kvv1 "github.com/kvgate/kvgate/gen/go/fastly/kv/v1"
 	"github.com/kvgate/kvgate/gen/go/fastly/kv/v1/kvv1connect"
 	"github.com/kvgate/kvgate/internal/app"
+	"github.com/kvgate/kvgate/internal/benchkit"
 	"github.com/kvgate/kvgate/service"
 	"github.com/kvgate/kvgate/upstream"
 )
@@ -115,17 +112,6 @@ func Run(ctx context.Context, cfg Config, progress func(round int, r Row)) ([]Ro
 	return rows, nil
 }
 
-// countingTransport counts the requests kvgate sends upstream.
-type countingTransport struct {
-	next http.RoundTripper
-	n    *atomic.Int64
-}
-
-func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.next.RoundTrip(r)
-}
-
 // writersPerConn is how many writers share one HTTP/2 connection to
 // kvgate, well under its 250 streams per connection.
 const writersPerConn = 100
@@ -134,9 +120,8 @@ const writersPerConn = 100
 // call it measured.
 func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Row, []time.Duration, error) {
 	var requests atomic.Int64
-	hc := upstream.NewHTTPClient(max(writers, upstream.DefaultMaxIdleConns))
-	hc.Transport = countingTransport{next: hc.Transport, n: &requests}
-	gw, err := app.NewGateway(app.GatewayConfig{
+	hc := benchkit.CountingClient(max(writers, upstream.DefaultMaxIdleConns), &requests)
+	addr, stop, err := benchkit.ServeGateway(ctx, app.GatewayConfig{
 		UpstreamURL: cfg.UpstreamURL,
 		HTTPClient:  hc,
 		Batch:       cfg.Batch,
@@ -145,26 +130,13 @@ func runCell(ctx context.Context, cfg Config, writers int, groupCommit bool) (Ro
 	if err != nil {
 		return Row{}, nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return Row{}, nil, err
-	}
-	serveCtx, stop := context.WithCancel(ctx)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gw.Serve(serveCtx, ln)
-	}()
-	defer func() { stop(); <-served; hc.CloseIdleConnections() }()
+	defer func() { stop(); hc.CloseIdleConnections() }()
 
 	clients := make([]kvv1connect.KVStoreServiceClient, (writers+writersPerConn-1)/writersPerConn)
 	for i := range clients {
-		p := new(http.Protocols)
-		p.SetUnencryptedHTTP2(true)
-		tr := &http.Transport{Protocols: p}
+		var tr *http.Transport
+		clients[i], tr = benchkit.KvgateClient(addr)
 		defer tr.CloseIdleConnections()
-		clients[i] = kvv1connect.NewKVStoreServiceClient(connect.NewClient(
-			connecthttp.NewTransport(&http.Client{Transport: tr}, "http://"+ln.Addr().String(), connecthttp.WithGRPC())))
 	}
 
 	value := make([]byte, cfg.ValueBytes)
