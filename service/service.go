@@ -101,6 +101,11 @@ func (s *Service) BatchBytesInFlight() int64 { return s.batchBytes.Load() }
 // PUT that will carry them to be sent (see committer).
 func (s *Service) QueuedWrites() int { return s.group.queuedWrites() }
 
+// WatchPollers is how many WatchItems pollers run: one per store (and
+// token) for watched keys and one per watched prefix, whatever the number
+// of watches sharing it.
+func (s *Service) WatchPollers() int { return s.watch.pollerCount() }
+
 // Drain tells the service that kvgate is shutting down and that the
 // contexts of the RPCs in flight are about to end. Streams then end with
 // UNAVAILABLE and what they need to go on elsewhere: StreamKeys its resume

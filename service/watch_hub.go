@@ -78,7 +78,7 @@ func (h *watchHub) leave(p *poller, w *watcher) {
 	}
 }
 
-// pollerCount is how many pollers run, for tests.
+// pollerCount is how many pollers run.
 func (h *watchHub) pollerCount() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -164,7 +164,12 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 	}
 	interceptors, err := tel.Interceptors()
 	if err == nil {
-		err = tel.ObserveGauges(svc.BatchBytesInFlight, kv.WriteBudgetRemaining)
+		err = tel.ObserveGauges(telemetry.Gauges{
+			BatchBytes:   svc.BatchBytesInFlight,
+			WriteBudget:  kv.WriteBudgetRemaining,
+			QueuedWrites: func() int64 { return int64(svc.QueuedWrites()) },
+			WatchPollers: func() int64 { return int64(svc.WatchPollers()) },
+		})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)

@@ -48,23 +48,49 @@ func newInstruments(m metric.Meter) (instruments, error) {
 	return inst, nil
 }
 
-// ObserveGauges reports, on every collection, the batch bytes buffered
-// (see service.Service.BatchBytesInFlight) and Fastly's remaining write
-// budget (see upstream.Client.WriteBudgetRemaining: the lower of Fastly's
-// and kvgate's own, reported only while known). Either function may be nil.
-func (t *Telemetry) ObserveGauges(batchBytes func() int64, writeBudget func() (int64, bool)) error {
+// Gauges are the readings ObserveGauges reports on every collection. Any
+// may be nil.
+type Gauges struct {
+	// BatchBytes is the batch bytes buffered (see
+	// service.Service.BatchBytesInFlight).
+	BatchBytes func() int64
+	// WriteBudget is the write budget left (see
+	// upstream.Client.WriteBudgetRemaining: the lower of Fastly's and
+	// kvgate's own), reported only while known.
+	WriteBudget func() (int64, bool)
+	// QueuedWrites is the PutItem overwrites waiting for the batch PUT
+	// that will carry them (see service.Service.QueuedWrites).
+	QueuedWrites func() int64
+	// WatchPollers is the WatchItems pollers running (see
+	// service.Service.WatchPollers).
+	WatchPollers func() int64
+}
+
+// ObserveGauges reports g's readings, and whether kvgate is ready, on
+// every collection.
+func (t *Telemetry) ObserveGauges(g Gauges) error {
 	m := t.inst.meter
-	if batchBytes != nil {
-		if _, err := m.Int64ObservableGauge("kvgate.batch.buffered", metric.WithUnit("By"),
-			metric.WithDescription("bytes of batch PUT bodies held while being sent upstream"),
+	for _, gauge := range []struct {
+		name, unit, description string
+		read                    func() int64
+	}{
+		{"kvgate.batch.buffered", "By", "bytes of batch PUT bodies held while being sent upstream", g.BatchBytes},
+		{"kvgate.group_commit.queued", "{write}", "PutItem overwrites waiting for the batch PUT that will carry them (group commit)", g.QueuedWrites},
+		{"kvgate.watch.pollers", "{poller}", "WatchItems pollers running, each shared by every watch of its keys or prefix", g.WatchPollers},
+	} {
+		if gauge.read == nil {
+			continue
+		}
+		read := gauge.read
+		if _, err := m.Int64ObservableGauge(gauge.name, metric.WithUnit(gauge.unit), metric.WithDescription(gauge.description),
 			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-				o.Observe(batchBytes())
+				o.Observe(read())
 				return nil
 			})); err != nil {
 			return err
 		}
 	}
-	if writeBudget != nil {
+	if writeBudget := g.WriteBudget; writeBudget != nil {
 		if _, err := m.Int64ObservableGauge("kvgate.upstream.write_budget.remaining", metric.WithUnit("{request}"),
 			metric.WithDescription("write requests left: the lower of Fastly's budget as its last write response said (Fastly-RateLimit-Remaining) "+
 				"and kvgate's own -write-budget over the rolling hour; absent while neither is known"),

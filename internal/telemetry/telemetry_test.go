@@ -75,6 +75,8 @@ func TestMetricsShowRPCs(t *testing.T) {
 		`kvgate_upstream_requests_total{method="GET",op="get_item",status="404"} 2`,
 		`kvgate_upstream_request_duration_seconds_count{op="get_item"} 2`,
 		`kvgate_batch_buffered_bytes 0`,
+		`kvgate_group_commit_queued 0`,
+		`kvgate_watch_pollers 0`,
 		"# TYPE kvgate_ready gauge",
 	} {
 		if !strings.Contains(body, want) {
