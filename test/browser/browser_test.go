@@ -2,8 +2,9 @@
 // another origin would: Debian's chromium, driven by playwright-core
 // (drive.mjs), loads a page whose script (page.ts, bundled by esbuild with
 // the generated client and Connect-Web) calls kvgate over the Connect
-// protocol and gRPC-Web. Without chromium or node_modules the test skips,
-// unless CI is set: then it fails.
+// protocol and gRPC-Web; another (cache.ts) reads an item over Connect GET
+// through the browser's HTTP cache. Without chromium or node_modules the
+// tests skip, unless CI is set: then they fail.
 package browser_test
 
 import (
@@ -179,14 +180,16 @@ type drivenPage struct {
 }
 
 // seenResponse is a request and its response as the browser's network
-// saw them: the If-None-Match it sent, the status and ETag it got, and
-// the bytes it received (headers and body, as encoded on the wire).
+// saw them: the If-None-Match it sent, the status, ETag and Cache-Control
+// it got, and the bytes it received (headers and body, as encoded on the
+// wire).
 type seenResponse struct {
 	Method       string `json:"method"`
 	URL          string `json:"url"`
 	IfNoneMatch  string `json:"ifNoneMatch"`
 	Status       int    `json:"status"`
 	ETag         string `json:"etag"`
+	CacheControl string `json:"cacheControl"`
 	EncodedBytes int64  `json:"encodedBytes"`
 }
 
@@ -215,6 +218,8 @@ func servePage(t *testing.T, bundle string, routes func(*http.ServeMux)) *httpte
 		fmt.Fprint(w, `<!doctype html><meta charset="utf-8"><title>kvgate browser test</title><script type="module" src="/page.js"></script>`)
 	})
 	mux.HandleFunc("GET /page.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, bundle) })
+	// The browser asks for an icon; none, rather than a 404 in the log.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv

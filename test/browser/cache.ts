@@ -11,7 +11,8 @@
 // publishes what it saw as window.kvgateResults for the test's driver.
 //
 // Query parameters: kvgate (kvgate's base URL), store (a store id
-// prefix) and key.
+// prefix), key, and token: when set, every call carries it as a bearer
+// token.
 
 import { ConnectError, createClient, type CallOptions, type Transport } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
@@ -25,16 +26,19 @@ const params = new URLSearchParams(location.search);
 const baseUrl = params.get("kvgate") ?? "";
 const storePrefix = params.get("store") ?? "cache";
 const key = params.get("key") ?? "doc";
+const token = params.get("token");
+const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
 
 // Each transport with the options of its calls. A GET with no deadline
 // carries no header of Connect's own (Connect-Web drops Content-Type and
 // Connect-Protocol-Version from GETs), so it is a simple cross-origin
-// request; a deadline adds Connect-Timeout-Ms, and with it a preflight.
+// request; a deadline adds Connect-Timeout-Ms, and with it a preflight
+// (as does a token).
 const readers: Record<string, { transport: Transport; opts: CallOptions }> = {
-  "connect-json-get": { transport: createConnectTransport({ baseUrl, useHttpGet: true }), opts: {} },
+  "connect-json-get": { transport: createConnectTransport({ baseUrl, useHttpGet: true }), opts: { headers } },
   "connect-proto-get-deadline": {
     transport: createConnectTransport({ baseUrl, useHttpGet: true, useBinaryFormat: true }),
-    opts: { timeoutMs: 10_000 },
+    opts: { headers, timeoutMs: 10_000 },
   },
 };
 

@@ -65,7 +65,7 @@ async function watchNetwork(page, origin) {
   const byId = new Map();
   const entry = (id) => {
     if (!byId.has(id)) {
-      byId.set(id, { method: "", url: "", status: 0, ifNoneMatch: "", etag: "", encodedBytes: 0 });
+      byId.set(id, { method: "", url: "", ifNoneMatch: "", status: 0, etag: "", cacheControl: "", encodedBytes: 0 });
     }
     return byId.get(id);
   };
@@ -82,7 +82,11 @@ async function watchNetwork(page, origin) {
     entry(e.requestId).ifNoneMatch = header(e.headers, "if-none-match");
   });
   cdp.on("Network.responseReceivedExtraInfo", (e) => {
-    Object.assign(entry(e.requestId), { status: e.statusCode, etag: header(e.headers, "etag") });
+    Object.assign(entry(e.requestId), {
+      status: e.statusCode,
+      etag: header(e.headers, "etag"),
+      cacheControl: header(e.headers, "cache-control"),
+    });
   });
   cdp.on("Network.loadingFinished", (e) => {
     entry(e.requestId).encodedBytes = e.encodedDataLength;
