@@ -2,8 +2,9 @@
 // another origin would: Debian's chromium, driven by playwright-core
 // (drive.mjs), loads a page whose script (page.ts, bundled by esbuild with
 // the generated client and Connect-Web) calls kvgate over the Connect
-// protocol and gRPC-Web. Without chromium or node_modules the test skips,
-// unless CI is set: then it fails.
+// protocol and gRPC-Web; another (cache.ts) reads an item over Connect GET
+// through the browser's HTTP cache. Without chromium or node_modules the
+// tests skip, unless CI is set: then they fail.
 package browser_test
 
 import (
@@ -74,35 +75,27 @@ type refusedResult struct {
 
 func TestBrowserCORS(t *testing.T) {
 	t.Parallel()
-	root := kvtest.RepoRoot(t)
-	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"), filepath.Join(".bin", "esbuild"))
-	bundle := filepath.Join(t.TempDir(), "page.js")
-	run(t, root, nil, filepath.Join(root, "node_modules", ".bin", "esbuild"), filepath.Join("test", "browser", "page.ts"),
-		"--bundle", "--platform=browser", "--format=esm", "--target=es2022", "--log-level=warning", "--outfile="+bundle)
+	b := newBrowser(t)
+	bundle := b.bundle(t, "page.ts")
 
 	// Two pages on loopback, each its own origin (another port than
 	// kvgate's); only the first is on kvgate's list.
-	allowed, refused := servePage(t, bundle), servePage(t, bundle)
+	allowed, refused := servePage(t, bundle, nil), servePage(t, bundle, nil)
 	st := kvtest.Start(t, kvtest.Options{CORS: crossorigin.Config{Origins: []string{allowed.URL}}})
 	pageURL := func(base, mode string) string {
 		return base + "/?" + url.Values{"kvgate": {st.URL}, "store": {mode}, "mode": {mode}}.Encode()
 	}
-	out := run(t, root, []string{"CHROMIUM=" + chromium}, "node", filepath.Join("test", "browser", "drive.mjs"),
-		pageURL(allowed.URL, "calls"), pageURL(refused.URL, "refused"))
-	var pages []map[string]json.RawMessage
-	if err := json.Unmarshal(out, &pages); err != nil || len(pages) != 2 {
-		t.Fatalf("driver printed %q: want a JSON array of 2 pages (%v)", out, err)
-	}
+	pages := b.drive(t, pageURL(allowed.URL, "calls"), pageURL(refused.URL, "refused"))
 
 	for _, name := range transports {
 		t.Run("calls/"+name, func(t *testing.T) {
 			var res callsResult
-			decode(t, pages[0], name, &res)
+			decode(t, pages[0].Result, name, &res)
 			checkCalls(t, res)
 		})
 		t.Run("refused/"+name, func(t *testing.T) {
 			var res refusedResult
-			decode(t, pages[1], name, &res)
+			decode(t, pages[1].Result, name, &res)
 			if res.Failed != nil || res.Get.Code == "ok" || res.Put.Code == "ok" {
 				t.Errorf("a page from an origin not on the list got through: %+v", res)
 			}
@@ -153,16 +146,80 @@ func decode(t *testing.T, page map[string]json.RawMessage, transport string, v a
 	t.Logf("%s: %s", transport, page[transport])
 }
 
+// browser is what drives a page: Chromium, and the repository whose
+// node_modules hold playwright-core and esbuild.
+type browser struct {
+	root, chromium string
+}
+
+// newBrowser finds the browser and the tools, or skips the test (fails it
+// under CI) without them.
+func newBrowser(t *testing.T) browser {
+	t.Helper()
+	root := kvtest.RepoRoot(t)
+	chromium := testutil.RequireBrowser(t, root, filepath.Join("playwright-core", "package.json"), filepath.Join(".bin", "esbuild"))
+	return browser{root: root, chromium: chromium}
+}
+
+// bundle bundles the page script entry (a file of test/browser) with what
+// it imports, and returns the bundle's path.
+func (b browser) bundle(t *testing.T, entry string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "page.js")
+	run(t, b.root, nil, filepath.Join(b.root, "node_modules", ".bin", "esbuild"), filepath.Join("test", "browser", entry),
+		"--bundle", "--platform=browser", "--format=esm", "--target=es2022", "--log-level=warning", "--outfile="+out)
+	return out
+}
+
+// drivenPage is what drive.mjs saw on one page: the results its script
+// published, and the responses the browser got from other origins, in
+// order.
+type drivenPage struct {
+	Result    map[string]json.RawMessage `json:"result"`
+	Responses []seenResponse             `json:"responses"`
+}
+
+// seenResponse is a request and its response as the browser's network
+// saw them: the If-None-Match it sent, the status, ETag and Cache-Control
+// it got, and the bytes it received (headers and body, as encoded on the
+// wire).
+type seenResponse struct {
+	Method       string `json:"method"`
+	URL          string `json:"url"`
+	IfNoneMatch  string `json:"ifNoneMatch"`
+	Status       int    `json:"status"`
+	ETag         string `json:"etag"`
+	CacheControl string `json:"cacheControl"`
+	EncodedBytes int64  `json:"encodedBytes"`
+}
+
+// drive loads each page in one Chromium, one after the other, and returns
+// what it saw on each.
+func (b browser) drive(t *testing.T, pageURLs ...string) []drivenPage {
+	t.Helper()
+	out := run(t, b.root, []string{"CHROMIUM=" + b.chromium}, "node", append([]string{filepath.Join("test", "browser", "drive.mjs")}, pageURLs...)...)
+	var pages []drivenPage
+	if err := json.Unmarshal(out, &pages); err != nil || len(pages) != len(pageURLs) {
+		t.Fatalf("driver printed %q: want a JSON array of %d pages (%v)", out, len(pageURLs), err)
+	}
+	return pages
+}
+
 // servePage serves the test page, with its bundled script, on a loopback
-// port of its own.
-func servePage(t *testing.T, bundle string) *httptest.Server {
+// port of its own; routes, when set, adds the test's own routes.
+func servePage(t *testing.T, bundle string, routes func(*http.ServeMux)) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
+	if routes != nil {
+		routes(mux)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta charset="utf-8"><title>kvgate browser test</title><script type="module" src="/page.js"></script>`)
 	})
 	mux.HandleFunc("GET /page.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, bundle) })
+	// The browser asks for an icon; none, rather than a 404 in the log.
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
