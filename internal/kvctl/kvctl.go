@@ -115,7 +115,8 @@ func (c *cli) rootCommand() *cobra.Command {
 	c.conn.register(pf, c.env)
 	pf.StringVarP(&c.store, "store", "s", c.env("KVCTL_STORE"), "KV Store id [$KVCTL_STORE]")
 	pf.BoolVar(&c.json, "json", false, "print results as JSON")
-	root.AddCommand(c.getCommand(), c.putCommand(), c.rmCommand(), c.lsCommand(), c.importCommand(), c.exportCommand())
+	root.AddCommand(c.getCommand(), c.putCommand(), c.rmCommand(), c.lsCommand(), c.importCommand(), c.exportCommand(),
+		c.cpCommand(), c.watchCommand())
 	for _, sub := range root.Commands() {
 		sub.Args = wrapArgs(sub.Args)
 	}
@@ -172,6 +173,11 @@ func (c *cli) reportError(err error, exit int) {
 	if connect.CodeOf(err) == connect.CodeUnauthenticated {
 		fmt.Fprintln(c.stderr, "kvgate wants a token: pass --token or set KVCTL_TOKEN.")
 	}
+	var re resumeError
+	resumable := errors.As(err, &re)
+	if resumable {
+		fmt.Fprintf(c.stderr, "kvctl: to resume: kvctl %s --cursor %q\n", re.again, re.cursor)
+	}
 	if !c.json {
 		return
 	}
@@ -187,7 +193,11 @@ func (c *cli) reportError(err error, exit int) {
 			code = ce.Code().String()
 		}
 	}
-	c.printJSON(map[string]any{"error": map[string]any{"code": code, "message": err.Error(), "exit": exit}})
+	e := map[string]any{"code": code, "message": err.Error(), "exit": exit}
+	if resumable {
+		e["cursor"] = re.cursor
+	}
+	c.printJSON(map[string]any{"error": e})
 }
 
 func (c *cli) printJSON(v any) { c.printJSONTo(c.stdout, v) }
