@@ -97,7 +97,7 @@ func (c *cli) copyItems(ctx context.Context, req *kvv1.CopyItemsRequest, cursor 
 		fmt.Fprintln(c.stderr, msg)
 	}
 	if err != nil {
-		if sum.Copied+sum.Skipped+sum.Failed == 0 && cursor == "" && !transient(err) {
+		if sum.Copied+sum.Skipped+sum.Failed == 0 && !transient(err) {
 			return err
 		}
 		return resumeError{err: err, cursor: cursor, again: again}

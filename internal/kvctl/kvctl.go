@@ -176,7 +176,7 @@ func (c *cli) reportError(err error, exit int) {
 	var re resumeError
 	resumable := errors.As(err, &re)
 	if resumable {
-		fmt.Fprintf(c.stderr, "kvctl: to resume: kvctl %s --cursor %q\n", re.again, re.cursor)
+		fmt.Fprintf(c.stderr, "kvctl: to resume: kvctl %s --cursor %s\n", re.again, shellQuote(re.cursor))
 	}
 	if !c.json {
 		return

@@ -236,7 +236,7 @@ func (c *cli) rmMany(cmd *cobra.Command, req *kvv1.DeleteKeysRequest, cursor str
 		c.rmSummary(req.GetDryRun(), t, len(failures), err != nil)
 	}
 	if err != nil {
-		if t.deleted+t.notFound+len(failures) == 0 && cursor == "" && !transient(err) {
+		if t.deleted+t.notFound+len(failures) == 0 && !transient(err) {
 			return err
 		}
 		return resumeError{err: err, cursor: cursor, again: again}
