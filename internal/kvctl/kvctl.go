@@ -26,7 +26,7 @@ const (
 	ExitUsage    = 2 // bad flags or arguments; nothing was sent
 	ExitNotFound = 3 // the item does not exist
 	ExitConflict = 4 // a generation check failed (aborted) or --mode add found the key taken (already_exists)
-	ExitPartial  = 5 // some items of an import or a prefix delete failed; each is reported
+	ExitPartial  = 5 // some items of an import, a bulk delete, a copy or a multi-get failed; each is reported
 )
 
 const exitCodesHelp = `Exit codes:
@@ -35,7 +35,12 @@ const exitCodesHelp = `Exit codes:
   2  usage error (bad flags or arguments; nothing was sent)
   3  not found (no such item)
   4  conflict (--if-generation did not match, or --mode add found the key taken)
-  5  partial failure (some items of an import or a prefix delete failed; each is reported)`
+  5  partial failure (some items of an import, a bulk delete, a copy or a multi-get
+     failed; each is reported)
+
+rm of several keys or a prefix, and cp, resume a call that ended early (unavailable,
+or rate limited with a retry delay) from its cursor; when they stop for good they
+print the cursor to pass back with --cursor.`
 
 // cli is one invocation: its streams, global flags and client.
 type cli struct {
