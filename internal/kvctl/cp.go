@@ -55,7 +55,7 @@ func (c *cli) cpCommand() *cobra.Command {
 	f.StringVar(&target, "to", "", "the store to copy into")
 	f.StringVar(&prefix, "prefix", "", "only items whose keys begin with this")
 	f.StringVar(&cursor, "cursor", "", "resume a copy from the cursor a stopped one printed")
-	res.register(cmd, defaultRetries)
+	res.register(cmd, defaultRetries, "times in a row a call that ended early (unavailable, rate limited) is resumed without progress; 0 never resumes")
 	return cmd
 }
 

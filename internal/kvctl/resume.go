@@ -34,9 +34,10 @@ type resumer struct {
 	inARow  int
 }
 
-// resumeFlags registers --retries and --max-wait on cmd.
-func (r *resumer) register(cmd *cobra.Command, retries int) {
-	cmd.Flags().IntVar(&r.retries, "retries", retries, "times in a row a call that ended early (unavailable, rate limited) is resumed without progress; 0 never resumes")
+// register registers --retries, described by retriesHelp, and --max-wait
+// on cmd.
+func (r *resumer) register(cmd *cobra.Command, retries int, retriesHelp string) {
+	cmd.Flags().IntVar(&r.retries, "retries", retries, retriesHelp)
 	cmd.Flags().DurationVar(&r.maxWait, "max-wait", defaultMaxWait, "longest wait a rate limit's retry delay may ask for before a resume; longer ones stop with the cursor")
 }
 

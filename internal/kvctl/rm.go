@@ -95,7 +95,7 @@ func (c *cli) rmCommand() *cobra.Command {
 	f.BoolVar(&force, "force", false, "succeed when a key does not exist")
 	f.Uint64Var(&ifGen, "if-generation", 0, "delete only if the item's generation is this one (one KEY)")
 	f.StringVar(&cursor, "cursor", "", "resume a deletion from the cursor a stopped one printed")
-	res.register(cmd, defaultRetries)
+	res.register(cmd, defaultRetries, "times in a row a call that ended early (unavailable, rate limited) is resumed without progress; 0 never resumes")
 	return cmd
 }
 

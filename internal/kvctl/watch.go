@@ -66,7 +66,7 @@ func (c *cli) watchCommand() *cobra.Command {
 	f.StringVar(&prefix, "prefix", "", "watch every key that begins with this")
 	f.BoolVar(&initial, "initial", false, "first print each watched key that exists, as present")
 	f.DurationVar(&interval, "interval", 0, "how often kvgate polls (its floor when shorter or unset)")
-	res.register(cmd, 10)
+	res.register(cmd, 10, "reconnections in a row that receive nothing before watch gives up; 0 never reconnects")
 	return cmd
 }
 
