@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"connectrpc.com/connect/v2"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -30,10 +31,22 @@ func (c *cli) getCommand() *cobra.Command {
 	var meta bool
 	var output string
 	cmd := &cobra.Command{
-		Use:   "get -s STORE KEY",
-		Short: "print an item's value (or, with --meta, its metadata and generation)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "get -s STORE KEY...",
+		Short: "print an item's value (or, with --meta, its metadata and generation); several KEYs: one line each",
+		Long: "get prints one item's value, or with --meta its key, size, metadata, generation and\n" +
+			"last-modified time. With several KEYs it reads them in one GetItems call and prints\n" +
+			"one tab-separated line per KEY, in the order given: KEY and the value Go-quoted,\n" +
+			"or with --meta KEY, SIZE, GENERATION and the metadata Go-quoted; a KEY with no\n" +
+			"item prints KEY and -. With --json, one object per line (an absent key\n" +
+			"{\"key\",\"absent\":true}). Exit code 3 when any KEY has no item.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				if output != "" {
+					return usagef("-o takes one KEY")
+				}
+				return c.getMany(cmd, args, meta)
+			}
 			req := &kvv1.GetItemRequest{StoreId: c.store, Key: args[0]}
 			if meta && output == "" {
 				// Only the value's size is printed, which a HEAD tells:
@@ -50,15 +63,7 @@ func (c *cli) getCommand() *cobra.Command {
 					return localError{err}
 				}
 			}
-			size := len(item.GetValue())
-			if item.Size != nil {
-				size = int(item.GetSize())
-			}
-			j := itemJSON{Key: item.GetKey(), Size: size, Metadata: item.GetMetadata(),
-				Generation: strconv.FormatUint(item.GetGeneration(), 10)}
-			if t := item.GetLastModified(); t != nil {
-				j.LastModified = t.AsTime().UTC().Format(time.RFC3339)
-			}
+			j := itemToJSON(item)
 			switch {
 			case c.json:
 				if !meta && output == "" {
@@ -207,4 +212,112 @@ func (c *cli) streamKeys(cmd *cobra.Command, prefix string, each func(string) er
 			}
 		}
 	}
+}
+
+// getManyMissing is returned when some keys of a multi-get have no item:
+// each is already printed.
+func getManyMissing(n int) error {
+	return connect.NewError(connect.CodeNotFound, fmt.Sprintf("%d of the keys have no item", n))
+}
+
+// getMany reads keys with one GetItems call and prints one line per key,
+// in the order given: each answer waits for those before it.
+func (c *cli) getMany(cmd *cobra.Command, keys []string, meta bool) error {
+	req := &kvv1.GetItemsRequest{StoreId: c.store, Keys: keys}
+	if meta {
+		req.View = kvv1.ItemView_ITEM_VIEW_METADATA
+	}
+	stream, err := c.client.GetItems(cmd.Context(), req)
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	answers := make([]*kvv1.GetItemsResponse, len(keys))
+	next, absent, failed := 0, 0, 0
+	for next < len(keys) {
+		msg, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			return connect.NewError(connect.CodeUnavailable, "the read ended before every key was answered")
+		}
+		if err != nil {
+			return err
+		}
+		if i := int(msg.GetIndex()); i < len(answers) {
+			answers[i] = msg
+		}
+		for ; next < len(keys) && answers[next] != nil; next++ {
+			a := answers[next]
+			answers[next] = nil
+			switch a.GetResult().(type) {
+			case *kvv1.GetItemsResponse_Absent:
+				absent++
+			case *kvv1.GetItemsResponse_Error:
+				failed++
+				fmt.Fprintf(c.stderr, "kvctl: get %s: %s: %s\n", a.GetKey(), a.GetError().GetCode(), a.GetError().GetReason())
+			}
+			if err := c.printAnswer(a, meta); err != nil {
+				return err
+			}
+		}
+	}
+	switch {
+	case failed > 0:
+		return partialError{failed}
+	case absent > 0:
+		return getManyMissing(absent)
+	}
+	return nil
+}
+
+// printAnswer prints one key's answer of a multi-get.
+func (c *cli) printAnswer(a *kvv1.GetItemsResponse, meta bool) error {
+	key := a.GetKey()
+	if c.json {
+		switch r := a.GetResult().(type) {
+		case *kvv1.GetItemsResponse_Item:
+			j := itemToJSON(r.Item)
+			if !meta {
+				v := base64.StdEncoding.EncodeToString(r.Item.GetValue())
+				j.Value = &v
+			}
+			c.printJSON(j)
+		case *kvv1.GetItemsResponse_Absent:
+			c.printJSON(map[string]any{"key": key, "absent": true})
+		case *kvv1.GetItemsResponse_Error:
+			c.printJSON(map[string]any{"key": key, "error": map[string]string{"code": r.Error.GetCode(), "message": r.Error.GetReason()}})
+		}
+		return nil
+	}
+	var line string
+	switch r := a.GetResult().(type) {
+	case *kvv1.GetItemsResponse_Item:
+		j := itemToJSON(r.Item)
+		if meta {
+			line = fmt.Sprintf("%s\t%d\t%s\t%q", key, j.Size, j.Generation, j.Metadata)
+		} else {
+			line = fmt.Sprintf("%s\t%q", key, r.Item.GetValue())
+		}
+	case *kvv1.GetItemsResponse_Absent:
+		line = key + "\t-"
+	default:
+		return nil // reported on stderr
+	}
+	if _, err := fmt.Fprintln(c.stdout, line); err != nil {
+		return localError{err}
+	}
+	return nil
+}
+
+// itemToJSON is item as get --json prints it, without its value.
+func itemToJSON(item *kvv1.Item) itemJSON {
+	size := len(item.GetValue())
+	if item.Size != nil {
+		size = int(item.GetSize())
+	}
+	j := itemJSON{Key: item.GetKey(), Size: size, Metadata: item.GetMetadata(),
+		Generation: strconv.FormatUint(item.GetGeneration(), 10)}
+	if t := item.GetLastModified(); t != nil {
+		j.LastModified = t.AsTime().UTC().Format(time.RFC3339)
+	}
+	return j
 }

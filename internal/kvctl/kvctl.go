@@ -26,7 +26,7 @@ const (
 	ExitUsage    = 2 // bad flags or arguments; nothing was sent
 	ExitNotFound = 3 // the item does not exist
 	ExitConflict = 4 // a generation check failed (aborted) or --mode add found the key taken (already_exists)
-	ExitPartial  = 5 // some items of an import or a prefix delete failed; each is reported
+	ExitPartial  = 5 // some items of an import, a bulk delete, a copy or a multi-get failed; each is reported
 )
 
 const exitCodesHelp = `Exit codes:
@@ -35,7 +35,12 @@ const exitCodesHelp = `Exit codes:
   2  usage error (bad flags or arguments; nothing was sent)
   3  not found (no such item)
   4  conflict (--if-generation did not match, or --mode add found the key taken)
-  5  partial failure (some items of an import or a prefix delete failed; each is reported)`
+  5  partial failure (some items of an import, a bulk delete, a copy or a multi-get
+     failed; each is reported)
+
+rm of several keys or a prefix, and cp, resume a call that ended early (unavailable,
+or rate limited with a retry delay) from its cursor; when they stop for good they
+print the cursor to pass back with --cursor.`
 
 // cli is one invocation: its streams, global flags and client.
 type cli struct {
@@ -115,7 +120,8 @@ func (c *cli) rootCommand() *cobra.Command {
 	c.conn.register(pf, c.env)
 	pf.StringVarP(&c.store, "store", "s", c.env("KVCTL_STORE"), "KV Store id [$KVCTL_STORE]")
 	pf.BoolVar(&c.json, "json", false, "print results as JSON")
-	root.AddCommand(c.getCommand(), c.putCommand(), c.rmCommand(), c.lsCommand(), c.importCommand(), c.exportCommand())
+	root.AddCommand(c.getCommand(), c.putCommand(), c.rmCommand(), c.lsCommand(), c.importCommand(), c.exportCommand(),
+		c.cpCommand(), c.watchCommand())
 	for _, sub := range root.Commands() {
 		sub.Args = wrapArgs(sub.Args)
 	}
@@ -172,6 +178,11 @@ func (c *cli) reportError(err error, exit int) {
 	if connect.CodeOf(err) == connect.CodeUnauthenticated {
 		fmt.Fprintln(c.stderr, "kvgate wants a token: pass --token or set KVCTL_TOKEN.")
 	}
+	var re resumeError
+	resumable := errors.As(err, &re)
+	if resumable {
+		fmt.Fprintf(c.stderr, "kvctl: to resume: kvctl %s --cursor %s\n", re.again, shellQuote(re.cursor))
+	}
 	if !c.json {
 		return
 	}
@@ -187,7 +198,11 @@ func (c *cli) reportError(err error, exit int) {
 			code = ce.Code().String()
 		}
 	}
-	c.printJSON(map[string]any{"error": map[string]any{"code": code, "message": err.Error(), "exit": exit}})
+	e := map[string]any{"code": code, "message": err.Error(), "exit": exit}
+	if resumable {
+		e["cursor"] = re.cursor
+	}
+	c.printJSON(map[string]any{"error": e})
 }
 
 func (c *cli) printJSON(v any) { c.printJSONTo(c.stdout, v) }

@@ -108,7 +108,7 @@ func TestJSONShapes(t *testing.T) {
 		{[]string{"get", "-s", s, "--json", "-o", filepath.Join(dir, "a"), "a"}, `{"key":"a","size":2,"metadata":"m","generation":"*","last_modified":"*"}`},
 		{[]string{"get", "-s", s, "--json", "a"}, `{"key":"a","value":"aGk=","size":2,"metadata":"m","generation":"*","last_modified":"*"}`},
 		{[]string{"ls", "-s", s, "--json"}, `{"key":"a"}`},
-		{[]string{"rm", "-s", s, "--json", "--prefix", "a", "--dry-run"}, `{"deleted":0,"dry_run":true,"failures":[],"keys":["a"],"prefix":"a"}`},
+		{[]string{"rm", "-s", s, "--json", "--prefix", "a", "--dry-run"}, `{"deleted":0,"dry_run":true,"failures":[],"keys":["a"],"not_found":0,"prefix":"a"}`},
 		{[]string{"get", "-s", s, "--json", "zz"}, `{"error":{"code":"not_found","exit":3,"message":"*"}}`},
 		{[]string{"export", "-s", s, "--json", "-o", filepath.Join(dir, "out.ndjson")}, `{"exported":1,"bytes":2,"vanished":0}`},
 		{[]string{"import", "-s", s + "2", "--json", filepath.Join(dir, "out.ndjson")}, `{"written":1,"failures":[]}`},
