@@ -126,7 +126,7 @@ bench-hop: ## kvgate's unary calls beside httputil.ReverseProxy in front of the 
 	go run ./cmd/kvhop
 
 .PHONY: soak
-soak: ## The full fault soak: 100,000 items, 10,000 unary calls and 1,000 GetItems calls through 10% 429/5xx and 1% dropped connections
+soak: ## The full fault soak: 100,000 items, 10,000 unary calls and 1,000 GetItems calls through 10% 429/5xx and 1% dropped connections; the watch, listing, group commit, DeleteKeys and CopyItems phases at their own sizes
 	go test -count=1 -timeout 60m -v -run TestSoak ./soak/ -soak.items=100000 -soak.unary=10000 -soak.getitems=1000
 
 .PHONY: soak-memory
