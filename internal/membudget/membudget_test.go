@@ -67,7 +67,7 @@ func TestAcquireFailsWhenContextEnds(t *testing.T) {
 		ctx  func(context.Context) (context.Context, context.CancelFunc)
 	}{
 		{"deadline", func(ctx context.Context) (context.Context, context.CancelFunc) {
-			return context.WithTimeout(ctx, 50*time.Millisecond)
+			return context.WithTimeout(ctx, 400*time.Millisecond) // a margin of 100 ms: room for a loaded machine
 		}},
 		{"cancel", func(ctx context.Context) (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(ctx)
