@@ -3,9 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -30,17 +28,7 @@ func copyItems(ctx context.Context, client kvv1connect.KVStoreServiceClient, req
 		return nil, err
 	}
 	defer stream.Close()
-	var msgs []*kvv1.CopyItemsResponse
-	for {
-		msg, err := stream.Receive()
-		if errors.Is(err, io.EOF) {
-			return msgs, nil
-		}
-		if err != nil {
-			return msgs, err
-		}
-		msgs = append(msgs, msg)
-	}
+	return testutil.ReadStream(stream.Receive)
 }
 
 // checkCopyMessages checks a complete copy's messages: cumulative counts
